@@ -1,0 +1,59 @@
+# Stratus — the two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8000
+export STRATUS_DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: run test install install-dev frontend lint typecheck pytest serve-ci clean
+
+run: install frontend
+	$(PY) manage.py migrate --noinput -v 0
+	@echo "== Stratus demo logins and API tokens (Authorization: Bearer <token>) =="
+	@$(PY) manage.py seed_demo
+	@echo "== Serving http://127.0.0.1:$(PORT)/  (API docs: /api/v1/docs/) =="
+	$(PY) manage.py serve --host 127.0.0.1 --port $(PORT)
+
+test: install-dev frontend lint typecheck pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+
+typecheck:
+	$(VENV)/bin/mypy .
+
+pytest:
+	$(VENV)/bin/pytest
+
+# --- installs (stamped, so a second run reuses them) -------------------------------------
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.lock | $(PY)
+	$(PY) -m pip install -q -r requirements.lock
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.lock | $(PY)
+	$(PY) -m pip install -q -r requirements-dev.lock
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+frontend/node_modules/.package-lock.json: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	touch $@
+
+frontend/build/vendor/htmx.min.js: frontend/node_modules/.package-lock.json frontend/build.mjs
+	cd frontend && npm run -s build
+
+frontend: frontend/build/vendor/htmx.min.js
+
+# Regenerate the lock files after changing pyproject.toml.
+lock: $(PY)
+	$(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile -q --strip-extras --extra dev --no-emit-index-url --no-emit-find-links -o requirements-dev.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) frontend/node_modules frontend/build

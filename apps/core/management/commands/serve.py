@@ -1,0 +1,38 @@
+"""Serve the console: one ASGI process (uvicorn). In the embedded default it also runs the
+in-process Celery worker, so `make run` needs no other service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from apps.core import worker
+
+
+class Command(BaseCommand):
+    help = "Serve the console (ASGI) on HOST:PORT; starts the in-process worker in the embedded default."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (production)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if settings.STRATUS_EMBEDDED_WORKER:
+            if options["workers"] != 1:
+                self.stderr.write("The embedded worker needs a single process; use --workers 1 or set REDIS_URL.")
+                raise SystemExit(2)
+            worker.start()
+            self.stdout.write("in-process worker: started")
+        self.stdout.write(f"Stratus console: http://{options['host']}:{options['port']}/")
+        uvicorn.run(
+            "console.asgi:application",
+            host=options["host"],
+            port=options["port"],
+            workers=options["workers"],
+            log_level="warning",
+            lifespan="off",
+        )

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from apps.core import context
+from apps.core.errors import json_error
+
+request_log = logging.getLogger("stratus.request")
+
+# An incoming X-Request-Id is honoured when it looks like an id, so a caller can follow
+# one request across systems; anything else is replaced (it ends up in log lines).
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.META.get("REMOTE_ADDR")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (X-Request-Id in and out) and logs one line per request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.META.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        token = context.set_current(context.RequestContext(request_id=request_id, source_ip=client_ip(request)))
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+        finally:
+            context.reset(token)
+        response["X-Request-Id"] = request_id
+        user = getattr(request, "user", None)
+        request_log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "user_id": user.pk if user is not None and user.is_authenticated else None,
+            },
+        )
+        return response
+
+
+class BodySizeLimitMiddleware:
+    """Refuses API bodies over STRATUS_MAX_REQUEST_BYTES with 413 before anything reads them.
+
+    Bodies without a Content-Length (chunked) are still capped: Django raises
+    RequestDataTooBig when the view reads them, which the API exception handler maps to 413.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            limit = settings.STRATUS_MAX_REQUEST_BYTES
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return json_error(400, "malformed_request", "Content-Length is not a number.")
+            if length > limit:
+                return json_error(
+                    413, "request_too_large", f"Request body of {length} bytes exceeds the limit of {limit} bytes."
+                )
+        return self.get_response(request)

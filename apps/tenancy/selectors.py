@@ -1,0 +1,154 @@
+"""Reads, always scoped to the caller. Anything outside the caller's orgs is NotFound (404),
+never Forbidden, so ids of other tenants' objects reveal nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Prefetch, QuerySet
+
+from apps.audit.models import AuditEvent
+from apps.core.errors import NotFound
+from apps.tenancy import permissions
+from apps.tenancy.models import (
+    ApiToken,
+    Environment,
+    Invitation,
+    Membership,
+    Organization,
+    Project,
+    ProjectGrant,
+    Team,
+)
+
+User = get_user_model()
+
+
+def org_list(*, user: Any) -> QuerySet[Organization]:
+    return Organization.objects.filter(memberships__user=user)
+
+
+def org_get(*, user: Any, slug: str) -> Organization:
+    org = org_list(user=user).filter(slug=slug).first()
+    if org is None:
+        raise NotFound(f"Organization '{slug}' not found.")
+    return org
+
+
+def member_list(*, org: Organization) -> QuerySet[Membership]:
+    return Membership.objects.filter(org=org).select_related("user").order_by("user__username")
+
+
+def member_get(*, org: Organization, username: str) -> Membership:
+    m = member_list(org=org).filter(user__username=username).first()
+    if m is None:
+        raise NotFound(f"Member '{username}' not found in '{org.slug}'.")
+    return m
+
+
+def org_user_get(*, org: Organization, username: str) -> Any:
+    """A user by name, only if they belong to ``org`` (so names outside it stay hidden)."""
+    return member_get(org=org, username=username).user
+
+
+def team_list(*, org: Organization) -> QuerySet[Team]:
+    return (
+        Team.objects.filter(org=org)
+        .select_related("group")
+        .prefetch_related(Prefetch("group__user_set", queryset=User.objects.order_by("username")))
+    )
+
+
+def team_get(*, org: Organization, slug: str) -> Team:
+    team = team_list(org=org).filter(slug=slug).first()
+    if team is None:
+        raise NotFound(f"Team '{slug}' not found in '{org.slug}'.")
+    return team
+
+
+def invitation_list(*, org: Organization) -> QuerySet[Invitation]:
+    return Invitation.objects.filter(org=org).select_related("invited_by", "org")
+
+
+def invitation_get(*, org: Organization, invitation_id: int) -> Invitation:
+    inv = invitation_list(org=org).filter(pk=invitation_id).first()
+    if inv is None:
+        raise NotFound("Invitation not found.")
+    return inv
+
+
+def project_list(*, user: Any, org: Organization | None = None) -> QuerySet[Project]:
+    qs = (
+        permissions.visible_projects(user)
+        .select_related("org")
+        .prefetch_related(Prefetch("environments", queryset=Environment.objects.order_by("id")))
+    )
+    if org is not None:
+        qs = qs.filter(org=org)
+    return qs.order_by("org__slug", "slug")
+
+
+def project_get(*, user: Any, project_id: int | str) -> Project:
+    try:
+        pk = int(project_id)
+    except (TypeError, ValueError):
+        raise NotFound("Project not found.")
+    project = permissions.visible_projects(user).select_related("org").filter(pk=pk).first()
+    if project is None:
+        raise NotFound("Project not found.")
+    return project
+
+
+def grant_list(*, project: Project) -> QuerySet[ProjectGrant]:
+    return ProjectGrant.objects.filter(project=project).select_related("user", "team")
+
+
+def grant_get(*, project: Project, grant_id: int) -> ProjectGrant:
+    grant = grant_list(project=project).filter(pk=grant_id).first()
+    if grant is None:
+        raise NotFound("Grant not found.")
+    return grant
+
+
+def environment_list(*, project: Project) -> QuerySet[Environment]:
+    return Environment.objects.filter(project=project).select_related("project__org").order_by("id")
+
+
+def environment_get(*, project: Project, name: str) -> Environment:
+    env = environment_list(project=project).filter(name=name).first()
+    if env is None:
+        raise NotFound(f"Environment '{name}' not found in project '{project}'.")
+    return env
+
+
+def token_list(*, user: Any) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user)
+
+
+def token_get(*, user: Any, token_id: int) -> ApiToken:
+    token = token_list(user=user).filter(pk=token_id).first()
+    if token is None:
+        raise NotFound("Token not found.")
+    return token
+
+
+def audit_event_list(*, user: Any, filters: dict[str, str]) -> QuerySet[AuditEvent]:
+    """Events of orgs the caller manages (admin/owner), plus the caller's own events that
+    belong to no org (their tokens)."""
+    from django.db.models import Q
+
+    managed = Membership.objects.filter(user=user, role__in=permissions.ORG_MANAGERS).values("org_id")
+    qs = AuditEvent.objects.filter(Q(org_id__in=managed) | Q(org__isnull=True, actor=user)).select_related("org")
+    if filters.get("org"):
+        qs = qs.filter(org__slug=filters["org"])
+    for key in ("action", "target_type", "target_id"):
+        if filters.get(key):
+            qs = qs.filter(**{key: filters[key]})
+    if filters.get("actor"):
+        qs = qs.filter(actor_repr=filters["actor"])
+    if filters.get("since"):
+        qs = qs.filter(created_at__gte=filters["since"])
+    if filters.get("until"):
+        qs = qs.filter(created_at__lt=filters["until"])
+    return qs

@@ -1,0 +1,255 @@
+"""Stratus settings: one module, read from the environment.
+
+With nothing set, this is the *embedded default* that ``make run`` serves: SQLite, an
+in-memory channel layer, an in-process Celery worker, everything under one data directory.
+Setting DATABASE_URL / REDIS_URL switches the same code to PostgreSQL and Redis.
+``STRATUS_PRODUCTION=1`` turns on the hardened profile (see README "Production").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from console.datadir import ensure_dir, generated_encryption_key, generated_secret_key
+from console.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = ensure_dir(Path(env_str("STRATUS_DATA_DIR") or BASE_DIR / "var").resolve())
+
+PRODUCTION = env_bool("STRATUS_PRODUCTION", False)
+DEBUG = env_bool("STRATUS_DEBUG", False)
+
+if PRODUCTION:
+    SECRET_KEY = env_str("STRATUS_SECRET_KEY") or ""
+    if len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "STRATUS_SECRET_KEY (or STRATUS_SECRET_KEY_FILE) must be set to at least 50 characters "
+            "when STRATUS_PRODUCTION=1"
+        )
+    ENCRYPTION_KEYS = env_list("STRATUS_ENCRYPTION_KEYS")
+    if not ENCRYPTION_KEYS:
+        raise ImproperlyConfigured(
+            "STRATUS_ENCRYPTION_KEYS (or STRATUS_ENCRYPTION_KEYS_FILE) must be set when STRATUS_PRODUCTION=1"
+        )
+else:
+    SECRET_KEY = env_str("STRATUS_SECRET_KEY") or generated_secret_key(DATA_DIR)
+    # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation: prepend a new
+    # key, run `manage.py rotate_secrets`, then drop the old one).
+    ENCRYPTION_KEYS = env_list("STRATUS_ENCRYPTION_KEYS") or [generated_encryption_key(DATA_DIR)]
+
+ALLOWED_HOSTS = env_list("STRATUS_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("STRATUS_CSRF_TRUSTED_ORIGINS")
+# Base URL used in links we send out (invitation emails).
+PUBLIC_URL = (env_str("STRATUS_PUBLIC_URL") or f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "guardian",
+    "channels",
+    "apps.core",
+    "apps.audit",
+    "apps.tenancy",
+    "apps.functions",
+    "apps.pipelines",
+    "apps.monitoring",
+]
+
+MIDDLEWARE = [
+    "apps.core.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.core.middleware.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "console.urls"
+ASGI_APPLICATION = "console.asgi.application"
+WSGI_APPLICATION = "console.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "frontend" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "stratus.sqlite3"),
+            "OPTIONS": {
+                # WAL lets the in-process worker read while a request writes; IMMEDIATE
+                # takes the write lock at BEGIN so two writers queue instead of failing
+                # with "database is locked" half-way through a transaction.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer and broker ------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+EMBEDDED = not REDIS_URL
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # kombu's in-memory transport: the broker lives inside this process, consumed by the
+    # worker thread that `manage.py serve` starts (apps/core/worker.py).
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"
+# Run the in-process worker (embedded default). Production runs `celery -A console worker`.
+STRATUS_EMBEDDED_WORKER = env_bool("STRATUS_EMBEDDED_WORKER", EMBEDDED)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is redelivered; tasks are idempotent
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env_str("STRATUS_TASK_QUEUE") or "stratus"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Auth ----------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+GUARDIAN_ANONYMOUS_USER_NAME = None  # anonymous users never hold object permissions
+GUARDIAN_RAISE_403 = False
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+# --- API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.tenancy.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "apps.tenancy.authentication.TokenScopePermission",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "apps.core.exception_handler.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Stratus API",
+    "DESCRIPTION": "Self-hosted console for serverless apps. Send `Authorization: Bearer <token>`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Largest request body the API accepts (bytes); larger answers 413 with the error envelope.
+STRATUS_MAX_REQUEST_BYTES = env_int("STRATUS_MAX_REQUEST_BYTES", 2 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = STRATUS_MAX_REQUEST_BYTES
+INVITATION_TTL_DAYS = env_int("STRATUS_INVITATION_TTL_DAYS", 7)
+# A token's last-used time is written at most this often, so the API does not do a write
+# per authenticated request.
+TOKEN_LAST_USED_RESOLUTION_S = env_int("STRATUS_TOKEN_LAST_USED_RESOLUTION_S", 60)
+
+# --- Static files ----------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = ensure_dir(DATA_DIR / "static")
+STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
+if (BASE_DIR / "frontend" / "build").is_dir():
+    STATICFILES_DIRS.append(BASE_DIR / "frontend" / "build")
+# The embedded default serves straight from the source folders (no collectstatic step);
+# production runs collectstatic and serves compressed, hashed files.
+WHITENOISE_USE_FINDERS = not PRODUCTION
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+MEDIA_ROOT = DATA_DIR / "media"
+
+# --- Email -----------------------------------------------------------------------------
+EMAIL_BACKEND = env_str("STRATUS_EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.filebased.EmailBackend"
+)
+EMAIL_FILE_PATH = DATA_DIR / "mail"
+EMAIL_HOST = env_str("STRATUS_EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("STRATUS_EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("STRATUS_FROM_EMAIL") or "stratus@localhost"
+
+# --- Security (production profile) ------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("STRATUS_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("STRATUS_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("STRATUS_HSTS_PRELOAD", False)
+    if env_bool("STRATUS_BEHIND_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# --- Logging: one JSON line per event -------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "apps.core.logging.RequestIdFilter"}},
+    "formatters": {"json": {"()": "apps.core.logging.JsonFormatter"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]},
+    },
+    "root": {"handlers": ["stdout"], "level": env_str("STRATUS_LOG_LEVEL") or "INFO"},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "uvicorn.access": {"level": "WARNING"},  # our own request log replaces it
+        "celery": {"level": "WARNING"},
+    },
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True

@@ -1,0 +1,89 @@
+"""Shared fixtures: one org with every role, and an outsider in another org.
+
+alpha (org): alice owner, adam admin, bob developer (granted developer on `web`),
+carol viewer (granted viewer on `web`), dora developer with no grant.
+other (org): charlie owner, with project `secret-project`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before Django reads settings: tests keep their data (generated keys, mail) out of ./var.
+os.environ.setdefault("STRATUS_DATA_DIR", tempfile.mkdtemp(prefix="stratus-test-"))
+
+from dataclasses import dataclass  # noqa: E402
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from apps.tenancy import services
+from apps.tenancy.models import Organization, Project
+from apps.tenancy.roles import Role
+
+User = get_user_model()
+ALL_SCOPES = ["read", "write", "deploy", "admin"]
+
+
+@dataclass
+class World:
+    alpha: Organization
+    other: Organization
+    web: Project
+    outsider_project: Project
+    alice: Any
+    adam: Any
+    bob: Any
+    carol: Any
+    dora: Any
+    charlie: Any
+
+    def user(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+def make_user(username: str) -> Any:
+    return User.objects.create_user(username=username, email=f"{username}@example.com", password=f"{username}-pw-123")
+
+
+def build_world() -> World:
+    alice, adam, bob, carol, dora, charlie = (
+        make_user(n) for n in ("alice", "adam", "bob", "carol", "dora", "charlie")
+    )
+    alpha = services.org_create(actor=alice, slug="alpha", name="Alpha")
+    other = services.org_create(actor=charlie, slug="other", name="Other")
+    services.membership_ensure(user=adam, org=alpha, role=Role.ADMIN)
+    services.membership_ensure(user=bob, org=alpha, role=Role.DEVELOPER)
+    services.membership_ensure(user=carol, org=alpha, role=Role.VIEWER)
+    services.membership_ensure(user=dora, org=alpha, role=Role.DEVELOPER)
+    web = services.project_create(actor=alice, org=alpha, slug="web", name="Web")
+    services.project_grant_set(actor=alice, project=web, role=Role.DEVELOPER, user=bob)
+    services.project_grant_set(actor=alice, project=web, role=Role.VIEWER, user=carol)
+    outsider_project = services.project_create(actor=charlie, org=other, slug="secret-project", name="Secret")
+    return World(alpha, other, web, outsider_project, alice, adam, bob, carol, dora, charlie)
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    return build_world()
+
+
+@pytest.fixture
+def client_for():
+    """client_for(user) → an APIClient signed in with a session (the browser's way);
+    client_for(user, scopes=[...]) → one sending a Bearer token with those scopes."""
+
+    def make(user: Any, scopes: list[str] | None = None, **token_kwargs: Any) -> APIClient:
+        client = APIClient()
+        if scopes is None:
+            client.force_login(user)
+        else:
+            _, plaintext = services.token_create(user=user, name="test", scopes=scopes, **token_kwargs)
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+            client.token = plaintext  # type: ignore[attr-defined]
+        return client
+
+    return make

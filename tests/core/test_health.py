@@ -1,0 +1,41 @@
+import pytest
+
+
+@pytest.mark.django_db
+def test_healthz_answers_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_reports_database_channel_layer_and_broker(client, settings):
+    from apps.core import worker
+
+    if settings.STRATUS_EMBEDDED_WORKER:
+        worker.start()
+    response = client.get("/readyz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"database", "channel_layer", "broker"}
+    assert all(v.startswith("ok") for v in body["checks"].values())
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_naming_the_broken_part(client, settings):
+    settings.STRATUS_EMBEDDED_WORKER = False
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    from console.celery import app
+
+    old = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"
+    try:
+        response = client.get("/readyz")
+    finally:
+        app.conf.broker_url = old
+    body = response.json()
+    assert response.status_code == 503
+    assert body["status"] == "not ready"
+    assert body["checks"]["broker"].startswith("failed:")
+    assert body["checks"]["database"].startswith("ok")
