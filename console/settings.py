@@ -168,7 +168,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.core.exception_handler.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -178,6 +178,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OrgRoleEnum": "apps.tenancy.roles.Role",
+        "ProjectRoleEnum": "apps.tenancy.roles.PROJECT_ROLE_CHOICES",
+    },
 }
 # Largest request body the API accepts (bytes); larger answers 413 with the error envelope.
 STRATUS_MAX_REQUEST_BYTES = env_int("STRATUS_MAX_REQUEST_BYTES", 2 * 1024 * 1024)

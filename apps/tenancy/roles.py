@@ -18,6 +18,8 @@ class Role(models.TextChoices):
     OWNER = "owner", "Owner"
 
 
+PROJECT_ROLE_CHOICES = [(r.value, r.label) for r in (Role.VIEWER, Role.DEVELOPER, Role.ADMIN)]
+
 RANK = {Role.VIEWER: 1, Role.DEVELOPER: 2, Role.ADMIN: 3, Role.OWNER: 4}
 
 

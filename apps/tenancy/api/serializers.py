@@ -19,7 +19,7 @@ from apps.tenancy.models import (
     slug_validator,
     var_name_validator,
 )
-from apps.tenancy.roles import Role
+from apps.tenancy.roles import PROJECT_ROLE_CHOICES, Role
 
 User = get_user_model()
 
@@ -155,7 +155,7 @@ class GrantSerializer(serializers.ModelSerializer):
 class GrantCreateSerializer(serializers.Serializer):
     user = serializers.CharField(max_length=150, required=False)
     team = serializers.CharField(max_length=50, required=False)
-    role = serializers.ChoiceField(choices=[Role.VIEWER, Role.DEVELOPER, Role.ADMIN])
+    role = serializers.ChoiceField(choices=PROJECT_ROLE_CHOICES)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("user" in attrs) == ("team" in attrs):
@@ -173,8 +173,13 @@ class PrincipalSerializer(serializers.Serializer):
         return attrs
 
 
+class DeployersSerializer(serializers.Serializer):
+    users = serializers.ListField(child=serializers.CharField())
+    teams = serializers.ListField(child=serializers.CharField())
+
+
 class GrantUpdateSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=[Role.VIEWER, Role.DEVELOPER, Role.ADMIN])
+    role = serializers.ChoiceField(choices=PROJECT_ROLE_CHOICES)
 
 
 class VariableSerializer(serializers.Serializer):

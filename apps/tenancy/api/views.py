@@ -413,11 +413,13 @@ class DeployerListView(EnvironmentView):
 
     serializer_class = s.PrincipalSerializer  # type: ignore[assignment]
     scope_map = ADMIN_WRITES
+    paginated = False  # a small fixed-shape listing: {"users": [...], "teams": [...]}
 
+    @extend_schema(responses={200: s.DeployersSerializer})
     def get(self, request: Request, project_id: int, env: str) -> Response:
         return Response(_deployers(self.environment(request, project_id, env)))
 
-    @extend_schema(request=s.PrincipalSerializer)
+    @extend_schema(request=s.PrincipalSerializer, responses={201: s.DeployersSerializer})
     def post(self, request: Request, project_id: int, env: str) -> Response:
         obj = self.environment(request, project_id, env)
         user, team = _principal(obj.project, self.parse(s.PrincipalSerializer, request))
