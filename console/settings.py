@@ -101,6 +101,9 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # Lets two test runs share one server without dropping each other's test database.
+    if env_str("STRATUS_TEST_DATABASE_NAME"):
+        DATABASES["default"]["TEST"] = {"NAME": env_str("STRATUS_TEST_DATABASE_NAME")}
 else:
     DATABASES = {
         "default": {

@@ -19,7 +19,11 @@ PRODUCTION_ENV = {
 
 
 def manage(*args, env, tmp_path):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUS_")}
+    # A clean environment: no STRATUS_* of the test run, and no async-unsafe switch that
+    # page tests set (check --deploy rightly rejects it).
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("STRATUS_") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"
+    }
     full_env.update(env)
     full_env["STRATUS_DATA_DIR"] = str(tmp_path)
     return subprocess.run(
