@@ -66,6 +66,12 @@ def build_world() -> World:
     return World(alpha, other, web, outsider_project, alice, adam, bob, carol, dora, charlie)
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # PBKDF2 at full strength costs ~0.3 s per user; tests make many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def world(db: None) -> World:
     return build_world()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import Http404
 from rest_framework import generics, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,3 +31,8 @@ class ApiView(generics.GenericAPIView):
 
     def prefetch_for_page(self, page: list[Any]) -> None:
         """Hook: load per-row facts for a whole page in one go (no query per row)."""
+
+    def get_object(self) -> Any:
+        """Views look objects up through the caller-scoped selectors, never a queryset.
+        DRF's OPTIONS metadata probes get_object() for PUT; without this it crashed (500)."""
+        raise Http404

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -62,7 +64,20 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             ),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
-    if isinstance(exc, Http404):
+    if isinstance(exc, IntegrityError):
+        # Services check uniqueness first; this is the race where two requests passed that
+        # check at once and the database's constraint refused the second. The transaction
+        # rolled back, so nothing was half-written.
+        return Response(
+            envelope("conflict", "The change conflicts with a concurrent change (a unique rule); retry."),
+            status=status.HTTP_409_CONFLICT,
+        )
+    if isinstance(exc, DjangoValidationError):
+        # A model validator that ran outside a serializer: still the caller's bad input (400).
+        exc = drf_exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    elif isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()

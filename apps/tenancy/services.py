@@ -12,9 +12,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
 from django.core import signing
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
 
 from apps.audit.services import audit_record
@@ -212,7 +214,9 @@ def team_member_remove(*, actor: Any, team: Team, user: Any) -> None:
 def invitation_token(invitation: Invitation) -> str:
     """The link token: signed (id, nonce). Deterministic, so the email task can rebuild it
     from the id alone; revoking rotates the nonce and kills every copy."""
-    return signing.dumps({"i": invitation.pk, "n": invitation.nonce}, salt=_INVITATION_SALT, compress=True)
+    # Signer, not signing.dumps: dumps adds a timestamp, so the emailed link would differ
+    # from the one shown at creation. Expiry is the row's expires_at, not the signature's age.
+    return signing.Signer(salt=_INVITATION_SALT).sign_object({"i": invitation.pk, "n": invitation.nonce}, compress=True)
 
 
 def invitation_link(invitation: Invitation) -> str:
@@ -259,7 +263,10 @@ def invitation_revoke(*, actor: Any, invitation: Invitation) -> Invitation:
 @transaction.atomic
 def invitation_accept(*, user: Any, token: str) -> Membership:
     try:
-        data = signing.loads(token, salt=_INVITATION_SALT)
+        if token.count(":") == 2:  # payload:timestamp:signature, issued by signing.dumps before
+            data = signing.loads(token, salt=_INVITATION_SALT)
+        else:
+            data = signing.Signer(salt=_INVITATION_SALT).unsign_object(token)
         invitation_id, nonce = int(data["i"]), str(data["n"])
     except (signing.BadSignature, KeyError, TypeError, ValueError):
         raise NotFound("This invitation link is not valid.", code="invitation_invalid")
@@ -327,7 +334,18 @@ def project_update(*, actor: Any, project: Project, **changes: Any) -> Project:
 def project_delete(*, actor: Any, project: Project) -> None:
     permissions.require_project_permission(actor, project, roles.DELETE_PROJECT, "Deleting a project")
     audit_record(actor=actor, org=project.org, action="project.delete", target=project)
+    for env in project.environments.all():
+        _delete_object_permissions(env)
+    _delete_object_permissions(project)
     project.delete()
+
+
+def _delete_object_permissions(obj: Any) -> None:
+    """Guardian keeps object permissions by (content type, object pk) without a foreign
+    key, so they do not cascade: delete them with the object."""
+    ct = ContentType.objects.get_for_model(obj)
+    UserObjectPermission.objects.filter(content_type=ct, object_pk=str(obj.pk)).delete()
+    GroupObjectPermission.objects.filter(content_type=ct, object_pk=str(obj.pk)).delete()
 
 
 def _sync_grant_perms(project: Project, *, user: Any = None, group: Group | None = None, role: str | None) -> None:
@@ -437,6 +455,7 @@ def environment_update(*, actor: Any, environment: Environment, protected: bool)
 def environment_delete(*, actor: Any, environment: Environment) -> None:
     permissions.require_project_permission(actor, environment.project, roles.CHANGE_PROJECT, "Deleting an environment")
     audit_record(actor=actor, org=environment.project.org, action="environment.delete", target=environment)
+    _delete_object_permissions(environment)
     environment.delete()
 
 

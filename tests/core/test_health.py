@@ -24,11 +24,13 @@ def test_readyz_reports_database_channel_layer_and_broker(client, settings):
 
 @pytest.mark.django_db
 def test_readyz_is_503_naming_the_broken_part(client, settings):
-    settings.STRATUS_EMBEDDED_WORKER = False
-    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     from console.celery import app
 
+    # Read the broker before overriding settings: the first read of app.conf loads it from
+    # them, and would otherwise "restore" the broken URL for every later test.
     old = app.conf.broker_url
+    settings.STRATUS_EMBEDDED_WORKER = False
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     app.conf.broker_url = "redis://127.0.0.1:1/0"
     try:
         response = client.get("/readyz")

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from apps.tenancy import permissions
@@ -201,7 +202,12 @@ class SecretSerializer(serializers.Serializer):
 
 
 def validate_var_name(name: str) -> str:
-    var_name_validator(name)
+    """The name comes from the URL: a bad one is a 400 naming ``name`` (a bare Django
+    ValidationError would escape DRF's handler as a 500)."""
+    try:
+        var_name_validator(name)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError({"name": exc.messages})
     return name
 
 

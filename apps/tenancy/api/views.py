@@ -243,6 +243,7 @@ class ProjectListView(ApiView):
 
 class ProjectDetailView(ApiView):
     serializer_class = s.ProjectSerializer
+    scope_map = {"DELETE": ApiToken.Scope.ADMIN}  # deleting a whole project is an admin act
 
     def get(self, request: Request, project_id: int) -> Response:
         return self.render(s.ProjectSerializer, selectors.project_get(user=request.user, project_id=project_id))
@@ -334,6 +335,8 @@ class EnvironmentView(ApiView):
 
 
 class EnvironmentDetailView(EnvironmentView):
+    scope_map = {"DELETE": ApiToken.Scope.ADMIN}
+
     def get(self, request: Request, project_id: int, env: str) -> Response:
         return self.render(s.EnvironmentSerializer, self.environment(request, project_id, env))
 
