@@ -1,0 +1,1 @@
+"""Execution backends: one interface, chosen per environment."""
