@@ -7,6 +7,7 @@ from apps.core import health, pages
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.tenancy.api.urls")),
+    path("", include("apps.functions.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

@@ -33,6 +33,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
 
 from apps.audit.models import AuditEvent
+from apps.functions import services as function_services
 from apps.tenancy import services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
 from apps.tenancy.roles import Role
@@ -55,6 +56,7 @@ TEAM_NAME = "Platform Team"
 INVITEE_EMAIL = "newhire@example.com"
 VAR_NAME, VAR_VALUE = "API_BASE_URL", "https://api.internal.example/v7q"
 SECRET_NAME, SECRET_VALUE = "PAYMENT_KEY", "sk_live_zq81x"
+FUNCTION_NAME = "checkout-hook"
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Alpha:
     invitation_token: str
     bob_grant_id: int
     alice_token_id: int
+    function_id: int
 
 
 # Path parameter name → (real values pointing at alpha's objects, a value that exists nowhere).
@@ -82,6 +85,7 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "token_id": (lambda a: [a.alice_token_id], 987654),
     "name": (lambda a: [VAR_NAME, SECRET_NAME], "GHOST_NAME"),
     "principal": (lambda a: ["user:bob", f"team:{a.team.slug}"], "user:ghost-user"),
+    "function_id": (lambda a: [a.function_id], 987654),
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -101,6 +105,7 @@ ALPHA_IDENTIFIERS = (
     VAR_VALUE,
     SECRET_NAME,
     SECRET_VALUE,
+    FUNCTION_NAME,
 )
 
 
@@ -178,6 +183,9 @@ def alpha(world: Any) -> Alpha:
     services.environment_deployer_add(actor=w.alice, environment=prod, user=w.bob)
     services.environment_deployer_add(actor=w.alice, environment=prod, team=team)
     alice_token, _ = services.token_create(user=w.alice, name="alice-ci", scopes=["read"])
+    function = function_services.function_create(
+        actor=w.alice, project=w.web, name=FUNCTION_NAME, runtime="python3.11", handler="main.handler"
+    )
     return Alpha(
         world=w,
         team=team,
@@ -185,6 +193,7 @@ def alpha(world: Any) -> Alpha:
         invitation_token=invitation_token,
         bob_grant_id=w.web.grants.get(user=w.bob).pk,
         alice_token_id=alice_token.pk,
+        function_id=function.pk,
     )
 
 
@@ -194,7 +203,7 @@ def charlie_client(alpha: Alpha, client_for: Any, auth: str) -> Any:
     return client_for(alpha.world.charlie, scopes=list(ApiToken.Scope.values))
 
 
-SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian")
+SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions")
 
 
 def db_snapshot(outsider: Any) -> dict[str, list[dict[str, Any]]]:

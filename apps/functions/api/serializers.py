@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.functions.models import MEMORY_MB, TIMEOUT_S, Function, Kind, Runtime
+from apps.tenancy.models import slug_validator
+
+
+class FunctionSerializer(serializers.ModelSerializer):
+    project = serializers.IntegerField(source="project_id", read_only=True)
+    org = serializers.CharField(source="project.org.slug", read_only=True)
+
+    class Meta:
+        model = Function
+        fields = [
+            "id",
+            "org",
+            "project",
+            "name",
+            "description",
+            "runtime",
+            "handler",
+            "kind",
+            "memory_mb",
+            "timeout_s",
+            "env",
+            "min_instances",
+            "max_instances",
+            "instance_concurrency",
+            "idle_timeout_s",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class FunctionConfigSerializer(serializers.Serializer):
+    """Input for create (name, runtime and handler required) and update (all optional)."""
+
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    runtime = serializers.ChoiceField(choices=Runtime.choices, required=False)
+    handler = serializers.CharField(max_length=200, required=False)
+    kind = serializers.ChoiceField(choices=Kind.choices, required=False)
+    memory_mb = serializers.IntegerField(required=False, min_value=MEMORY_MB[0], max_value=MEMORY_MB[1])
+    timeout_s = serializers.IntegerField(required=False, min_value=TIMEOUT_S[0], max_value=TIMEOUT_S[1])
+    env = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=4096), required=False)
+    min_instances = serializers.IntegerField(required=False, min_value=0)
+    max_instances = serializers.IntegerField(required=False, min_value=1)
+    instance_concurrency = serializers.IntegerField(required=False, min_value=1)
+    idle_timeout_s = serializers.IntegerField(required=False, min_value=1)
+
+
+class FunctionCreateSerializer(FunctionConfigSerializer):
+    name = serializers.CharField(max_length=50, validators=[slug_validator])
+    runtime = serializers.ChoiceField(choices=Runtime.choices)
+    handler = serializers.CharField(max_length=200)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core.api import ApiView
+from apps.functions import selectors, services
+from apps.functions.api import serializers as s
+from apps.tenancy import selectors as tenancy_selectors
+
+
+class FunctionListView(ApiView):
+    serializer_class = s.FunctionSerializer
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = tenancy_selectors.project_get(user=request.user, project_id=project_id)
+        return self.render_page(s.FunctionSerializer, selectors.function_list(project=project))
+
+    @extend_schema(request=s.FunctionCreateSerializer, responses=s.FunctionSerializer)
+    def post(self, request: Request, project_id: int) -> Response:
+        project = tenancy_selectors.project_get(user=request.user, project_id=project_id)
+        data = self.parse(s.FunctionCreateSerializer, request)
+        function = services.function_create(actor=request.user, project=project, **data)
+        return self.render(s.FunctionSerializer, function, status.HTTP_201_CREATED)
+
+
+class FunctionDetailView(ApiView):
+    serializer_class = s.FunctionSerializer
+
+    def get(self, request: Request, function_id: int) -> Response:
+        return self.render(s.FunctionSerializer, selectors.function_get(user=request.user, function_id=function_id))
+
+    @extend_schema(request=s.FunctionConfigSerializer, responses=s.FunctionSerializer)
+    def patch(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.FunctionConfigSerializer, request)
+        return self.render(
+            s.FunctionSerializer, services.function_update(actor=request.user, function=function, **data)
+        )
+
+    def delete(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        services.function_delete(actor=request.user, function=function)
+        return Response(status=status.HTTP_204_NO_CONTENT)

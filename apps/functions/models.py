@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from apps.tenancy.models import Project, slug_validator
+
+
+class Runtime(models.TextChoices):
+    PYTHON311 = "python3.11", "Python 3.11"
+    NODE20 = "node20", "Node.js 20"
+
+
+class Kind(models.TextChoices):
+    EVENT = "event", "Event: handler(event, context)"
+    HTTP = "http", "HTTP: a WSGI or ASGI app object"
+
+
+# Limits shared by every execution backend (the knobs mean the same on local and Knative).
+MEMORY_MB = (128, 3072)
+TIMEOUT_S = (1, 900)
+MAX_INSTANCES_CAP = 1000
+INSTANCE_CONCURRENCY_CAP = 1000
+
+
+class Function(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="functions")
+    name = models.SlugField(max_length=50, validators=[slug_validator])
+    description = models.TextField(blank=True, max_length=2000)
+    runtime = models.CharField(max_length=16, choices=Runtime.choices)
+    handler = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
+    memory_mb = models.PositiveIntegerField(
+        default=256, validators=[MinValueValidator(MEMORY_MB[0]), MaxValueValidator(MEMORY_MB[1])]
+    )
+    timeout_s = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(TIMEOUT_S[0]), MaxValueValidator(TIMEOUT_S[1])]
+    )
+    env = models.JSONField(default=dict, blank=True)
+    min_instances = models.PositiveIntegerField(default=0)
+    max_instances = models.PositiveIntegerField(default=10)
+    instance_concurrency = models.PositiveIntegerField(default=1)
+    idle_timeout_s = models.PositiveIntegerField(default=300)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="function_unique_project_name"),
+            models.CheckConstraint(
+                condition=models.Q(min_instances__lte=models.F("max_instances")), name="function_min_le_max"
+            ),
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.name}"

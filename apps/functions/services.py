@@ -1,0 +1,78 @@
+"""Writes for functions. Rights: viewers read, developers (edit_code) write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.core.errors import Conflict
+from apps.functions.models import Function
+from apps.functions.validation import validate_function_config
+from apps.tenancy import permissions, roles
+from apps.tenancy.models import Project
+
+CONFIG_FIELDS = (
+    "description",
+    "runtime",
+    "handler",
+    "kind",
+    "memory_mb",
+    "timeout_s",
+    "env",
+    "min_instances",
+    "max_instances",
+    "instance_concurrency",
+    "idle_timeout_s",
+)
+
+
+def _config_of(function: Function) -> dict[str, Any]:
+    return {field: getattr(function, field) for field in CONFIG_FIELDS}
+
+
+@transaction.atomic
+def function_create(*, actor: Any, project: Project, name: str, **config: Any) -> Function:
+    permissions.require_project_permission(actor, project, roles.EDIT_CODE, "Creating a function")
+    if Function.objects.filter(project=project, name=name).exists():
+        raise Conflict(f"Function '{name}' already exists in project '{project}'.", code="already_exists")
+    function = Function(project=project, name=name, created_by=actor, **config)
+    validate_function_config(_config_of(function))
+    function.save()
+    audit_record(
+        actor=actor,
+        org=project.org,
+        action="function.create",
+        target=function,
+        changes={"name": name, **{k: v for k, v in _config_of(function).items() if k != "env"}},
+    )
+    return function
+
+
+@transaction.atomic
+def function_update(*, actor: Any, function: Function, **changes: Any) -> Function:
+    permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, "Changing a function")
+    # Lock the row: two editors changing different knobs must not undo each other.
+    function = Function.objects.select_for_update().select_related("project__org").get(pk=function.pk)
+    before = _config_of(function)
+    after = {**before, **{k: v for k, v in changes.items() if k in CONFIG_FIELDS}}
+    validate_function_config(after)
+    diff = {k: [before[k], after[k]] for k in CONFIG_FIELDS if before[k] != after[k]}
+    if diff:
+        for field, value in after.items():
+            setattr(function, field, value)
+        function.save()
+        # Variable values can be sensitive configuration: the audit names changed keys only.
+        if "env" in diff:
+            old_env, new_env = before["env"], after["env"]
+            diff["env"] = sorted(k for k in old_env.keys() | new_env.keys() if old_env.get(k) != new_env.get(k))
+        audit_record(actor=actor, org=function.project.org, action="function.update", target=function, changes=diff)
+    return function
+
+
+@transaction.atomic
+def function_delete(*, actor: Any, function: Function) -> None:
+    permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, "Deleting a function")
+    audit_record(actor=actor, org=function.project.org, action="function.delete", target=function)
+    function.delete()
