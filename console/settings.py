@@ -189,6 +189,8 @@ SPECTACULAR_SETTINGS = {
 # Largest request body the API accepts (bytes); larger answers 413 with the error envelope.
 STRATUS_MAX_REQUEST_BYTES = env_int("STRATUS_MAX_REQUEST_BYTES", 2 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STRATUS_MAX_REQUEST_BYTES
+# Zip uploads of function code (multipart), larger than the JSON limit above.
+STRATUS_MAX_UPLOAD_BYTES = env_int("STRATUS_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
 INVITATION_TTL_DAYS = env_int("STRATUS_INVITATION_TTL_DAYS", 7)
 # A token's last-used time is written at most this often, so the API does not do a write
 # per authenticated request.
@@ -205,6 +207,12 @@ if (BASE_DIR / "frontend" / "build").is_dir():
 WHITENOISE_USE_FINDERS = not PRODUCTION
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Content-addressed function artifacts. Any Django storage works here (for S3, set
+    # STRATUS_ARTIFACT_STORAGE to "storages.backends.s3.S3Storage" and its OPTIONS via env).
+    "artifacts": {
+        "BACKEND": env_str("STRATUS_ARTIFACT_STORAGE") or "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {} if env_str("STRATUS_ARTIFACT_STORAGE") else {"location": str(DATA_DIR)},
+    },
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"

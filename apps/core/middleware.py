@@ -72,6 +72,9 @@ class BodySizeLimitMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith("/api/"):
             limit = settings.STRATUS_MAX_REQUEST_BYTES
+            if request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+                # Code uploads; the archive reader enforces the exact limit while reading.
+                limit = settings.STRATUS_MAX_UPLOAD_BYTES + 64 * 1024
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

@@ -42,6 +42,8 @@ class Function(models.Model):
     max_instances = models.PositiveIntegerField(default=10)
     instance_concurrency = models.PositiveIntegerField(default=1)
     idle_timeout_s = models.PositiveIntegerField(default=300)
+    # Bumped by every draft write: the draft tree's ETag, so editors detect each other.
+    draft_revision = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -57,3 +59,68 @@ class Function(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project}/{self.name}"
+
+
+class Artifact(models.Model):
+    """A content-addressed archive (canonical zip, see archives.build_canonical_zip).
+
+    Stored once per sha256 in the artifact store (Django storage under ``artifacts/``),
+    shared by every version with the same content, and never deleted while a version
+    references it (Version.artifact is PROTECT)."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.BigIntegerField(help_text="bytes of the canonical zip")
+    file_count = models.PositiveIntegerField()
+    unpacked_size = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.sha256[:12]
+
+    @property
+    def storage_name(self) -> str:
+        return f"artifacts/{self.sha256[:2]}/{self.sha256}.zip"
+
+
+class Version(models.Model):
+    """An immutable, numbered snapshot of a function: artifact + config."""
+
+    class Source(models.TextChoices):
+        DRAFT = "draft"
+        UPLOAD = "upload"
+        FILES = "files"
+        GIT = "git"
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="versions")
+    config = models.JSONField(help_text="snapshot of the function's configuration at publish time")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    source_info = models.JSONField(default=dict, blank=True, help_text="git: repo, branch, commit, author")
+    message = models.CharField(max_length=500, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "number"], name="version_unique_number")]
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"{self.function} v{self.number}"
+
+
+class DraftFile(models.Model):
+    """One file of a function's editable working copy (WebIDE, VS Code)."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="draft_files")
+    path = models.CharField(max_length=1024)
+    content = models.BinaryField()
+    sha256 = models.CharField(max_length=64, help_text="the file's ETag")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "path"], name="draftfile_unique_path")]
+        ordering = ["path"]
+
+    def __str__(self) -> str:
+        return self.path

@@ -33,6 +33,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
 
 from apps.audit.models import AuditEvent
+from apps.functions import draft_services, version_services
 from apps.functions import services as function_services
 from apps.tenancy import services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
@@ -86,6 +87,8 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "name": (lambda a: [VAR_NAME, SECRET_NAME], "GHOST_NAME"),
     "principal": (lambda a: ["user:bob", f"team:{a.team.slug}"], "user:ghost-user"),
     "function_id": (lambda a: [a.function_id], 987654),
+    "number": (lambda a: [1], 987654),  # version 1 of the alpha function
+    "path": (lambda a: ["main.py"], "ghost/missing.py"),  # a file in that version (and the draft)
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -186,6 +189,10 @@ def alpha(world: Any) -> Alpha:
     function = function_services.function_create(
         actor=w.alice, project=w.web, name=FUNCTION_NAME, runtime="python3.11", handler="main.handler"
     )
+    version_services.version_create(
+        actor=w.alice, function=function, files={"main.py": b"def handler(e, c): pass\n"}, source="files"
+    )
+    draft_services.draft_file_write(actor=w.alice, function=function, path="main.py", content=b"def handler(e, c): 1\n")
     return Alpha(
         world=w,
         team=team,
@@ -203,7 +210,7 @@ def charlie_client(alpha: Alpha, client_for: Any, auth: str) -> Any:
     return client_for(alpha.world.charlie, scopes=list(ApiToken.Scope.values))
 
 
-SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions")
+SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions")  # functions: versions, drafts, artifacts
 
 
 def db_snapshot(outsider: Any) -> dict[str, list[dict[str, Any]]]:

@@ -1,8 +1,23 @@
 from django.urls import path
 
+from apps.functions.api import draft_views, version_views
 from apps.functions.api import views as v
+
+F = "functions/<int:function_id>"
 
 urlpatterns = [
     path("projects/<int:project_id>/functions/", v.FunctionListView.as_view(), name="function-list"),
-    path("functions/<int:function_id>/", v.FunctionDetailView.as_view(), name="function-detail"),
+    path(f"{F}/", v.FunctionDetailView.as_view(), name="function-detail"),
+    # versions
+    path(f"{F}/versions/", version_views.VersionListView.as_view(), name="version-list"),
+    path(f"{F}/versions/<int:number>/", version_views.VersionDetailView.as_view(), name="version-detail"),
+    path(f"{F}/versions/<int:number>/files/", version_views.VersionFileListView.as_view(), name="version-file-list"),
+    path(f"{F}/versions/<int:number>/files/<path:path>", version_views.VersionFileView.as_view(), name="version-file"),
+    path(f"{F}/versions/<int:number>/archive", version_views.VersionArchiveView.as_view(), name="version-archive"),
+    path(f"{F}/diff", version_views.VersionDiffView.as_view(), name="version-diff"),
+    # draft
+    path(f"{F}/draft/", draft_views.DraftView.as_view(), name="draft"),
+    path(f"{F}/draft/files/<path:path>", draft_views.DraftFileView.as_view(), name="draft-file"),
+    path(f"{F}/draft/rename", draft_views.DraftRenameView.as_view(), name="draft-rename"),
+    path(f"{F}/draft/publish", draft_views.DraftPublishView.as_view(), name="draft-publish"),
 ]

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from rest_framework import serializers
+
+
+class DraftFileEntrySerializer(serializers.Serializer):
+    path = serializers.CharField()
+    size = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    updated_at = serializers.DateTimeField()
+
+
+class DraftTreeSerializer(serializers.Serializer):
+    revision = serializers.IntegerField()
+    etag = serializers.CharField(help_text="The draft's ETag, 'rev-<revision>': send it as If-Match to write safely.")
+    files = DraftFileEntrySerializer(many=True)
+
+
+class DraftFileMetaSerializer(DraftFileEntrySerializer):
+    revision = serializers.IntegerField(help_text="The draft's revision after the write.")
+
+
+class DraftFileWriteSerializer(serializers.Serializer):
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    encoding = serializers.ChoiceField(choices=["utf-8", "base64"], default="utf-8")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["encoding"] == "base64":
+            try:
+                attrs["data"] = base64.b64decode(attrs["content"], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise serializers.ValidationError({"content": [f"Not valid base64: {exc}."]})
+        else:
+            attrs["data"] = attrs["content"].encode("utf-8")
+        return attrs
+
+
+class DraftRenameSerializer(serializers.Serializer):
+    to = serializers.CharField(trim_whitespace=False)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # "from" is a Python keyword, so it cannot be declared as a class attribute.
+        return {"from": serializers.CharField(trim_whitespace=False), **super().get_fields()}
+
+
+class DraftPublishSerializer(serializers.Serializer):
+    message = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
