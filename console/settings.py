@@ -196,6 +196,17 @@ INVITATION_TTL_DAYS = env_int("STRATUS_INVITATION_TTL_DAYS", 7)
 # per authenticated request.
 TOKEN_LAST_USED_RESOLUTION_S = env_int("STRATUS_TOKEN_LAST_USED_RESOLUTION_S", 60)
 
+# --- Execution backends ---------------------------------------------------------------------
+STRATUS_EXECUTION_BACKENDS = {
+    "local": "apps.functions.backends.local.LocalBackend",
+    "knative": "apps.functions.backends.knative.KnativeBackend",
+}
+STRATUS_DEFAULT_BACKEND = env_str("STRATUS_DEFAULT_BACKEND") or "local"
+if STRATUS_DEFAULT_BACKEND not in STRATUS_EXECUTION_BACKENDS:
+    raise ImproperlyConfigured(
+        f"STRATUS_DEFAULT_BACKEND must be one of {sorted(STRATUS_EXECUTION_BACKENDS)}, got {STRATUS_DEFAULT_BACKEND!r}"
+    )
+
 # --- Static files ----------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = ensure_dir(DATA_DIR / "static")
@@ -268,3 +279,14 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+# --- Knative backend ---------------------------------------------------------------------
+# Where the `knative` execution backend runs functions. No kubeconfig path means the
+# in-cluster service-account config (Stratus itself running in the cluster).
+STRATUS_KNATIVE_KUBECONFIG = env_str("STRATUS_KNATIVE_KUBECONFIG")
+STRATUS_KNATIVE_CONTEXT = env_str("STRATUS_KNATIVE_CONTEXT")
+STRATUS_KNATIVE_NAMESPACE = env_str("STRATUS_KNATIVE_NAMESPACE") or "stratus"
+# The runtime image built from runtime/Dockerfile (pushed to a registry the cluster can pull).
+STRATUS_KNATIVE_IMAGE = env_str("STRATUS_KNATIVE_IMAGE") or "stratus/runtime:latest"
+# Lifetime of the signed artifact URLs the runtime fetches at start (apps/functions/artifact_urls.py).
+STRATUS_ARTIFACT_URL_TTL_S = env_int("STRATUS_ARTIFACT_URL_TTL_S", 3600)

@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core import health, pages
+from apps.functions import artifact_urls
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.tenancy.api.urls")),
@@ -20,6 +21,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("artifacts/<str:sha256>.zip", artifact_urls.artifact_download, name="artifact-download"),
 ]
 
 handler404 = "apps.core.pages.not_found"

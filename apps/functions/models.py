@@ -124,3 +124,68 @@ class DraftFile(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class Binding(models.Model):
+    """A function in an environment: the traffic rules that pick the version serving each
+    request, the auth mode of its invoke URL, and the backend that runs it."""
+
+    class AuthMode(models.TextChoices):
+        PUBLIC = "public", "Public: anyone with the URL"
+        TOKEN = "token", "Token: Authorization: Bearer with the invoke or deploy scope"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+        FAILED = "failed"
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="bindings")
+    environment = models.ForeignKey("tenancy.Environment", on_delete=models.CASCADE, related_name="bindings")
+    # [{"version": 3, "weight": 90}, {"version": 4, "weight": 10}]; weights sum to 100.
+    traffic = models.JSONField(default=list)
+    header_rules = models.JSONField(default=list, blank=True)
+    sticky_key = models.CharField(max_length=100, blank=True)
+    auth_mode = models.CharField(max_length=8, choices=AuthMode.choices, default=AuthMode.TOKEN)
+    backend = models.CharField(max_length=32)
+    # Bumped by every traffic change; the apply task acts only on the revision it was queued
+    # for, so a late or duplicated task never re-applies stale rules.
+    revision = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    status_message = models.CharField(max_length=500, blank=True)
+    applied_revision = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "environment"], name="binding_unique")]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.function} @ {self.environment.name}"
+
+    def version_numbers(self) -> list[int]:
+        return [entry["version"] for entry in self.traffic]
+
+
+class TrafficChange(models.Model):
+    """One change of a binding's traffic: who, when, from → to, and why. The timeline of a
+    binding (deploys now; release steps, gate failures, aborts and rollbacks later)."""
+
+    class Reason(models.TextChoices):
+        DEPLOY = "deploy"
+
+    binding = models.ForeignKey(Binding, on_delete=models.CASCADE, related_name="changes")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    from_traffic = models.JSONField(default=list)
+    to_traffic = models.JSONField(default=list)
+    version = models.ForeignKey(Version, null=True, on_delete=models.PROTECT, related_name="+")
+    # Which configuration the deploy used: variable names and values, secret names only.
+    config_snapshot = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.binding} {self.reason} {self.from_traffic} -> {self.to_traffic}"

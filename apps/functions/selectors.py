@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from apps.core.errors import NotFound
-from apps.functions.models import Function
+from apps.functions.models import Binding, Function
 from apps.tenancy import permissions
 from apps.tenancy.models import Project
 
@@ -29,3 +29,7 @@ def function_get(*, user: Any, function_id: int | str) -> Function:
     if function is None:
         raise NotFound("Function not found.")
     return function
+
+
+def binding_list(*, function: Function) -> QuerySet[Binding]:
+    return function.bindings.select_related("environment__project__org", "function").order_by("environment_id")

@@ -159,6 +159,8 @@ class Environment(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
     name = models.CharField(max_length=63, validators=[env_name_validator])
     protected = models.BooleanField(default=False)
+    # Execution backend for functions deployed here ("" = settings.STRATUS_DEFAULT_BACKEND).
+    execution_backend = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

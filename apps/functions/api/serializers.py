@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.functions.models import MEMORY_MB, TIMEOUT_S, Function, Kind, Runtime
+from apps.functions.models import MEMORY_MB, TIMEOUT_S, Binding, Function, Kind, Runtime
 from apps.tenancy.models import slug_validator
 
 
@@ -53,3 +53,36 @@ class FunctionCreateSerializer(FunctionConfigSerializer):
     name = serializers.CharField(max_length=50, validators=[slug_validator])
     runtime = serializers.ChoiceField(choices=Runtime.choices)
     handler = serializers.CharField(max_length=200)
+
+
+class BindingSerializer(serializers.ModelSerializer):
+    environment = serializers.CharField(source="environment.name", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Binding
+        fields = [
+            "environment",
+            "traffic",
+            "header_rules",
+            "sticky_key",
+            "auth_mode",
+            "backend",
+            "url",
+            "status",
+            "status_message",
+            "revision",
+            "applied_revision",
+            "updated_at",
+        ]
+
+    def get_url(self, binding: Binding) -> str:
+        from apps.functions.deploy_services import binding_url
+
+        return binding_url(binding)
+
+
+class DeploySerializer(serializers.Serializer):
+    environment = serializers.CharField(max_length=63)
+    version = serializers.IntegerField(min_value=1)
+    auth_mode = serializers.ChoiceField(choices=Binding.AuthMode.choices, required=False)

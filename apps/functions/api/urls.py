@@ -15,6 +15,9 @@ urlpatterns = [
     path(f"{F}/versions/<int:number>/files/<path:path>", version_views.VersionFileView.as_view(), name="version-file"),
     path(f"{F}/versions/<int:number>/archive", version_views.VersionArchiveView.as_view(), name="version-archive"),
     path(f"{F}/diff", version_views.VersionDiffView.as_view(), name="version-diff"),
+    # deploys and bindings
+    path(f"{F}/deploy", v.DeployView.as_view(), name="function-deploy"),
+    path(f"{F}/bindings/", v.BindingListView.as_view(), name="binding-list"),
     # draft
     path(f"{F}/draft/", draft_views.DraftView.as_view(), name="draft"),
     path(f"{F}/draft/files/<path:path>", draft_views.DraftFileView.as_view(), name="draft-file"),

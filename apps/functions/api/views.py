@@ -6,9 +6,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import ApiView
-from apps.functions import selectors, services
+from apps.functions import deploy_services, selectors, services, version_selectors
 from apps.functions.api import serializers as s
 from apps.tenancy import selectors as tenancy_selectors
+from apps.tenancy.models import ApiToken
 
 
 class FunctionListView(ApiView):
@@ -44,3 +45,33 @@ class FunctionDetailView(ApiView):
         function = selectors.function_get(user=request.user, function_id=function_id)
         services.function_delete(actor=request.user, function=function)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DeployView(ApiView):
+    """Deploy a version to an environment at 100%: {"environment": "dev", "version": 3}."""
+
+    serializer_class = s.BindingSerializer
+    scope_map = {"POST": ApiToken.Scope.DEPLOY}
+
+    @extend_schema(request=s.DeploySerializer, responses=s.BindingSerializer)
+    def post(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.DeploySerializer, request)
+        environment = tenancy_selectors.environment_get(project=function.project, name=data["environment"])
+        version = version_selectors.version_get(function=function, number=data["version"])
+        binding = deploy_services.deploy(
+            actor=request.user,
+            function=function,
+            environment=environment,
+            version=version,
+            auth_mode=data.get("auth_mode"),
+        )
+        return self.render(s.BindingSerializer, binding)
+
+
+class BindingListView(ApiView):
+    serializer_class = s.BindingSerializer
+
+    def get(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        return self.render_page(s.BindingSerializer, selectors.binding_list(function=function))

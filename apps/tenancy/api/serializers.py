@@ -107,7 +107,7 @@ class InvitationAcceptSerializer(serializers.Serializer):
 class EnvironmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Environment
-        fields = ["name", "protected", "created_at", "updated_at"]
+        fields = ["name", "protected", "execution_backend", "created_at", "updated_at"]
 
 
 class EnvironmentCreateSerializer(serializers.Serializer):

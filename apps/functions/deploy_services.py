@@ -1,0 +1,133 @@
+"""Deploys: put a version on a binding (function × environment) at 100%."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.core.errors import DomainError
+from apps.functions.backends.base import BindingTarget, DeployedVersion, TrafficRules
+from apps.functions.backends.registry import backend_name_for, get_backend
+from apps.functions.models import Binding, Function, TrafficChange, Version
+from apps.tenancy import permissions
+from apps.tenancy.models import Environment
+from apps.tenancy.services import environment_secret_values
+
+
+def binding_url(binding: Binding) -> str:
+    project = binding.environment.project
+    path = f"{project.org.slug}/{project.slug}/{binding.environment.name}/{binding.function.name}"
+    return f"{settings.PUBLIC_URL}/fn/{path}/"
+
+
+def environment_config_snapshot(*, function: Function, environment: Environment) -> dict[str, Any]:
+    """What configuration a deploy used: variable names and values, secret names only."""
+    return {
+        "function_env": sorted(function.env),
+        "variables": {v.name: v.value for v in environment.variables.order_by("name")},
+        "secrets": sorted(environment.secrets.values_list("name", flat=True)),
+    }
+
+
+def merged_env(*, version: Version, environment: Environment) -> dict[str, str]:
+    """The process environment of a deployed version: the version's own variables, then the
+    environment's variables, then its secrets (later ones win)."""
+    env = dict(version.config.get("env", {}))
+    env.update({v.name: v.value for v in environment.variables.all()})
+    env.update(environment_secret_values(environment=environment))
+    return env
+
+
+@transaction.atomic
+def deploy(
+    *, actor: Any, function: Function, environment: Environment, version: Version, auth_mode: str | None = None
+) -> Binding:
+    """Serve ``version`` at 100% in ``environment``. The backend work (prepare, apply) runs
+    after commit in the ``binding_apply`` task, which acts on this exact revision."""
+    permissions.require_deploy(actor, environment)
+    if environment.project_id != function.project_id or version.function_id != function.pk:
+        raise DomainError("The version and environment must belong to this function's project.", code="invalid")
+    binding, _ = Binding.objects.select_for_update().get_or_create(
+        function=function,
+        environment=environment,
+        defaults={"backend": backend_name_for(environment), "auth_mode": auth_mode or Binding.AuthMode.TOKEN},
+    )
+    old = binding.traffic
+    new = [{"version": version.number, "weight": 100}]
+    binding.traffic = new
+    if auth_mode:
+        binding.auth_mode = auth_mode
+    binding.revision += 1
+    binding.status = Binding.Status.PENDING
+    binding.status_message = ""
+    binding.save()
+    TrafficChange.objects.create(
+        binding=binding,
+        actor=actor,
+        reason=TrafficChange.Reason.DEPLOY,
+        from_traffic=old,
+        to_traffic=new,
+        version=version,
+        config_snapshot=environment_config_snapshot(function=function, environment=environment),
+    )
+    audit_record(
+        actor=actor,
+        org=environment.project.org,
+        action="binding.deploy",
+        target=function,
+        changes={"environment": environment.name, "version": version.number, "from": old, "to": new},
+    )
+    from apps.functions.tasks import binding_apply
+
+    revision = binding.revision
+    transaction.on_commit(lambda: binding_apply.delay(binding.pk, revision))
+    return binding
+
+
+def binding_target(binding: Binding) -> BindingTarget:
+    project = binding.environment.project
+    return BindingTarget(
+        binding_id=binding.pk,
+        org=project.org.slug,
+        project=project.slug,
+        environment=binding.environment.name,
+        function=binding.function.name,
+    )
+
+
+def binding_apply_revision(*, binding_id: int, revision: int) -> Binding | None:
+    """Prepare the binding's versions on its backend and apply its traffic, if ``revision``
+    is still the binding's current one. Safe to run twice; a stale revision does nothing."""
+    binding = Binding.objects.select_related("function", "environment__project__org").filter(pk=binding_id).first()
+    if binding is None or binding.revision != revision:
+        return None
+    backend = get_backend(binding.backend)
+    target = binding_target(binding)
+    by_number = {v.number: v for v in binding.function.versions.select_related("artifact")}
+    versions = [
+        DeployedVersion(
+            number=n,
+            artifact_sha256=by_number[n].artifact.sha256,
+            config=by_number[n].config,
+            env=merged_env(version=by_number[n], environment=binding.environment),
+        )
+        for n in binding.version_numbers()
+    ]
+    traffic = TrafficRules(weights=tuple((e["version"], e["weight"]) for e in binding.traffic))
+    try:
+        for version in versions:
+            backend.prepare(target, version)
+        result = backend.apply(target, versions, traffic)
+        status = Binding.Status.READY if result.ready else Binding.Status.PENDING
+        message = result.message
+    except Exception as exc:  # noqa: BLE001 - any backend failure is shown on the binding
+        status, message = Binding.Status.FAILED, f"{type(exc).__name__}: {exc}"[:500]
+    # Conditional update: a newer deploy that raced this task keeps its own state.
+    Binding.objects.filter(pk=binding.pk, revision=revision).update(
+        status=status, status_message=message, applied_revision=revision
+    )
+    binding.refresh_from_db()
+    return binding

@@ -1,0 +1,339 @@
+"""The Knative backend against a fake Kubernetes API (tests/functions/fake_kube.py: a cluster cannot
+run here), driven by the real `kubernetes` client; and the signed artifact URLs the runtime fetches."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core import signing
+from kubernetes import config as k8s_config
+
+from apps.functions import artifact_urls
+from apps.functions.artifacts import artifact_bytes, artifact_store
+from apps.functions.backends.base import BindingTarget, DeployedVersion, HeaderMatch, TrafficRules
+from apps.functions.backends.knative import KnativeBackend
+from tests.functions.fake_kube import FakeKube, running_fake_kube
+from tests.functions.test_knative_manifests import schema_errors
+
+NS = "stratus-test"
+IMAGE = "registry.example.com/stratus/runtime:1"
+TARGET = BindingTarget(binding_id=7, org="acme", project="shop", environment="prod", function="resize")
+SECRET_VALUE = "s3cr3t-db-password"
+SERVICE = "acme-shop-prod-resize"
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    return {
+        "runtime": "python3.11",
+        "handler": "main.handler",
+        "kind": "event",
+        "memory_mb": 256,
+        "timeout_s": 30,
+        "env": {"LOG_LEVEL": "info"},
+        "min_instances": 0,
+        "max_instances": 5,
+        "instance_concurrency": 2,
+        "idle_timeout_s": 300,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKube]:
+    with running_fake_kube() as fake:
+        yield fake
+
+
+@pytest.fixture
+def backend(fake: FakeKube, tmp_path, settings) -> KnativeBackend:
+    settings.PUBLIC_URL = "http://127.0.0.1:8000"
+    kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+    api_client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    return KnativeBackend(api_client, namespace=NS, image=IMAGE)
+
+
+@pytest.fixture
+def versions(db) -> dict[int, DeployedVersion]:
+    out = {}
+    for number in (3, 4, 5):
+        artifact = artifact_store(files={"main.py": f"def handler(e, c):\n    return {number}\n".encode()})
+        out[number] = DeployedVersion(
+            number=number,
+            artifact_sha256=artifact.sha256,
+            config=config(),
+            env={"LOG_LEVEL": "info", "DB_PASSWORD": SECRET_VALUE},
+        )
+    return out
+
+
+def service_name(backend: KnativeBackend) -> str:
+    name = backend.service_name(TARGET)
+    assert name.startswith(SERVICE + "-")
+    return name
+
+
+def b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def test_apply_90_10_posts_a_valid_service_with_exact_traffic_and_env_behind_secrets(fake, backend, versions):
+    name = service_name(backend)
+
+    result = backend.apply(TARGET, [versions[3], versions[4]], TrafficRules(weights=((3, 90), (4, 10))))
+
+    assert result.ready is False  # no controller has reported yet
+    assert result.unsupported == []
+    (get,) = [r for r in fake.calls("GET", "services")]
+    assert get.path == f"/apis/serving.knative.dev/v1/namespaces/{NS}/services/{name}"
+    (post,) = fake.calls("POST", "services")
+    assert post.path == f"/apis/serving.knative.dev/v1/namespaces/{NS}/services"
+    body = post.body
+    assert schema_errors(body) == []
+    assert body["spec"]["traffic"] == [
+        {"revisionName": f"{name}-v3", "percent": 90, "latestRevision": False},
+        {"revisionName": f"{name}-v4", "percent": 10, "latestRevision": False},
+    ]
+    assert body["spec"]["template"]["metadata"]["name"] == f"{name}-v4"
+    (container,) = body["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == IMAGE
+    assert container["env"] == [
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": f"{name}-v4-env", "key": "DB_PASSWORD"}}},
+        {"name": "LOG_LEVEL", "valueFrom": {"secretKeyRef": {"name": f"{name}-v4-env", "key": "LOG_LEVEL"}}},
+        {
+            "name": "STRATUS_ARTIFACT_URL",
+            "valueFrom": {"secretKeyRef": {"name": f"{name}-artifacts", "key": versions[4].artifact_sha256}},
+        },
+        {"name": "STRATUS_ARTIFACT_SHA256", "value": versions[4].artifact_sha256},
+        {"name": "STRATUS_HANDLER", "value": "main.handler"},
+        {"name": "STRATUS_RUNTIME", "value": "python3.11"},
+        {"name": "STRATUS_KIND", "value": "event"},
+    ]
+    raw = json.dumps(body)
+    assert SECRET_VALUE not in raw and b64(SECRET_VALUE) not in raw
+    assert "sig=" not in raw  # the expiring URL is not in the immutable revision
+
+    # The Secrets were written before the Service, for both versions that carry traffic.
+    order = [(r.method, r.path.rsplit("/", 1)[-1]) for r in fake.requests if r.method in ("POST", "PUT")]
+    assert order[-1] == ("POST", "services")
+    for number in (3, 4):
+        env_secret = fake.get("secrets", NS, f"{name}-v{number}-env")
+        assert env_secret["data"] == {"LOG_LEVEL": b64("info"), "DB_PASSWORD": b64(SECRET_VALUE)}
+        assert env_secret["metadata"]["labels"]["stratus.dev/service"] == name
+    urls = fake.get("secrets", NS, f"{name}-artifacts")["data"]
+    assert set(urls) == {versions[3].artifact_sha256, versions[4].artifact_sha256}
+    url = base64.b64decode(urls[versions[4].artifact_sha256]).decode()
+    assert url.startswith(f"http://127.0.0.1:8000/artifacts/{versions[4].artifact_sha256}.zip?sig=")
+
+
+def test_second_apply_puts_with_the_current_resource_version(fake, backend, versions):
+    name = service_name(backend)
+    backend.apply(TARGET, [versions[3], versions[4]], TrafficRules(weights=((3, 90), (4, 10))))
+    rv = fake.get("services", NS, name)["metadata"]["resourceVersion"]
+
+    backend.apply(TARGET, [versions[3], versions[4]], TrafficRules(weights=((3, 50), (4, 50))))
+
+    (put,) = fake.calls("PUT", "services")
+    assert put.path == f"/apis/serving.knative.dev/v1/namespaces/{NS}/services/{name}"
+    assert put.body["metadata"]["resourceVersion"] == rv
+    assert schema_errors(put.body) == []
+    assert [(t["revisionName"], t["percent"]) for t in put.body["spec"]["traffic"]] == [
+        (f"{name}-v3", 50),
+        (f"{name}-v4", 50),
+    ]
+    assert len(fake.calls("POST", "services")) == 1
+
+
+def test_concurrent_modification_between_get_and_put_is_retried(fake, backend, versions):
+    name = service_name(backend)
+    backend.apply(TARGET, [versions[4]], TrafficRules(weights=((4, 100),)))
+    bumped: list[str] = []
+
+    def concurrent_writer(kind: str, ns: str, obj: str) -> None:
+        if kind == "services" and not bumped:  # only the first PUT races
+            fake.bump(kind, ns, obj)
+            bumped.append(fake.get(kind, ns, obj)["metadata"]["resourceVersion"])
+
+    fake.before_put = concurrent_writer
+    backend.apply(TARGET, [versions[4], versions[5]], TrafficRules(weights=((4, 100), (5, 0))))
+
+    puts = fake.calls("PUT", "services")
+    assert len(puts) == 2
+    assert puts[1].body["metadata"]["resourceVersion"] == bumped[0]
+    assert [r.method for r in fake.calls(kind="services")] == ["GET", "POST", "GET", "PUT", "GET", "PUT"]
+    stored = fake.get("services", NS, name)
+    assert stored["spec"]["template"]["metadata"]["name"] == f"{name}-v5"
+
+
+def test_conflicts_that_never_end_give_up_after_three_retries(fake, backend, versions):
+    backend.apply(TARGET, [versions[4]], TrafficRules(weights=((4, 100),)))
+    fake.before_put = lambda kind, ns, obj: fake.bump(kind, ns, obj) if kind == "services" else None
+
+    with pytest.raises(RuntimeError, match="still conflicting after 3 retries"):
+        backend.apply(TARGET, [versions[4]], TrafficRules(weights=((4, 100),)))
+    assert len(fake.calls("PUT", "services")) == 4
+
+
+def test_status_reads_the_ready_condition(fake, backend, versions):
+    name = service_name(backend)
+    assert backend.status(TARGET).message == "not deployed"
+    backend.apply(TARGET, [versions[4]], TrafficRules(weights=((4, 100),)))
+    assert backend.status(TARGET).ready is False
+
+    fake.set_status(
+        NS,
+        name,
+        {"conditions": [{"type": "Ready", "status": "True"}], "latestReadyRevisionName": f"{name}-v4"},
+    )
+    status = backend.status(TARGET)
+
+    assert status.ready is True
+    assert status.message == f"ready: latest ready revision {name}-v4"
+    assert status.instances == [{"revision": f"{name}-v4"}]
+    fake.set_status(NS, name, {"conditions": [{"type": "Ready", "status": "False", "message": "image pull failed"}]})
+    assert (backend.status(TARGET).ready, backend.status(TARGET).message) == (False, "image pull failed")
+
+
+def test_apply_reports_ready_from_the_returned_service(fake, backend, versions):
+    name = service_name(backend)
+    backend.apply(TARGET, [versions[4]], TrafficRules(weights=((4, 100),)))
+    fake.set_status(NS, name, {"conditions": [{"type": "Ready", "status": "True"}]})
+
+    result = backend.apply(TARGET, [versions[4]], TrafficRules(weights=((4, 100),)))
+
+    assert result.ready is True
+
+
+def test_remove_deletes_service_and_secrets_and_is_idempotent(fake, backend, versions):
+    name = service_name(backend)
+    other = BindingTarget(binding_id=8, org="acme", project="shop", environment="dev", function="resize")
+    backend.apply(TARGET, [versions[3], versions[4]], TrafficRules(weights=((3, 90), (4, 10))))
+    backend.apply(other, [versions[4]], TrafficRules(weights=((4, 100),)))
+
+    backend.remove(TARGET)
+
+    deleted = sorted(r.path.rsplit("/", 1)[-1] for r in fake.calls("DELETE"))
+    assert deleted == sorted([name, f"{name}-artifacts", f"{name}-v3-env", f"{name}-v4-env"])
+    assert fake.get("services", NS, name) is None
+    assert [k for k in fake.objects if k[0] == "secrets" and name in k[2]] == []
+    other_name = backend.service_name(other)
+    assert fake.get("services", NS, other_name) is not None  # the other binding is untouched
+    assert fake.get("secrets", NS, f"{other_name}-v4-env") is not None
+
+    backend.remove(TARGET)  # second time: 404s are fine
+    assert backend.status(TARGET).message == "not deployed"
+
+
+def test_header_rules_and_sticky_key_are_reported_unsupported(fake, backend, versions):
+    traffic = TrafficRules(
+        weights=((3, 90), (4, 10)),
+        tags={4: "canary"},
+        header_rules=(HeaderMatch(header="X-Beta", value="1", version=4),),
+        sticky_key="user-id",
+    )
+
+    result = backend.apply(TARGET, [versions[3], versions[4]], traffic)
+
+    assert result.unsupported == [
+        "header rule X-Beta=1 -> version 4: Knative Serving routes by weight and tag only, not by request header",
+        "sticky key 'user-id': Knative Serving has no session affinity; requests are split by weight on every call",
+    ]
+    (post,) = fake.calls("POST", "services")
+    assert post.body["spec"]["traffic"][1]["tag"] == "canary"
+
+
+def test_prepare_writes_the_artifact_url_and_keeps_other_versions_keys(fake, backend, versions):
+    name = service_name(backend)
+    backend.prepare(TARGET, versions[3])
+    assert backend.prepare(TARGET, versions[4]) is True
+
+    data = fake.get("secrets", NS, f"{name}-artifacts")["data"]
+    assert set(data) == {versions[3].artifact_sha256, versions[4].artifact_sha256}
+    assert fake.calls("POST", "services") == []
+
+
+def test_client_is_built_lazily_from_the_kubeconfig_setting(fake, tmp_path, settings, versions):
+    settings.STRATUS_KNATIVE_KUBECONFIG = str(fake.write_kubeconfig(tmp_path / "kc"))
+    settings.STRATUS_KNATIVE_NAMESPACE = NS
+    backend = KnativeBackend()
+    assert fake.requests == []
+
+    assert backend.status(TARGET).message == "not deployed"
+    assert (
+        fake.requests[0].path == f"/apis/serving.knative.dev/v1/namespaces/{NS}/services/{backend.service_name(TARGET)}"
+    )
+
+
+# --- signed artifact URLs ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def artifact(db):
+    return artifact_store(files={"main.py": b"def handler(event, context):\n    return 'hi'\n"})
+
+
+def relative(url: str) -> str:
+    assert url.startswith("http://127.0.0.1:8000/")
+    return url[len("http://127.0.0.1:8000") :]
+
+
+def test_signed_url_downloads_the_exact_bytes(client, artifact, settings):
+    settings.PUBLIC_URL = "http://127.0.0.1:8000"
+    url = artifact_urls.artifact_signed_url(artifact=artifact, ttl_s=600)
+
+    response = client.get(relative(url))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
+    assert response.content == artifact_bytes(artifact=artifact)
+
+
+def test_tampered_signature_is_403(client, artifact, settings):
+    settings.PUBLIC_URL = "http://127.0.0.1:8000"
+    url = artifact_urls.artifact_signed_url(artifact=artifact, ttl_s=600)
+    tampered = url[:-1] + ("A" if url[-1] != "A" else "B")
+
+    response = client.get(relative(tampered))
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "artifact_signature_invalid"
+    assert "signature is missing or invalid" in response.json()["error"]["message"]
+
+
+def test_signature_for_another_artifact_is_403(client, artifact, db):
+    other = artifact_store(files={"other.py": b"x = 1\n"})
+    sig = artifact_urls.artifact_signature(sha256=other.sha256)
+
+    response = client.get(f"/artifacts/{artifact.sha256}.zip?sig={sig}")
+
+    assert response.status_code == 403
+
+
+def test_missing_signature_is_403(client, artifact):
+    response = client.get(f"/artifacts/{artifact.sha256}.zip")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "artifact_signature_invalid"
+
+
+def test_expired_signature_is_403(client, artifact, settings, monkeypatch):
+    settings.STRATUS_ARTIFACT_URL_TTL_S = 60
+    past = time.time() - 61
+    monkeypatch.setattr(signing.time, "time", lambda: past)
+    sig = artifact_urls.artifact_signature(sha256=artifact.sha256)
+    monkeypatch.undo()
+
+    response = client.get(f"/artifacts/{artifact.sha256}.zip?sig={sig}")
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "artifact_signature_expired"
+    assert "valid for 60 seconds" in response.json()["error"]["message"]
+
+
+def test_ttl_longer_than_the_setting_is_refused(artifact, settings):
+    settings.STRATUS_ARTIFACT_URL_TTL_S = 60
+    with pytest.raises(ValueError, match="exceeds STRATUS_ARTIFACT_URL_TTL_S"):
+        artifact_urls.artifact_signed_url(artifact=artifact, ttl_s=61)
