@@ -434,20 +434,30 @@ def environment_create(*, actor: Any, project: Project, name: str, protected: bo
 
 
 @transaction.atomic
-def environment_update(*, actor: Any, environment: Environment, protected: bool) -> Environment:
-    permissions.require_project_permission(
-        actor, environment.project, roles.CHANGE_PROJECT, "Changing environment protection"
-    )
-    old = environment.protected
-    environment.protected = protected
-    environment.save(update_fields=["protected", "updated_at"])
-    audit_record(
-        actor=actor,
-        org=environment.project.org,
-        action="environment.update",
-        target=environment,
-        changes={"protected": [old, protected]},
-    )
+def environment_update(
+    *, actor: Any, environment: Environment, protected: bool | None = None, execution_backend: str | None = None
+) -> Environment:
+    """Change protection and/or the execution backend. A new backend applies to bindings
+    created afterwards; existing bindings keep the backend they were deployed on."""
+    permissions.require_project_permission(actor, environment.project, roles.CHANGE_PROJECT, "Changing an environment")
+    if execution_backend not in (None, "") and execution_backend not in settings.STRATUS_EXECUTION_BACKENDS:
+        known = ", ".join(sorted(settings.STRATUS_EXECUTION_BACKENDS))
+        raise DomainError(
+            f"execution_backend: unknown backend '{execution_backend}'; known: {known} (or '' for the default).",
+            fields={"execution_backend": [f"Use one of: {known}, or '' for the default."]},
+        )
+    changes: dict[str, Any] = {}
+    if protected is not None and protected != environment.protected:
+        changes["protected"] = [environment.protected, protected]
+        environment.protected = protected
+    if execution_backend is not None and execution_backend != environment.execution_backend:
+        changes["execution_backend"] = [environment.execution_backend, execution_backend]
+        environment.execution_backend = execution_backend
+    if changes:
+        environment.save(update_fields=["protected", "execution_backend", "updated_at"])
+        audit_record(
+            actor=actor, org=environment.project.org, action="environment.update", target=environment, changes=changes
+        )
     return environment
 
 

@@ -152,3 +152,23 @@ def test_bindings_list_shows_traffic_and_urls(world, client_for, fn):
         ("dev", [{"version": 1, "weight": 100}], "token", "http://127.0.0.1:8000/fn/alpha/web/dev/hello/"),
         ("prod", [{"version": 2, "weight": 100}], "public", "http://127.0.0.1:8000/fn/alpha/web/prod/hello/"),
     ]
+
+
+def test_an_environment_can_choose_its_backend_for_new_bindings(world, client_for, fn):
+    alice = client_for(world.alice)
+    env_url = f"/api/v1/projects/{world.web.pk}/environments/staging/"
+
+    refused = alice.patch(env_url, {"execution_backend": "lambda"}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["fields"] == {
+        "execution_backend": ["Use one of: knative, local, or '' for the default."]
+    }
+    assert client_for(world.bob).patch(env_url, {"execution_backend": "knative"}, format="json").status_code == 403
+
+    changed = alice.patch(env_url, {"execution_backend": "knative"}, format="json")
+    assert changed.status_code == 200
+    assert changed.json()["execution_backend"] == "knative"
+    assert deploy(alice, fn, "staging", 1).json()["backend"] == "knative"
+    assert deploy(alice, fn, "dev", 1).json()["backend"] == "local"
+    event = AuditEvent.objects.get(action="environment.update")
+    assert event.changes == {"execution_backend": ["", "knative"]}

@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.functions.models import MEMORY_MB, TIMEOUT_S, Binding, Function, Kind, Runtime
+from apps.functions.services import CONFIG_FIELDS
 from apps.tenancy.models import slug_validator
 
 
@@ -12,25 +13,7 @@ class FunctionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Function
-        fields = [
-            "id",
-            "org",
-            "project",
-            "name",
-            "description",
-            "runtime",
-            "handler",
-            "kind",
-            "memory_mb",
-            "timeout_s",
-            "env",
-            "min_instances",
-            "max_instances",
-            "instance_concurrency",
-            "idle_timeout_s",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", "org", "project", "name", *CONFIG_FIELDS, "created_at", "updated_at"]
 
 
 class FunctionConfigSerializer(serializers.Serializer):

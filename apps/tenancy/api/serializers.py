@@ -116,7 +116,8 @@ class EnvironmentCreateSerializer(serializers.Serializer):
 
 
 class EnvironmentUpdateSerializer(serializers.Serializer):
-    protected = serializers.BooleanField()
+    protected = serializers.BooleanField(required=False)
+    execution_backend = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
 
 class ProjectSerializer(serializers.ModelSerializer):
