@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import socket
 import struct
-import subprocess
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.runtime.harness import BootstrapInstance, invoke_over_pipe_pair
+
 BOOTSTRAP = Path(__file__).resolve().parents[2] / "runtime" / "node" / "bootstrap.js"
 NODE = shutil.which("node")
-TIMEOUT = 15.0
 
 pytestmark = pytest.mark.skipif(
     NODE is None and not os.environ.get("CI"),
@@ -26,93 +24,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class NodeInstance:
-    """Starts `node runtime/node/bootstrap.js` on a socketpair and speaks the protocol to it."""
+class NodeInstance(BootstrapInstance):
+    """`node runtime/node/bootstrap.js` on a socketpair."""
 
     def __init__(self, task_root: Path, handler: str, kind: str = "event", env: dict[str, str] | None = None) -> None:
         if NODE is None:
             pytest.fail("`node` is not on PATH but CI is set: the Node bootstrap must be tested in CI")
-        self.sock, child = socket.socketpair()
-        self.sock.settimeout(TIMEOUT)
-        proc_env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "STRATUS_CONTROL_FD": str(child.fileno()),
-            "STRATUS_HANDLER": handler,
-            "STRATUS_KIND": kind,
-            "STRATUS_TASK_ROOT": str(task_root),
-            "STRATUS_FUNCTION_NAME": "hello",
-            "STRATUS_FUNCTION_VERSION": "3",
-            "STRATUS_MEMORY_MB": "256",
-            "STRATUS_TIMEOUT_S": "5",
-            **(env or {}),
-        }
-        self.proc = subprocess.Popen(
-            [NODE, str(BOOTSTRAP)],
-            cwd=task_root,
-            env=proc_env,
-            pass_fds=[child.fileno()],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        child.close()
-        self.logs: list[dict[str, Any]] = []
-
-    def _stderr(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode(errors="replace")
-
-    def _recv_exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise EOFError(f"bootstrap closed the channel; stderr: {self._stderr()}")
-            buf += chunk
-        return buf
-
-    def read(self) -> dict[str, Any]:
-        (length,) = struct.unpack(">I", self._recv_exact(4))
-        return json.loads(self._recv_exact(length).decode("utf-8"))
-
-    def read_reply(self) -> dict[str, Any]:
-        """The next non-log frame; log frames are collected in self.logs."""
-        while True:
-            msg = self.read()
-            if msg["type"] != "log":
-                return msg
-            self.logs.append(msg)
-
-    def send(self, message: dict[str, Any]) -> None:
-        body = json.dumps(message).encode()
-        self.sock.sendall(struct.pack(">I", len(body)) + body)
-
-    def ready(self) -> dict[str, Any]:
-        msg = self.read_reply()
-        assert msg["type"] == "ready", msg
-        return msg
-
-    def invoke(self, event: Any, request_id: str = "req-1", timeout_s: float = 5) -> dict[str, Any]:
-        deadline_ms = time.time() * 1000 + timeout_s * 1000
-        self.send({"type": "invoke", "id": request_id, "deadline_ms": deadline_ms, "event": event})
-        reply = self.read_reply()
-        assert reply["id"] == request_id, reply
-        return reply
-
-    def wait(self) -> int:
-        return self.proc.wait(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self.sock.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        super().__init__([NODE, str(BOOTSTRAP)], task_root, handler, kind, env)
 
 
 @pytest.fixture
@@ -394,42 +312,12 @@ def test_pipe_pair_control_channel(tmp_path):
     if NODE is None:
         pytest.fail("`node` is not on PATH but CI is set")
     (tmp_path / "index.js").write_text("exports.handler = async (event) => ({ got: event });\n")
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "STRATUS_CONTROL_FD": f"{to_child_r},{from_child_w}",
-        "STRATUS_HANDLER": "index.handler",
-        "STRATUS_TASK_ROOT": str(tmp_path),
-    }
-    proc = subprocess.Popen([NODE, str(BOOTSTRAP)], cwd=tmp_path, env=env, pass_fds=[to_child_r, from_child_w])
-    os.close(to_child_r)
-    os.close(from_child_w)
-    reader = os.fdopen(from_child_r, "rb")
-    writer = os.fdopen(to_child_w, "wb")
-    try:
-        sel = selectors.DefaultSelector()
-        sel.register(reader, selectors.EVENT_READ)
 
-        def read_frame() -> dict[str, Any]:
-            assert sel.select(timeout=TIMEOUT), "no frame from the bootstrap in time"
-            (length,) = struct.unpack(">I", reader.read(4))
-            return json.loads(reader.read(length))
+    ready, reply, code = invoke_over_pipe_pair([NODE, str(BOOTSTRAP)], tmp_path, 7)
 
-        assert read_frame()["type"] == "ready"
-        body = json.dumps({"type": "invoke", "id": "p1", "deadline_ms": time.time() * 1000 + 5000, "event": 7})
-        writer.write(struct.pack(">I", len(body)) + body.encode())
-        writer.flush()
-        assert read_frame() == {"type": "result", "id": "p1", "result": {"got": 7}, "duration_ms": ANY_NUM}
-        writer.close()
-        assert proc.wait(timeout=TIMEOUT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.close()
-        if not writer.closed:
-            writer.close()
+    assert ready["type"] == "ready"
+    assert reply == {"type": "result", "id": "p1", "result": {"got": 7}, "duration_ms": ANY_NUM}
+    assert code == 0
 
 
 class _AnyNumber:

@@ -4,96 +4,26 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import selectors
 import socket
-import struct
-import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.runtime.harness import BootstrapInstance, invoke_over_pipe_pair
+
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime"
-TIMEOUT = 15.0
+PYTHON_COMMAND = [sys.executable, "-m", "stratus_bootstrap"]
+PYTHON_ENV = {"PYTHONPATH": str(RUNTIME_DIR), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-class Instance:
-    """Starts `python -m stratus_bootstrap` on a socketpair and speaks the protocol to it."""
+class Instance(BootstrapInstance):
+    """`python -m stratus_bootstrap`, plus http frames for WSGI/ASGI apps."""
 
     def __init__(self, task_root: Path, handler: str, kind: str = "event", env: dict[str, str] | None = None) -> None:
-        self.sock, child = socket.socketpair()
-        self.sock.settimeout(TIMEOUT)
-        proc_env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(RUNTIME_DIR),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "STRATUS_CONTROL_FD": str(child.fileno()),
-            "STRATUS_HANDLER": handler,
-            "STRATUS_KIND": kind,
-            "STRATUS_TASK_ROOT": str(task_root),
-            "STRATUS_FUNCTION_NAME": "hello",
-            "STRATUS_FUNCTION_VERSION": "3",
-            "STRATUS_MEMORY_MB": "256",
-            "STRATUS_TIMEOUT_S": "5",
-            **(env or {}),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stratus_bootstrap"],
-            cwd=task_root,
-            env=proc_env,
-            pass_fds=[child.fileno()],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        child.close()
-        self.logs: list[dict[str, Any]] = []
-
-    def _recv_exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise EOFError(f"bootstrap closed the channel; stderr: {self._stderr()}")
-            buf += chunk
-        return buf
-
-    def _stderr(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode(errors="replace")
-
-    def read(self) -> dict[str, Any]:
-        (length,) = struct.unpack(">I", self._recv_exact(4))
-        return json.loads(self._recv_exact(length).decode("utf-8"))
-
-    def read_reply(self) -> dict[str, Any]:
-        """The next non-log frame; log frames are collected in self.logs."""
-        while True:
-            msg = self.read()
-            if msg["type"] != "log":
-                return msg
-            self.logs.append(msg)
-
-    def send(self, message: dict[str, Any]) -> None:
-        body = json.dumps(message).encode()
-        self.sock.sendall(struct.pack(">I", len(body)) + body)
-
-    def ready(self) -> dict[str, Any]:
-        msg = self.read_reply()
-        assert msg["type"] == "ready", msg
-        return msg
-
-    def invoke(self, event: Any, request_id: str = "req-1", timeout_s: float = 5) -> dict[str, Any]:
-        deadline_ms = time.time() * 1000 + timeout_s * 1000
-        self.send({"type": "invoke", "id": request_id, "deadline_ms": deadline_ms, "event": event})
-        reply = self.read_reply()
-        assert reply["id"] == request_id
-        return reply
+        super().__init__(PYTHON_COMMAND, task_root, handler, kind, env, runtime_env=PYTHON_ENV)
 
     def http(self, method: str, path: str, query: str = "", headers=(), body: bytes = b"", request_id="h-1"):
         self.send(
@@ -111,20 +41,6 @@ class Instance:
         reply = self.read_reply()
         assert reply["id"] == request_id
         return reply
-
-    def wait(self) -> int:
-        return self.proc.wait(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self.sock.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.fixture
@@ -509,45 +425,12 @@ def test_http_app_failure_is_an_error_frame(start):
 
 def test_pipe_pair_control_channel(tmp_path):
     (tmp_path / "index.py").write_text("def handler(event, context):\n    return {'got': event}\n")
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(RUNTIME_DIR),
-        "STRATUS_CONTROL_FD": f"{to_child_r},{from_child_w}",
-        "STRATUS_HANDLER": "index.handler",
-        "STRATUS_TASK_ROOT": str(tmp_path),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stratus_bootstrap"], cwd=tmp_path, env=env, pass_fds=[to_child_r, from_child_w]
-    )
-    os.close(to_child_r)
-    os.close(from_child_w)
-    reader = os.fdopen(from_child_r, "rb")
-    writer = os.fdopen(to_child_w, "wb")
-    try:
-        sel = selectors.DefaultSelector()
-        sel.register(reader, selectors.EVENT_READ)
 
-        def read_frame() -> dict[str, Any]:
-            assert sel.select(timeout=TIMEOUT), "no frame from the bootstrap in time"
-            (length,) = struct.unpack(">I", reader.read(4))
-            return json.loads(reader.read(length))
+    ready, reply, code = invoke_over_pipe_pair(PYTHON_COMMAND, tmp_path, 7, runtime_env=PYTHON_ENV)
 
-        assert read_frame()["type"] == "ready"
-        body = json.dumps({"type": "invoke", "id": "p1", "deadline_ms": time.time() * 1000 + 5000, "event": 7})
-        writer.write(struct.pack(">I", len(body)) + body.encode())
-        writer.flush()
-        assert read_frame() == {"type": "result", "id": "p1", "result": {"got": 7}, "duration_ms": ANY_FLOAT}
-        writer.close()
-        assert proc.wait(timeout=TIMEOUT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.close()
-        if not writer.closed:
-            writer.close()
+    assert ready["type"] == "ready"
+    assert reply == {"type": "result", "id": "p1", "result": {"got": 7}, "duration_ms": ANY_FLOAT}
+    assert code == 0
 
 
 class _AnyFloat:
