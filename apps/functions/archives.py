@@ -154,20 +154,29 @@ def normalize_path(path: str, *, limits: ArchiveLimits = DEFAULT_LIMITS) -> str:
     return "/".join(parts)
 
 
-def _check_tree(paths: Iterable[str]) -> None:
-    """Refuse a file that another entry needs to be a directory ('a' and 'a/b')."""
+def file_dir_conflict(paths: Iterable[str]) -> tuple[str, str] | None:
+    """The first (path, parent) where ``parent`` is a file that ``path`` needs to be a
+    directory ('a' and 'a/b'), or None. Shared by archives and drafts."""
     files = set(paths)
     for path in sorted(files):
         parts = path.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent in files:
-                raise ArchiveRejected(
-                    f"{_entry(path)} is inside '{parent}', which is also a file: a path cannot be both a file "
-                    "and a directory",
-                    code="archive_duplicate_path",
-                    entry=path,
-                )
+                return path, parent
+    return None
+
+
+def _check_tree(paths: Iterable[str]) -> None:
+    """Refuse a file that another entry needs to be a directory ('a' and 'a/b')."""
+    conflict = file_dir_conflict(paths)
+    if conflict is not None:
+        path, parent = conflict
+        raise ArchiveRejected(
+            f"{_entry(path)} is inside '{parent}', which is also a file: a path cannot be both a file and a directory",
+            code="archive_duplicate_path",
+            entry=path,
+        )
 
 
 def _spool_upload(stream: BinaryIO, limits: ArchiveLimits) -> IO[bytes]:

@@ -25,7 +25,7 @@ from django.db.models.functions import Length
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError, NotFound
-from apps.functions.archives import DEFAULT_LIMITS, MiB, normalize_path
+from apps.functions.archives import DEFAULT_LIMITS, MiB, file_dir_conflict, normalize_path
 from apps.functions.models import DraftFile, Function, Version
 from apps.functions.version_services import version_create
 from apps.tenancy import permissions, roles
@@ -290,13 +290,9 @@ def draft_rename(
 
 
 def _check_tree(paths: Iterable[str]) -> None:
-    files = set(paths)
-    for path in sorted(files):
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in files:
-                raise _path_conflict_error(path, parent)
+    conflict = file_dir_conflict(paths)
+    if conflict is not None:
+        raise _path_conflict_error(*conflict)
 
 
 @transaction.atomic
