@@ -20,6 +20,17 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def ensure_private_dir(path: Path) -> Path:
+    """The data directory: the console's keys, database and artifacts live here, so nobody
+    else may list or enter it (function instances run as other users). When the sandbox lives
+    inside it, the engine opens it to traversal (0711) and nothing more."""
+    ensure_dir(path)
+    info = path.stat()
+    if info.st_mode & 0o066 and info.st_uid == os.getuid():
+        path.chmod(0o700)
+    return path
+
+
 def _generated(path: Path, make: Callable[[], str]) -> str:
     if not path.exists():
         ensure_dir(path.parent)

@@ -13,11 +13,11 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from console.datadir import ensure_dir, generated_encryption_key, generated_secret_key
+from console.datadir import ensure_dir, ensure_private_dir, generated_encryption_key, generated_secret_key
 from console.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = ensure_dir(Path(env_str("STRATUS_DATA_DIR") or BASE_DIR / "var").resolve())
+DATA_DIR = ensure_private_dir(Path(env_str("STRATUS_DATA_DIR") or BASE_DIR / "var").resolve())
 
 PRODUCTION = env_bool("STRATUS_PRODUCTION", False)
 DEBUG = env_bool("STRATUS_DEBUG", False)
@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "apps.functions",
     "apps.pipelines",
     "apps.monitoring",
+    "apps.engine",
 ]
 
 MIDDLEWARE = [
@@ -117,6 +118,10 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # A file, not the default in-memory database: tests that serve the console
+            # read it from the engine's threads, and shared-cache memory databases answer
+            # "table is locked" instead of waiting.
+            "TEST": {"NAME": str(DATA_DIR / "test-stratus.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -207,6 +212,24 @@ if STRATUS_DEFAULT_BACKEND not in STRATUS_EXECUTION_BACKENDS:
         f"STRATUS_DEFAULT_BACKEND must be one of {sorted(STRATUS_EXECUTION_BACKENDS)}, got {STRATUS_DEFAULT_BACKEND!r}"
     )
 
+# --- Monitoring: function logs and invocation records ---------------------------------------
+# The engine hands records to apps.monitoring.sink.RecordSink, which writes them in batches
+# from a background thread every this many seconds (0: no thread, only explicit flush()).
+try:
+    STRATUS_RECORDS_FLUSH_INTERVAL_S = float(env_str("STRATUS_RECORDS_FLUSH_INTERVAL_S") or 0.5)
+except ValueError:
+    raise ImproperlyConfigured(
+        "STRATUS_RECORDS_FLUSH_INTERVAL_S must be a number of seconds, "
+        f"got {env_str('STRATUS_RECORDS_FLUSH_INTERVAL_S')!r}"
+    ) from None
+if STRATUS_RECORDS_FLUSH_INTERVAL_S < 0:
+    raise ImproperlyConfigured("STRATUS_RECORDS_FLUSH_INTERVAL_S must be 0 or more")
+# Records held in memory waiting for a flush; beyond it the oldest are dropped (and counted).
+STRATUS_RECORDS_BUFFER = env_int("STRATUS_RECORDS_BUFFER", 100_000)
+STRATUS_LOG_RETENTION_DAYS = env_int("STRATUS_LOG_RETENTION_DAYS", 7)
+STRATUS_LOG_MAX_LINES_PER_FUNCTION = env_int("STRATUS_LOG_MAX_LINES_PER_FUNCTION", 10_000)
+STRATUS_INVOCATION_RETENTION_DAYS = env_int("STRATUS_INVOCATION_RETENTION_DAYS", 30)
+
 # --- Static files ----------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = ensure_dir(DATA_DIR / "static")
@@ -290,3 +313,21 @@ STRATUS_KNATIVE_NAMESPACE = env_str("STRATUS_KNATIVE_NAMESPACE") or "stratus"
 STRATUS_KNATIVE_IMAGE = env_str("STRATUS_KNATIVE_IMAGE") or "stratus/runtime:latest"
 # Lifetime of the signed artifact URLs the runtime fetches at start (apps/functions/artifact_urls.py).
 STRATUS_ARTIFACT_URL_TTL_S = env_int("STRATUS_ARTIFACT_URL_TTL_S", 3600)
+
+# The local engine (supervisor) and the function gateway (/fn/...).
+# "embedded": the engine runs inside each web process (the default, one process);
+# "remote": web processes forward to `manage.py run_supervisor` over STRATUS_SUPERVISOR_SOCKET.
+STRATUS_ENGINE = env_str("STRATUS_ENGINE") or "embedded"
+if STRATUS_ENGINE not in ("embedded", "remote"):
+    raise ImproperlyConfigured(f"STRATUS_ENGINE must be 'embedded' or 'remote', got {STRATUS_ENGINE!r}")
+STRATUS_SUPERVISOR_SOCKET = Path(env_str("STRATUS_SUPERVISOR_SOCKET") or DATA_DIR / "run" / "supervisor.sock")
+# Function code copies and private home dirs of instances when the engine runs as root
+# (each function under its own uid, STRATUS_SANDBOX_UID_BASE + function id).
+STRATUS_SANDBOX_DIR = Path(env_str("STRATUS_SANDBOX_DIR") or DATA_DIR / "sandbox")
+STRATUS_SANDBOX_UID_BASE = env_int("STRATUS_SANDBOX_UID_BASE", 200000)
+STRATUS_GATEWAY_MAX_BODY_BYTES = env_int("STRATUS_GATEWAY_MAX_BODY_BYTES", 6 * 1024 * 1024)
+STRATUS_GATEWAY_AUTH_CACHE_S = env_int("STRATUS_GATEWAY_AUTH_CACHE_S", 5)
+# How long a request waits for a busy function's instance before 429 Throttled.
+STRATUS_QUEUE_TIMEOUT_S = float(env_str("STRATUS_QUEUE_TIMEOUT_S") or 1.0)
+# Safety net beside the change announcements: reload the routing table this often.
+STRATUS_ROUTES_RESYNC_S = env_int("STRATUS_ROUTES_RESYNC_S", 30)

@@ -7,12 +7,7 @@ other (org): charlie owner, with project `secret-project`.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-# Before Django reads settings: tests keep their data (generated keys, mail) out of ./var.
-os.environ.setdefault("STRATUS_DATA_DIR", tempfile.mkdtemp(prefix="stratus-test-"))
-
+# The data directory and test-only environment: console/test_settings.py.
 from dataclasses import dataclass  # noqa: E402
 from typing import Any
 

@@ -31,22 +31,30 @@ def start(concurrency: int = 2, timeout: float = 15.0) -> WorkController:
 
     app.finalize()
     app.set_current()
-    worker = _ThreadWorker(
-        app=app,
-        concurrency=concurrency,
-        pool="threads",
-        hostname="embedded@stratus",
-        without_heartbeat=True,
-        without_mingle=True,
-        without_gossip=True,
-        loglevel="WARNING",
-    )
-    thread = threading.Thread(target=worker.start, name="stratus-embedded-worker", daemon=True)
+    built: list[WorkController] = []
+
+    def run() -> None:
+        # Built in its own thread: Celery's Django fixup closes the database connections of
+        # the thread that creates a worker, which must not be the caller's.
+        worker = _ThreadWorker(
+            app=app,
+            concurrency=concurrency,
+            pool="threads",
+            hostname="embedded@stratus",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="WARNING",
+        )
+        built.append(worker)
+        worker.start()
+
+    thread = threading.Thread(target=run, name="stratus-embedded-worker", daemon=True)
     thread.start()
     if not _ready.wait(timeout):
         raise RuntimeError(f"the in-process worker did not start within {timeout} s")
-    _worker, _thread = worker, thread
-    return worker
+    _worker, _thread = built[0], thread
+    return built[0]
 
 
 def is_running() -> bool:

@@ -80,9 +80,13 @@ def deploy(
         target=function,
         changes={"environment": environment.name, "version": version.number, "from": old, "to": new},
     )
+    from apps.engine.host import routes_changed
     from apps.functions.tasks import binding_apply
 
     revision = binding.revision
+    # Tell the gateways at once (they serve the new traffic, preparing code on first use if
+    # the apply task has not yet), and let the task prepare and mark the binding ready.
+    transaction.on_commit(lambda: routes_changed(binding.pk))
     transaction.on_commit(lambda: binding_apply.delay(binding.pk, revision))
     return binding
 
@@ -129,5 +133,9 @@ def binding_apply_revision(*, binding_id: int, revision: int) -> Binding | None:
     Binding.objects.filter(pk=binding.pk, revision=revision).update(
         status=status, status_message=message, applied_revision=revision
     )
+    if binding.backend == "local":
+        from apps.engine.host import routes_changed
+
+        routes_changed(binding.pk)
     binding.refresh_from_db()
     return binding

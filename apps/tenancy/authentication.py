@@ -59,7 +59,9 @@ class TokenScopePermission(permissions.BasePermission):
         if not isinstance(token, ApiToken):
             return True
         scope = required_scope(request, view)
-        if scope not in token.scopes:
+        # The deploy scope implies invoke: whoever may ship a function may call it.
+        held = set(token.scopes) | ({ApiToken.Scope.INVOKE} if ApiToken.Scope.DEPLOY in token.scopes else set())
+        if scope not in held:
             self.message = f"This token lacks the '{scope}' scope this request needs."
             return False
         return True

@@ -217,6 +217,7 @@ class ApiToken(models.Model):
         WRITE = "write"
         DEPLOY = "deploy"
         ADMIN = "admin"
+        INVOKE = "invoke"  # call token-mode function URLs, nothing else
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)

@@ -225,6 +225,15 @@ def main() -> int:
     except ValueError as exc:
         sys.stderr.write(f"stratus_bootstrap: {exc}\n")
         return 2
+    return run(config, channel)
+
+
+def run(config: Config, channel: Channel) -> int:
+    """Serve one instance on ``channel`` with an explicit ``config``; returns the exit status.
+
+    ``main()`` calls this after reading the environment; the zygote (``stratus_bootstrap.zygote``)
+    calls it in a forked child whose environment it has already replaced.
+    """
     for fd in {channel.read_fd, channel.write_fd}:
         os.set_inheritable(fd, False)
     logs = LogCapture(channel)

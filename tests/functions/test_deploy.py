@@ -40,7 +40,7 @@ def test_developer_deploys_to_dev_and_the_binding_serves_it(world, client_for, f
     assert body["traffic"] == [{"version": 2, "weight": 100}]
     assert body["url"] == "http://127.0.0.1:8000/fn/alpha/web/dev/hello/"
     assert (body["auth_mode"], body["backend"], body["status"], body["revision"]) == ("token", "local", "pending", 1)
-    assert len(callbacks) == 1  # the apply task is queued after commit, not before
+    assert len(callbacks) == 2  # route announcement + apply task, queued after commit, not before
 
     # When the apply task runs (as the worker would)
     binding = binding_apply_revision(binding_id=Binding.objects.get().pk, revision=1)

@@ -31,10 +31,13 @@ from django.apps import apps
 from django.db.models import Q
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
+from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.functions import draft_services, version_services
 from apps.functions import services as function_services
+from apps.monitoring.records import InvocationRecord, LogRecord
+from apps.monitoring.sink import RecordSink
 from apps.tenancy import services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
 from apps.tenancy.roles import Role
@@ -193,6 +196,25 @@ def alpha(world: Any) -> Alpha:
         actor=w.alice, function=function, files={"main.py": b"def handler(e, c): pass\n"}, source="files"
     )
     draft_services.draft_file_write(actor=w.alice, function=function, path="main.py", content=b"def handler(e, c): 1\n")
+    # Logs and an invocation of that function (their text names it, so a leak would show).
+    sink = RecordSink(flush_interval_s=0)
+    now = timezone.now()
+    ids = {"function_id": function.pk, "environment_id": prod.pk, "binding_id": None, "version": 1, "request_id": "r1"}
+    sink.submit_logs([LogRecord(**ids, ts=now, stream="stdout", text=FUNCTION_NAME)])
+    sink.submit_invocation(
+        InvocationRecord(
+            **ids,
+            trigger="http",
+            started_at=now,
+            duration_ms=5.0,
+            init_duration_ms=None,
+            cold_start=False,
+            status="error",
+            error_type=FUNCTION_NAME,
+            peak_rss_kb=None,
+        )
+    )
+    assert sink.flush() == 2
     return Alpha(
         world=w,
         team=team,
@@ -210,7 +232,7 @@ def charlie_client(alpha: Alpha, client_for: Any, auth: str) -> Any:
     return client_for(alpha.world.charlie, scopes=list(ApiToken.Scope.values))
 
 
-SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions")  # functions: versions, drafts, artifacts
+SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring")  # functions: versions, drafts, artifacts
 
 
 def db_snapshot(outsider: Any) -> dict[str, list[dict[str, Any]]]:

@@ -42,16 +42,19 @@ class LocalBackend(ExecutionBackend):
     name = "local"
 
     def prepare(self, target: BindingTarget, version: DeployedVersion) -> bool:
-        final = version_dir(version.artifact_sha256)
+        return self.prepare_sha(version.artifact_sha256)
+
+    def prepare_sha(self, sha256: str) -> bool:
+        final = version_dir(sha256)
         if final.is_dir():
             return True  # content-addressed: a prepared directory never changes
-        artifact = Artifact.objects.get(sha256=version.artifact_sha256)
+        artifact = Artifact.objects.get(sha256=sha256)
         limits = ArchiveLimits(max_upload_bytes=artifact.size, max_total_bytes=artifact.unpacked_size, max_ratio=10**9)
         files = read_zip(io.BytesIO(artifact_bytes(artifact=artifact)), limits=limits)
         final.parent.mkdir(parents=True, exist_ok=True)
         # Unpack beside the final place, then rename: a reader never sees half a version,
         # and two preparers racing both end with the same complete directory.
-        staging = Path(tempfile.mkdtemp(prefix=f".{version.artifact_sha256[:12]}-", dir=final.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=final.parent))
         try:
             for path, content in files.items():
                 dest = staging / path

@@ -27,6 +27,18 @@ class Command(BaseCommand):
                 raise SystemExit(2)
             worker.start()
             self.stdout.write("in-process worker: started")
+        if settings.STRATUS_ENGINE == "embedded":
+            if options["workers"] != 1:
+                self.stderr.write(
+                    "The embedded engine needs a single process; use --workers 1 or STRATUS_ENGINE=remote."
+                )
+                raise SystemExit(2)
+            from apps.engine.host import get_host
+
+            # Start now, not on the first request: reserved (min_instances) instances come
+            # back up from the database right away after a restart.
+            get_host()
+            self.stdout.write("local engine: started (embedded)")
         self.stdout.write(f"Stratus console: http://{options['host']}:{options['port']}/")
         uvicorn.run(
             "console.asgi:application",

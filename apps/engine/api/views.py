@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core.api import ApiView
+from apps.engine import services
+from apps.engine.api import serializers as s
+from apps.functions import selectors
+from apps.tenancy import selectors as tenancy_selectors
+from apps.tenancy.models import ApiToken
+
+
+class InvokeView(ApiView):
+    """Run a function once with an event and answer its result, error, logs and timings:
+    {"environment": "dev", "event": {...}, "version": 3 (optional)}. A throttled call answers
+    429 with the same body."""
+
+    serializer_class = s.InvocationResultSerializer
+    scope_map = {"POST": ApiToken.Scope.INVOKE}
+
+    @extend_schema(request=s.InvokeSerializer, responses=s.InvocationResultSerializer)
+    def post(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.InvokeSerializer, request)
+        environment = tenancy_selectors.environment_get(project=function.project, name=data["environment"])
+        outcome = services.function_invoke(
+            actor=request.user,
+            function=function,
+            environment=environment,
+            event=data.get("event"),
+            version_number=data.get("version"),
+        )
+        payload = s.InvocationResultSerializer(services.outcome_payload(outcome)).data
+        code = status.HTTP_429_TOO_MANY_REQUESTS if outcome.status == "throttled" else status.HTTP_200_OK
+        return Response(payload, status=code)

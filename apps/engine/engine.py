@@ -1,0 +1,366 @@
+"""The local engine (the supervisor): owns the instance pools and serves invocations.
+
+It lives on one asyncio loop (its own thread in the web process for the embedded default, or
+the main loop of `manage.py run_supervisor`). Callers give it a RouteVersion (from the routing
+table) and a request frame; it takes an instance (starting one if needed), forwards the frame,
+enforces the timeout, and answers an Outcome. Records and log lines go to the monitoring sink,
+which writes them in batches off this path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+
+from apps.engine.instance import InitFailed, InstanceDied, LogLine
+from apps.engine.pool import Lease, Pool, Throttled
+from apps.engine.routing import Route, RouteKey, RouteVersion, load_routes
+from apps.engine.sandbox import InstanceSpec, Spawner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What one invocation produced."""
+
+    request_id: str
+    version: int
+    status: str  # ok | error | timeout | throttled | crashed
+    reply: dict[str, Any] | None = None  # the bootstrap's result / http_response / error frame
+    error: dict[str, Any] | None = None  # {type, message, stack} when status != ok
+    logs: list[LogLine] = field(default_factory=list)
+    duration_ms: float = 0.0
+    init_duration_ms: float | None = None
+    cold_start: bool = False
+    peak_rss_kb: int | None = None
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """Who the records belong to."""
+
+    function_id: int
+    environment_id: int
+    binding_id: int | None
+    trigger: str  # http | invoke
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+class RoutedEngine:
+    """The routing table kept in sync: loaded on start, reloaded when a change is announced
+    (request_reload, thread-safe) and every ``resync_s`` as a safety net."""
+
+    def __init__(self, *, resync_s: float | None = None) -> None:
+        self.routes: dict[RouteKey, Route] = {}
+        self.resync_s = float(settings.STRATUS_ROUTES_RESYNC_S if resync_s is None else resync_s)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.routes_version = 0
+        self._reload_lock: asyncio.Lock | None = None
+        self._reload_again = False
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._reload_lock = asyncio.Lock()
+        await self.reload_routes()
+        if self.resync_s > 0:
+            self._tasks.append(asyncio.create_task(self._resync_loop(), name="engine-resync"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def reload_routes(self) -> None:
+        """Reload the table from the database. Concurrent calls collapse: one more reload
+        runs after the current one, not one per call."""
+        assert self._reload_lock is not None
+        if self._reload_lock.locked():
+            self._reload_again = True
+            return
+        async with self._reload_lock:
+            while True:
+                self._reload_again = False
+                table = await asyncio.to_thread(load_routes)
+                self.routes = table
+                self.routes_version += 1
+                await self._after_reload()
+                if not self._reload_again:
+                    break
+
+    async def _after_reload(self) -> None:
+        return None
+
+    def request_reload(self) -> None:
+        """Thread-safe: schedule a reload on the engine's loop."""
+        if self.loop is None or self.loop.is_closed():
+            return
+
+        def schedule() -> None:
+            asyncio.create_task(self.reload_routes())
+
+        self.loop.call_soon_threadsafe(schedule)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_s)
+            try:
+                await self.reload_routes()
+            except Exception:
+                logger.exception("routing table resync failed")
+
+    async def invoke(
+        self, rv: RouteVersion, frame: dict[str, Any], *, site: CallSite, started_at: datetime | None = None
+    ) -> Outcome:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+class Engine(RoutedEngine):
+    def __init__(self, spawner: Spawner, *, resync_s: float | None = None, maintenance_s: float = 1.0) -> None:
+        super().__init__(resync_s=resync_s)
+        self.spawner = spawner
+        self.pools: dict[tuple[Any, ...], Pool] = {}
+        self.maintenance_s = maintenance_s
+        self._sink: Any = None
+        self._running: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.spawner.start()
+        await super().start()
+        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="engine-maintenance"))
+
+    async def close(self) -> None:
+        await super().close()
+        for pool in list(self.pools.values()):
+            await pool.drain()
+            for instance in list(pool.instances):
+                await instance.stop(grace_s=0.5)
+        self.pools.clear()
+        await self.spawner.close()
+
+    @property
+    def sink(self) -> Any:
+        if self._sink is None:
+            from apps.monitoring.sink import get_sink
+
+            self._sink = get_sink()
+        return self._sink
+
+    # --- routing ------------------------------------------------------------------------
+
+    async def _after_reload(self) -> None:
+        await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        wanted: dict[tuple[Any, ...], RouteVersion] = {}
+        for route in self.routes.values():
+            for rv in route.versions.values():
+                wanted[rv.pool_key] = rv
+        for key, pool in list(self.pools.items()):
+            routed_binding = key[0] is not None
+            if routed_binding and key not in wanted:
+                await pool.drain()
+                if pool.idle:
+                    del self.pools[key]
+        for rv in wanted.values():
+            pool = self.pool_for(rv)
+            if rv.policy.min_instances:
+                self._background(pool.ensure_min())
+
+    def _background(self, coro: Any) -> None:
+        """Run ``coro`` without awaiting it, holding a reference until it finishes."""
+        task = asyncio.create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def pool_for(self, rv: RouteVersion) -> Pool:
+        pool = self.pools.get(rv.pool_key)
+        if pool is None or pool.draining:
+            pool = Pool(rv.pool_key, rv.spec, rv.policy, self._spawn)
+            self.pools[rv.pool_key] = pool
+        elif pool.policy != rv.policy:
+            pool.policy = rv.policy
+        return pool
+
+    async def _spawn(self, spec: InstanceSpec) -> Any:
+        if not spec.code_dir.is_dir():
+            await asyncio.to_thread(prepare_code, spec)
+        return await self.spawner.spawn(spec)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.maintenance_s)
+            for key, pool in list(self.pools.items()):
+                try:
+                    await pool.reap()
+                    if pool.draining:
+                        await pool.drain()
+                        if pool.idle:
+                            self.pools.pop(key, None)
+                    elif key[0] is None and pool.idle:
+                        self.pools.pop(key, None)  # ad-hoc (invoke API) pool with nothing left
+                    else:
+                        await pool.ensure_min()
+                except Exception:
+                    logger.exception("engine maintenance failed", extra={"pool": str(key)})
+
+    # --- invocation ---------------------------------------------------------------------
+
+    async def invoke(
+        self, rv: RouteVersion, frame: dict[str, Any], *, site: CallSite, started_at: datetime | None = None
+    ) -> Outcome:
+        """Serve one request frame (``invoke`` or ``http``; ``id`` set) on ``rv``'s pool."""
+        started_at = started_at or datetime.now(UTC)
+        request_id = str(frame["id"])
+        outcome = Outcome(request_id=request_id, version=rv.number, status="ok")
+        pool = self.pool_for(rv)
+        begin = time.perf_counter()
+        lease: Lease | None = None
+        try:
+            lease = await pool.acquire()
+        except Throttled as exc:
+            outcome.status = "throttled"
+            outcome.error = {"type": "Throttled", "message": str(exc), "stack": []}
+        except InitFailed as exc:
+            outcome.status = "error"
+            outcome.error = {**exc.error, "type": exc.error.get("type") or "InitError", "init": True}
+            outcome.logs = list(exc.logs)
+        except InstanceDied as exc:
+            outcome.status = "crashed"
+            outcome.error = {"type": "Runtime.ExitError", "message": f"Runtime exited: {exc}", "stack": []}
+        if lease is not None:
+            outcome.cold_start = lease.cold_start
+            outcome.init_duration_ms = lease.init_ms
+            outcome.logs = list(lease.init_logs)
+            await self._forward(pool, lease, frame, rv, outcome)
+        outcome.duration_ms = (time.perf_counter() - begin) * 1000 - (outcome.init_duration_ms or 0.0)
+        self._record(outcome, rv, site, started_at)
+        return outcome
+
+    async def _forward(
+        self, pool: Pool, lease: Lease, frame: dict[str, Any], rv: RouteVersion, outcome: Outcome
+    ) -> None:
+        instance = lease.instance
+        timeout_s = rv.spec.timeout_s
+        frame = {**frame, "deadline_ms": time.time() * 1000 + timeout_s * 1000}
+        try:
+            reply = await instance.request(frame, timeout_s)
+            outcome.reply = reply.message
+            outcome.logs.extend(reply.logs)
+            if reply.message.get("type") == "error":
+                outcome.status = "error"
+                outcome.error = reply.message.get("error") or {}
+                if outcome.error.get("type") == "MemoryError":
+                    # The heap may be half-broken after a MemoryError: replace the instance.
+                    outcome.error["message"] = (
+                        f"Out of memory: the function exceeded its memory limit of {rv.spec.memory_mb} MB"
+                    )
+                    instance.retire = True
+        except TimeoutError:
+            outcome.logs.extend(instance.logs_so_far(str(frame["id"])))
+            pool.on_instance_failed(instance)
+            outcome.status = "timeout"
+            outcome.error = {
+                "type": "TimeoutError",
+                "message": f"Task timed out after {timeout_s:.2f} seconds",
+                "stack": [],
+            }
+        except InstanceDied as exc:
+            pool.on_instance_failed(instance)
+            outcome.status = "crashed"
+            if exc.out_of_memory:
+                message = f"Runtime exited: out of memory (limit {rv.spec.memory_mb} MB)"
+                kind = "Runtime.OutOfMemory"
+            else:
+                message = f"Runtime exited before answering: {exc}"
+                kind = "Runtime.ExitError"
+            outcome.error = {"type": kind, "message": message, "stack": []}
+            if exc.info and exc.info.stderr_tail:
+                outcome.logs.append(LogLine(datetime.now(UTC), "stderr", exc.info.stderr_tail[-4000:]))
+        finally:
+            outcome.peak_rss_kb = instance.peak_rss_kb()
+            pool.release(lease)
+
+    def _record(self, outcome: Outcome, rv: RouteVersion, site: CallSite, started_at: datetime) -> None:
+        from apps.monitoring.records import InvocationRecord, LogRecord
+
+        try:
+            sink = self.sink
+            lines = [
+                LogRecord(
+                    function_id=site.function_id,
+                    environment_id=site.environment_id,
+                    binding_id=site.binding_id,
+                    version=rv.number,
+                    request_id=outcome.request_id,
+                    ts=line.ts,
+                    stream=line.stream,
+                    text=line.text,
+                )
+                for line in outcome.logs
+            ]
+            if outcome.status != "ok" and outcome.error:
+                lines.append(
+                    LogRecord(
+                        function_id=site.function_id,
+                        environment_id=site.environment_id,
+                        binding_id=site.binding_id,
+                        version=rv.number,
+                        request_id=outcome.request_id,
+                        ts=datetime.now(UTC),
+                        stream="system",
+                        text=f"[ERROR] {outcome.error.get('type')}: {outcome.error.get('message')}",
+                    )
+                )
+            if lines:
+                sink.submit_logs(lines)
+            sink.submit_invocation(
+                InvocationRecord(
+                    request_id=outcome.request_id,
+                    function_id=site.function_id,
+                    environment_id=site.environment_id,
+                    binding_id=site.binding_id,
+                    version=rv.number,
+                    trigger=site.trigger,
+                    started_at=started_at,
+                    duration_ms=round(outcome.duration_ms, 3),
+                    init_duration_ms=outcome.init_duration_ms,
+                    cold_start=outcome.cold_start,
+                    status=outcome.status,
+                    error_type=str((outcome.error or {}).get("type", "")) if outcome.status != "ok" else "",
+                    peak_rss_kb=outcome.peak_rss_kb,
+                )
+            )
+        except Exception:
+            logger.exception("recording an invocation failed")
+
+    def describe(self) -> dict[str, Any]:
+        return {str(key): pool.describe() for key, pool in self.pools.items()}
+
+
+def prepare_code(spec: InstanceSpec) -> None:
+    """Unpack a version's artifact if the deploy task has not done it yet (same atomic path)."""
+    from apps.functions.backends.local import LocalBackend
+
+    sha = spec.code_dir.name
+    with contextlib.suppress(Exception):
+        from django.db import close_old_connections
+
+        close_old_connections()
+    LocalBackend().prepare_sha(sha)

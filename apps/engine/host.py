@@ -1,0 +1,174 @@
+"""Where the engine runs in this process, and how route changes reach it.
+
+In the embedded default the engine runs on its own asyncio loop in a daemon thread of the
+web process (`manage.py serve`, started on boot so reserved instances come up at once; the
+invoke API and the gateway start it on first use otherwise). Async callers on another loop
+(the ASGI server's) and sync callers (DRF views, tasks) both reach it through this host.
+
+Route changes: `routes_changed()` is called after every deploy or traffic change commits.
+It tells this process's engine directly and, when Redis is configured, publishes on the
+``stratus:routes`` channel so the supervisor and every web process reload too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from django.conf import settings
+
+from apps.engine.engine import Engine, RoutedEngine
+from apps.engine.sandbox import Spawner
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+ROUTES_CHANNEL = "stratus:routes"
+
+
+class EngineHost:
+    def __init__(self, engine: RoutedEngine) -> None:
+        self.engine = engine
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="stratus-engine", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError(f"the local engine did not start within {timeout} s")
+        if self._error is not None:
+            raise RuntimeError(f"the local engine failed to start: {self._error}") from self._error
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        try:
+            loop.run_until_complete(self.engine.start())
+            if settings.REDIS_URL:
+                loop.create_task(listen_for_route_changes(self.engine))
+        except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the engine's loop from any loop."""
+        if asyncio.get_running_loop() is self.loop:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def call_sync(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return self.submit(coro).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop is None or self._thread is None:
+            return
+        try:
+            self.call_sync(self.engine.close(), timeout=20)
+        except Exception:
+            logger.exception("stopping the engine failed")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self._thread = None
+        self.loop = None
+
+
+_host: EngineHost | None = None
+_host_lock = threading.Lock()
+
+
+def build_engine() -> RoutedEngine:
+    """The engine of this process: the real one (embedded), or a client of the supervisor."""
+    if settings.STRATUS_ENGINE == "remote":
+        from apps.engine.remote import RemoteEngine
+
+        return RemoteEngine(settings.STRATUS_SUPERVISOR_SOCKET)
+    return build_local_engine()
+
+
+def build_local_engine() -> Engine:
+    spawner = Spawner(
+        sandbox_dir=settings.STRATUS_SANDBOX_DIR,
+        data_dir=settings.DATA_DIR,
+        uid_base=settings.STRATUS_SANDBOX_UID_BASE,
+    )
+    return Engine(spawner)
+
+
+def get_host() -> EngineHost:
+    """This process's engine host, started on first use."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            from apps.monitoring.sink import get_sink
+
+            get_sink().start()  # the batch writer of invocation records and logs
+            host = EngineHost(build_engine())
+            host.start()
+            _host = host
+        return _host
+
+
+def current_host() -> EngineHost | None:
+    return _host
+
+
+def stop_host() -> None:
+    global _host
+    with _host_lock:
+        if _host is not None:
+            _host.stop()
+            _host = None
+
+
+def routes_changed(binding_id: int | None = None) -> None:
+    """Announce a deploy or traffic change (call after commit)."""
+    host = _host
+    if host is not None:
+        host.engine.request_reload()
+    if settings.REDIS_URL:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(settings.REDIS_URL)
+            client.publish(ROUTES_CHANNEL, str(binding_id or ""))
+            client.close()
+        except Exception:
+            # The periodic resync (STRATUS_ROUTES_RESYNC_S) still picks the change up.
+            logger.exception("publishing a route change failed")
+
+
+async def listen_for_route_changes(engine: RoutedEngine) -> None:
+    """Reload on every announcement from another process (Redis pub/sub)."""
+    import redis.asyncio as aioredis
+
+    while True:
+        try:
+            client = aioredis.Redis.from_url(str(settings.REDIS_URL))
+            pubsub = client.pubsub()
+            await pubsub.subscribe(ROUTES_CHANNEL)
+            # Anything announced while we were not listening: catch up once.
+            await engine.reload_routes()
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    await engine.reload_routes()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("route change subscription failed; retrying")
+            await asyncio.sleep(1.0)

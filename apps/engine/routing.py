@@ -1,0 +1,184 @@
+"""The gateway's routing table: every binding served by the local engine, in memory.
+
+Loaded from the database in one pass (on start, when a deploy or traffic change is
+announced, and periodically as a safety net) and swapped in whole, so the hot path is a dict
+lookup and never a query. Each version carries everything needed to start its instances.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from apps.engine.pool import ScalingPolicy
+from apps.engine.sandbox import InstanceSpec
+from apps.functions.backends.local import version_dir
+
+RouteKey = tuple[str, str, str, str]  # org, project, environment, function
+PROCESSES_PER_INSTANCE = 64  # processes + threads (a Node instance uses about 11)
+
+
+@dataclass(frozen=True)
+class RouteVersion:
+    number: int
+    artifact_sha256: str
+    spec: InstanceSpec = field(repr=False)
+    policy: ScalingPolicy
+    # Instances are shared by requests with the same key: a new key (new code, config or
+    # environment variables) gets fresh instances and the old ones drain.
+    pool_key: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    key: RouteKey
+    binding_id: int
+    function_id: int
+    environment_id: int
+    project_id: int
+    kind: str
+    auth_mode: str
+    revision: int
+    versions: dict[int, RouteVersion]
+    weights: tuple[tuple[int, int], ...]
+    _cumulative: tuple[int, ...] = field(default=(), repr=False)
+
+    def pick(self, rng: random.Random | None = None) -> RouteVersion:
+        """A version drawn by the traffic weights."""
+        if len(self.weights) == 1:
+            return self.versions[self.weights[0][0]]
+        cumulative = self._cumulative
+        point = (rng or random).randrange(cumulative[-1])
+        return self.versions[self.weights[bisect.bisect_right(cumulative, point)][0]]
+
+
+def make_route(**kwargs: Any) -> Route:
+    weights = tuple(kwargs["weights"])
+    running, cumulative = 0, []
+    for _, weight in weights:
+        running += weight
+        cumulative.append(running)
+    return Route(**{**kwargs, "weights": weights}, _cumulative=tuple(cumulative))
+
+
+def spec_digest(spec: InstanceSpec, sha256: str) -> str:
+    payload = {
+        "runtime": spec.runtime,
+        "kind": spec.kind,
+        "handler": spec.handler,
+        "memory_mb": spec.memory_mb,
+        "timeout_s": spec.timeout_s,
+        "env": sorted(spec.env.items()),
+        "artifact": sha256,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def route_version(
+    *, function: Any, environment_id: int, version: Any, env: dict[str, str], binding_id: int | None
+) -> RouteVersion:
+    """Build a RouteVersion from a Version row (its config snapshot) and the merged env."""
+    config = version.config
+    sha = version.artifact.sha256
+    spec = InstanceSpec(
+        runtime=config["runtime"],
+        kind=config["kind"],
+        handler=config["handler"],
+        code_dir=Path(version_dir(sha)),
+        function_id=function.pk,
+        function_name=function.name,
+        function_version=str(version.number),
+        memory_mb=int(config["memory_mb"]),
+        timeout_s=float(config["timeout_s"]),
+        env=env,
+        # RLIMIT_NPROC counts per uid, and a function's instances share its uid: the cap is
+        # per function, PROCESSES_PER_INSTANCE for each instance it may run.
+        max_processes=PROCESSES_PER_INSTANCE * max(1, int(config.get("max_instances", 10))),
+    )
+    policy = ScalingPolicy(
+        min_instances=int(config.get("min_instances", 0)),
+        max_instances=int(config.get("max_instances", 10)),
+        concurrency=int(config.get("instance_concurrency", 1)),
+        idle_timeout_s=float(config.get("idle_timeout_s", 300)),
+        queue_timeout_s=min(float(settings.STRATUS_QUEUE_TIMEOUT_S), float(config["timeout_s"])),
+    )
+    key = (binding_id, environment_id, function.pk, version.number, spec_digest(spec, sha))
+    return RouteVersion(number=version.number, artifact_sha256=sha, spec=spec, policy=policy, pool_key=key)
+
+
+def _environment_env(environment: Any, cache: dict[int, dict[str, str]]) -> dict[str, str]:
+    from apps.tenancy.services import environment_secret_values
+
+    if environment.pk not in cache:
+        values = {v.name: v.value for v in environment.variables.all()}
+        values.update(environment_secret_values(environment=environment))
+        cache[environment.pk] = values
+    return cache[environment.pk]
+
+
+def load_routes(binding_ids: Iterable[int] | None = None) -> dict[RouteKey, Route]:
+    """Every local binding with traffic (or just ``binding_ids``), keyed by URL path parts."""
+    from apps.functions.models import Binding, Version
+
+    close_old_connections()
+    bindings = (
+        Binding.objects.filter(backend="local")
+        .exclude(traffic=[])
+        .select_related("function", "environment__project__org")
+        .prefetch_related("environment__variables", "environment__secrets")
+    )
+    if binding_ids is not None:
+        bindings = bindings.filter(pk__in=list(binding_ids))
+    bindings_list = list(bindings)
+    wanted = {(b.function_id, entry["version"]) for b in bindings_list for entry in b.traffic}
+    versions: dict[tuple[int, int], Any] = {}
+    if wanted:
+        function_ids = {f for f, _ in wanted}
+        for version in Version.objects.filter(function_id__in=function_ids).select_related("artifact"):
+            if (version.function_id, version.number) in wanted:
+                versions[(version.function_id, version.number)] = version
+    env_cache: dict[int, dict[str, str]] = {}
+    table: dict[RouteKey, Route] = {}
+    for binding in bindings_list:
+        environment = binding.environment
+        project = environment.project
+        base_env = _environment_env(environment, env_cache)
+        route_versions: dict[int, RouteVersion] = {}
+        for entry in binding.traffic:
+            found = versions.get((binding.function_id, entry["version"]))
+            if found is None:
+                continue
+            env = {**found.config.get("env", {}), **base_env}
+            route_versions[found.number] = route_version(
+                function=binding.function,
+                environment_id=environment.pk,
+                version=found,
+                env=env,
+                binding_id=binding.pk,
+            )
+        weights = [(e["version"], e["weight"]) for e in binding.traffic if e["version"] in route_versions]
+        if not weights or sum(w for _, w in weights) <= 0:
+            continue
+        key = (project.org.slug, project.slug, environment.name, binding.function.name)
+        table[key] = make_route(
+            key=key,
+            binding_id=binding.pk,
+            function_id=binding.function_id,
+            environment_id=environment.pk,
+            project_id=project.pk,
+            kind=binding.function.kind,
+            auth_mode=binding.auth_mode,
+            revision=binding.revision,
+            versions=route_versions,
+            weights=weights,
+        )
+    return table

@@ -1,0 +1,148 @@
+"""Invoking a function from the console (the WebIDE's test panel, the VS Code extension)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from typing import Any
+
+from apps.core.errors import Conflict, DomainError, Forbidden, NotFound
+from apps.engine.engine import CallSite, Outcome, new_request_id
+from apps.engine.routing import RouteVersion, route_version
+from apps.functions.backends.registry import backend_name_for
+from apps.functions.deploy_services import merged_env
+from apps.functions.models import Binding, Function
+from apps.tenancy import permissions, roles
+from apps.tenancy.models import Environment
+
+MAX_EVENT_BYTES = 6 * 1024 * 1024
+
+
+def _require_invoke(actor: Any, environment: Environment) -> None:
+    """Testing a function needs the edit-code right (it is how code is tried out); in a
+    protected environment, calling it with arbitrary events needs the deploy right there."""
+    if environment.protected:
+        if not permissions.can_deploy(actor, environment):
+            raise Forbidden(f"Invoking in protected environment '{environment.name}' needs the deploy right on it.")
+        return
+    permissions.require_project_permission(actor, environment.project, roles.EDIT_CODE, "Invoking a function")
+
+
+def invocation_target(
+    *, function: Function, environment: Environment, version_number: int | None
+) -> tuple[RouteVersion, Binding | None]:
+    """The version to run: the one asked for, else one drawn by the binding's weights."""
+    binding = Binding.objects.filter(function=function, environment=environment).first()
+    if version_number is None:
+        if binding is None or not binding.traffic:
+            raise Conflict(
+                f"Function '{function.name}' is not deployed to '{environment.name}': deploy it or pass a version.",
+                code="not_deployed",
+            )
+        numbers = [entry["version"] for entry in binding.traffic]
+        weights = [entry["weight"] for entry in binding.traffic]
+        version_number = random.choices(numbers, weights)[0]
+    version = function.versions.select_related("artifact").filter(number=version_number).first()
+    if version is None:
+        raise NotFound(f"Version {version_number} of function '{function.name}' does not exist.")
+    serving = binding is not None and version.number in binding.version_numbers()
+    rv = route_version(
+        function=function,
+        environment_id=environment.pk,
+        version=version,
+        env=merged_env(version=version, environment=environment),
+        # A version the binding serves shares its warm instances; any other runs apart.
+        binding_id=binding.pk if serving and binding is not None else None,
+    )
+    return rv, binding
+
+
+def _event_frame(rv: RouteVersion, request_id: str, event: Any) -> dict[str, Any]:
+    if rv.spec.kind == "event":
+        return {"type": "invoke", "id": request_id, "event": event}
+    # An http function is tried with a request described as JSON.
+    if not isinstance(event, dict):
+        raise DomainError(
+            "An http function is invoked with a request object: "
+            '{"method": "GET", "path": "/", "query": "", "headers": {}, "body": ""}.',
+            code="invalid",
+            fields={"event": ["Must be a request object for an http function."]},
+        )
+    body = event.get("body") or ""
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    headers = event.get("headers") or {}
+    return {
+        "type": "http",
+        "id": request_id,
+        "method": str(event.get("method", "GET")).upper(),
+        "path": str(event.get("path", "/")) or "/",
+        "query_string": str(event.get("query", "")),
+        "headers": [[str(k), str(v)] for k, v in (headers.items() if isinstance(headers, dict) else [])],
+        "body_b64": base64.b64encode(raw).decode("ascii"),
+    }
+
+
+def function_invoke(
+    *, actor: Any, function: Function, environment: Environment, event: Any, version_number: int | None = None
+) -> Outcome:
+    """Run one invocation on the local engine and wait for its outcome."""
+    _require_invoke(actor, environment)
+    if len(json.dumps(event)) > MAX_EVENT_BYTES:
+        raise DomainError("The event exceeds the 6 MB limit.", code="request_too_large", status_code=413)
+    backend = backend_name_for(environment)
+    if backend != "local":
+        raise Conflict(
+            f"Environment '{environment.name}' runs on the '{backend}' backend; "
+            "the invoke API runs functions on the local engine.",
+            code="unsupported_backend",
+        )
+    rv, binding = invocation_target(function=function, environment=environment, version_number=version_number)
+    request_id = new_request_id()
+    frame = _event_frame(rv, request_id, event)
+    site = CallSite(function.pk, environment.pk, binding.pk if binding else None, "invoke")
+    from apps.engine.host import get_host
+
+    host = get_host()
+    return host.call_sync(host.engine.invoke(rv, frame, site=site), timeout=rv.spec.timeout_s + 60)
+
+
+def outcome_payload(outcome: Outcome) -> dict[str, Any]:
+    """The invoke API's answer."""
+    reply = outcome.reply or {}
+    result: Any = None
+    if outcome.status == "ok":
+        if reply.get("type") == "http_response":
+            body = base64.b64decode(reply.get("body_b64", "") or "")
+            try:
+                text: str = body.decode("utf-8")
+                encoded = False
+            except UnicodeDecodeError:
+                text, encoded = base64.b64encode(body).decode("ascii"), True
+            result = {
+                "statusCode": reply.get("status"),
+                "headers": reply.get("headers", []),
+                "body": text,
+                "isBase64Encoded": encoded,
+            }
+        else:
+            result = reply.get("result")
+    error = None
+    if outcome.error is not None:
+        error = {
+            "type": outcome.error.get("type", "Error"),
+            "message": outcome.error.get("message", ""),
+            "stack": outcome.error.get("stack", []),
+        }
+    return {
+        "request_id": outcome.request_id,
+        "version": outcome.version,
+        "status": outcome.status,
+        "result": result,
+        "error": error,
+        "logs": [{"ts": line.ts, "stream": line.stream, "text": line.text} for line in outcome.logs],
+        "duration_ms": round(outcome.duration_ms, 3),
+        "init_duration_ms": None if outcome.init_duration_ms is None else round(outcome.init_duration_ms, 3),
+        "cold_start": outcome.cold_start,
+        "peak_rss_kb": outcome.peak_rss_kb,
+    }

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from apps.monitoring.api import views as v
+
+F = "functions/<int:function_id>"
+
+urlpatterns = [
+    path(f"{F}/logs", v.LogLineListView.as_view(), name="function-logs"),
+    path(f"{F}/invocations", v.InvocationListView.as_view(), name="function-invocations"),
+    path(f"{F}/invocations/summary", v.InvocationSummaryView.as_view(), name="function-invocation-summary"),
+]

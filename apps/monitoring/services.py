@@ -1,0 +1,235 @@
+"""Writes of monitoring rows: batches of records from the sink, the live-tail publish that
+follows them, and retention pruning. Nothing here runs on the request hot path: the engine
+only ever calls sink.RecordSink.submit_*; these run in the sink's flusher (or a test)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from apps.functions.models import Function
+from apps.monitoring.levels import parse_level
+from apps.monitoring.models import LOG_TEXT_MAX_BYTES, Invocation, LogLine, Stream
+from apps.monitoring.records import InvocationRecord, LogRecord
+from apps.tenancy.models import Environment
+
+logger = logging.getLogger(__name__)
+
+# Rows per INSERT statement (SQLite and PostgreSQL both take this many comfortably).
+INSERT_BATCH = 1000
+# Rows per DELETE statement when pruning, and statements per table per prune call, so one
+# prune never holds a long lock; whatever is left goes at the next call.
+PRUNE_BATCH = 5000
+PRUNE_MAX_BATCHES = 20
+# Lines per live-tail message: a burst larger than this sends its newest lines only (the
+# rest are in the API); channel layers cap message size and per-channel capacity.
+TAIL_MAX_LINES = 1000
+
+_TRUNCATED = " …[truncated]"
+_STREAMS = set(Stream.values)
+_STATUSES = set(Invocation.Status.values)
+_TRIGGERS = set(Invocation.Trigger.values)
+
+
+def log_group_name(*, function_id: int, environment_id: int) -> str:
+    """The channel-layer group that receives a function's new lines in one environment."""
+    return f"logs.f{function_id}.e{environment_id}"
+
+
+def _clean(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; one such line would otherwise fail its whole batch.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _cap_text(text: str) -> str:
+    text = _clean(text)
+    if len(text) * 4 <= LOG_TEXT_MAX_BYTES:  # fast path: cannot exceed the cap in UTF-8
+        return text
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= LOG_TEXT_MAX_BYTES:
+        return text
+    keep = LOG_TEXT_MAX_BYTES - len(_TRUNCATED.encode())
+    return raw[:keep].decode("utf-8", "ignore") + _TRUNCATED
+
+
+def log_line_from_record(record: LogRecord) -> LogLine:
+    return LogLine(
+        function_id=record.function_id,
+        environment_id=record.environment_id,
+        binding_id=record.binding_id,
+        version=record.version,
+        request_id=_clean(record.request_id)[:64],
+        ts=record.ts,
+        stream=record.stream if record.stream in _STREAMS else Stream.SYSTEM,
+        level=parse_level(record.text),
+        text=_cap_text(record.text),
+    )
+
+
+def invocation_from_record(record: InvocationRecord) -> Invocation:
+    return Invocation(
+        request_id=_clean(record.request_id)[:64],
+        function_id=record.function_id,
+        environment_id=record.environment_id,
+        binding_id=record.binding_id,
+        version=record.version,
+        trigger=record.trigger if record.trigger in _TRIGGERS else Invocation.Trigger.INVOKE,
+        started_at=record.started_at,
+        duration_ms=float(record.duration_ms),
+        init_duration_ms=None if record.init_duration_ms is None else float(record.init_duration_ms),
+        cold_start=bool(record.cold_start),
+        status=record.status if record.status in _STATUSES else Invocation.Status.ERROR,
+        error_type=_clean(record.error_type)[:200],
+        peak_rss_kb=record.peak_rss_kb,
+    )
+
+
+@dataclass
+class WriteResult:
+    written: int = 0
+    # Records whose function or environment no longer exists (deleted since the request ran).
+    orphaned: int = 0
+    lines: list[LogLine] = field(default_factory=list)
+    environment_names: dict[int, str] = field(default_factory=dict)
+
+
+def records_write(*, logs: Sequence[LogRecord], invocations: Sequence[InvocationRecord]) -> WriteResult:
+    """Insert one batch of records in one transaction: a handful of statements whatever the
+    batch size (two lookups, then bulk INSERTs of INSERT_BATCH rows). Records of functions or
+    environments deleted meanwhile are skipped rather than failing the batch on the FK.
+    Raises the database's error when the write fails; the caller keeps the batch."""
+    result = WriteResult()
+    if not logs and not invocations:
+        return result
+    function_ids = {r.function_id for r in logs} | {r.function_id for r in invocations}
+    environment_ids = {r.environment_id for r in logs} | {r.environment_id for r in invocations}
+    with transaction.atomic():
+        live_functions = set(Function.objects.filter(pk__in=function_ids).values_list("pk", flat=True))
+        result.environment_names = dict(Environment.objects.filter(pk__in=environment_ids).values_list("pk", "name"))
+
+        def alive(r: LogRecord | InvocationRecord) -> bool:
+            return r.function_id in live_functions and r.environment_id in result.environment_names
+
+        lines = [log_line_from_record(r) for r in logs if alive(r)]
+        calls = [invocation_from_record(r) for r in invocations if alive(r)]
+        result.orphaned = len(logs) + len(invocations) - len(lines) - len(calls)
+        if lines:
+            LogLine.objects.bulk_create(lines, batch_size=INSERT_BATCH)
+        if calls:
+            Invocation.objects.bulk_create(calls, batch_size=INSERT_BATCH)
+    result.written = len(lines) + len(calls)
+    result.lines = lines
+    return result
+
+
+def log_line_data(line: LogLine, environment_name: str) -> dict[str, Any]:
+    """One line as the API and the live tail show it (api.serializers.LogLineSerializer)."""
+    return {
+        "ts": line.ts.isoformat().replace("+00:00", "Z"),
+        "stream": line.stream,
+        "level": line.level,
+        "request_id": line.request_id,
+        "version": line.version,
+        "environment": environment_name,
+        "text": line.text,
+    }
+
+
+def log_lines_publish(*, lines: Iterable[LogLine], environment_names: dict[int, str]) -> int:
+    """Send written lines to their live-tail groups: one message per (function,
+    environment) group, oldest line first, the newest TAIL_MAX_LINES of each. Call after
+    the lines are committed. A channel-layer failure is logged, never raised: the lines are
+    stored and the API serves them. Returns the number of messages sent."""
+    groups: dict[str, list[LogLine]] = defaultdict(list)
+    for line in lines:
+        groups[log_group_name(function_id=line.function_id, environment_id=line.environment_id)].append(line)
+    if not groups:
+        return 0
+    sent = 0
+    try:
+        layer = get_channel_layer()
+        if layer is None:
+            return 0
+        send = async_to_sync(layer.group_send)
+        for group, members in groups.items():
+            members.sort(key=lambda ln: ln.ts)
+            payload = [
+                log_line_data(ln, environment_names.get(ln.environment_id, "")) for ln in members[-TAIL_MAX_LINES:]
+            ]
+            send(group, {"type": "log.lines", "lines": payload})
+            sent += 1
+    except Exception:
+        logger.exception("Live-tail publish failed after %d of %d groups; lines are stored", sent, len(groups))
+    return sent
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+def _delete_batches(queryset: Callable[[], QuerySet[Any]], *, keep: int = 0) -> int:
+    """Delete the rows ``queryset()`` selects, after its first ``keep`` (in its order),
+    PRUNE_BATCH rows per statement and at most PRUNE_MAX_BATCHES statements. The rows have
+    no dependents, so each batch is a single ``DELETE ... WHERE id IN (SELECT ... LIMIT)``."""
+    deleted = 0
+    for _ in range(PRUNE_MAX_BATCHES):
+        qs = queryset()
+        batch = qs.values("pk")[keep : keep + PRUNE_BATCH]
+        count, _ = qs.model._default_manager.filter(pk__in=batch).delete()
+        deleted += count
+        if count < PRUNE_BATCH:
+            break
+    return deleted
+
+
+@dataclass
+class PruneResult:
+    log_lines_expired: int = 0
+    log_lines_over_cap: int = 0
+    invocations_expired: int = 0
+
+
+def records_prune(*, now: datetime | None = None, function_ids: Iterable[int] | None = None) -> PruneResult:
+    """Delete log lines older than STRATUS_LOG_RETENTION_DAYS, each function's lines beyond
+    its newest STRATUS_LOG_MAX_LINES_PER_FUNCTION, and invocations older than
+    STRATUS_INVOCATION_RETENTION_DAYS, in bounded batches (a call does bounded work; the
+    flusher calls it every minute). ``function_ids`` limits the per-function cap to those
+    functions (the flusher passes the ones it wrote lines for); None checks every function."""
+    now = now or timezone.now()
+    result = PruneResult()
+    log_cutoff = now - timedelta(days=settings.STRATUS_LOG_RETENTION_DAYS)
+    result.log_lines_expired = _delete_batches(lambda: LogLine.objects.filter(ts__lt=log_cutoff).order_by("ts"))
+    call_cutoff = now - timedelta(days=settings.STRATUS_INVOCATION_RETENTION_DAYS)
+    result.invocations_expired = _delete_batches(
+        lambda: Invocation.objects.filter(started_at__lt=call_cutoff).order_by("started_at")
+    )
+
+    cap = settings.STRATUS_LOG_MAX_LINES_PER_FUNCTION
+    if function_ids is None:
+        over = (
+            LogLine.objects.values("function_id")
+            .annotate(lines=Count("id"))
+            .filter(lines__gt=cap)
+            .values_list("function_id", flat=True)
+        )
+        function_ids = list(over)
+    for function_id in sorted(set(function_ids)):
+        # Everything past the newest `cap` lines (the (function, -ts) index walks to the cut).
+        newest_first = partial(_lines_newest_first, function_id)
+        result.log_lines_over_cap += _delete_batches(newest_first, keep=cap)
+    return result
+
+
+def _lines_newest_first(function_id: int) -> QuerySet[LogLine]:
+    return LogLine.objects.filter(function_id=function_id).order_by("-ts", "-id")

@@ -1,0 +1,46 @@
+import pytest
+
+from apps.monitoring.levels import parse_level
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        # bracketed and bare words, any case
+        ("[ERROR] boom", "error"),
+        ("[ERROR]\t2024-05-01T10:00:00.000Z\t3f1c\tdivision by zero", "error"),  # AWS Lambda Python
+        ("ERROR:root:payment failed", "error"),  # Python logging's default format
+        ("ERROR: disk full", "error"),
+        ("error something", "error"),
+        ("  [warn] slow query", "warning"),
+        ("WARNING:app:retrying", "warning"),
+        ("WARN", "warning"),
+        ("INFO started", "info"),
+        ("info:app:ok", "info"),
+        ("DEBUG x=1", "debug"),
+        ("CRITICAL:root:out of memory", "critical"),
+        ("FATAL cannot bind", "critical"),
+        ("[Fatal] cannot bind", "critical"),
+        # JSON object lines
+        ('{"level": "error", "msg": "boom"}', "error"),
+        ('{"levelname": "WARNING", "message": "slow"}', "warning"),
+        ('{"level": 30, "msg": "pino info"}', "info"),
+        ('{"level": 50, "msg": "pino error"}', "error"),
+        ('{"level": "notice", "msg": "x"}', "info"),
+        # nothing that says a level
+        ("", ""),
+        ("hello world", ""),
+        ("Errors: 0", ""),
+        ("INFORMATION follows", ""),
+        ("Debugging session", ""),
+        ("the ERROR is later in the line", ""),
+        ("START RequestId: 3f1c Version: 4", ""),
+        ('{"msg": "no level"}', ""),
+        ('{"level": "loud"}', ""),
+        ('{"level": true}', ""),
+        ('["error"]', ""),
+        ("{not json", ""),
+    ],
+)
+def test_level_is_read_from_the_line_when_it_says_one(text: str, level: str) -> None:
+    assert parse_level(text) == level
