@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 export STRATUS_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test install install-dev frontend lint typecheck pytest serve-ci clean
+.PHONY: run test bench install install-dev frontend lint typecheck pytest serve-ci clean
 
 run: install frontend
 	$(PY) manage.py migrate --noinput -v 0
@@ -24,6 +24,11 @@ typecheck:
 
 pytest:
 	$(VENV)/bin/pytest
+
+# Gateway latency/throughput vs a bare ASGI app, cold starts, deploy-to-ready: a table on
+# stdout and bench-results/bench.json (a throwaway data dir; STRATUS_DATA_DIR is not used).
+bench: install-dev
+	$(PY) -m bench.run
 
 # --- installs (stamped, so a second run reuses them) -------------------------------------
 $(PY):

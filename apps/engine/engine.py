@@ -10,7 +10,6 @@ which writes them in batches off this path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -356,11 +355,11 @@ class Engine(RoutedEngine):
 
 def prepare_code(spec: InstanceSpec) -> None:
     """Unpack a version's artifact if the deploy task has not done it yet (same atomic path)."""
+    from django.db import connection
+
     from apps.functions.backends.local import LocalBackend
 
-    sha = spec.code_dir.name
-    with contextlib.suppress(Exception):
-        from django.db import close_old_connections
-
-        close_old_connections()
-    LocalBackend().prepare_sha(sha)
+    try:
+        LocalBackend().prepare_sha(spec.code_dir.name)
+    finally:
+        connection.close()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 from django.utils import timezone
 
 INVOKE_SCOPES = ("invoke", "deploy")
@@ -29,10 +29,16 @@ ALLOWED = Verdict(200)
 
 
 def _lookup(digest: str, project_id: int) -> Verdict:
+    try:
+        return _verdict(digest, project_id)
+    finally:
+        connection.close()  # a worker thread of the event loop: hold no idle connection
+
+
+def _verdict(digest: str, project_id: int) -> Verdict:
     from apps.tenancy import permissions
     from apps.tenancy.models import ApiToken
 
-    close_old_connections()
     token = ApiToken.objects.select_related("user").filter(token_hash=digest).first()
     if token is None:
         return Verdict(401, "Invalid token.")

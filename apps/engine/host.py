@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine
@@ -36,6 +37,7 @@ class EngineHost:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         if self._thread is not None:
@@ -54,13 +56,21 @@ class EngineHost:
         try:
             loop.run_until_complete(self.engine.start())
             if settings.REDIS_URL:
-                loop.create_task(listen_for_route_changes(self.engine))
+                self._listener = loop.create_task(listen_for_route_changes(self.engine))
         except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
             self._error = exc
             self._started.set()
             return
         self._started.set()
         loop.run_forever()
+
+    async def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self.engine.close()
+        await asyncio.get_running_loop().shutdown_default_executor()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         assert self.loop is not None
@@ -79,7 +89,7 @@ class EngineHost:
         if self.loop is None or self._thread is None:
             return
         try:
-            self.call_sync(self.engine.close(), timeout=20)
+            self.call_sync(self._close(), timeout=20)
         except Exception:
             logger.exception("stopping the engine failed")
         self.loop.call_soon_threadsafe(self.loop.stop)

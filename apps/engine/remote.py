@@ -84,14 +84,20 @@ def version_identity(rv: RouteVersion, site: CallSite) -> dict[str, Any]:
 
 def _build_version(identity: dict[str, Any]) -> RouteVersion | None:
     """A version straight from the database (not routed, or routed after our last reload)."""
-    from django.db import close_old_connections
+    from django.db import connection
 
+    try:
+        return _build_version_from_db(identity)
+    finally:
+        connection.close()
+
+
+def _build_version_from_db(identity: dict[str, Any]) -> RouteVersion | None:
     from apps.engine.routing import route_version
     from apps.functions.deploy_services import merged_env
     from apps.functions.models import Function, Version
     from apps.tenancy.models import Environment
 
-    close_old_connections()
     function = Function.objects.filter(pk=identity["function_id"]).first()
     environment = Environment.objects.filter(pk=identity["environment_id"]).first()
     if function is None or environment is None:

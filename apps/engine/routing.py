@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 
 from apps.engine.pool import ScalingPolicy
 from apps.engine.sandbox import InstanceSpec
@@ -126,10 +126,18 @@ def _environment_env(environment: Any, cache: dict[int, dict[str, str]]) -> dict
 
 
 def load_routes(binding_ids: Iterable[int] | None = None) -> dict[RouteKey, Route]:
-    """Every local binding with traffic (or just ``binding_ids``), keyed by URL path parts."""
+    """Every local binding with traffic (or just ``binding_ids``), keyed by URL path parts.
+    Runs in a worker thread of the engine; its connection is closed after each load (loads
+    are rare: on change announcements and every resync) so no idle connection lingers."""
+    try:
+        return _load_routes(binding_ids)
+    finally:
+        connection.close()
+
+
+def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
     from apps.functions.models import Binding, Version
 
-    close_old_connections()
     bindings = (
         Binding.objects.filter(backend="local")
         .exclude(traffic=[])

@@ -232,7 +232,8 @@ def charlie_client(alpha: Alpha, client_for: Any, auth: str) -> Any:
     return client_for(alpha.world.charlie, scopes=list(ApiToken.Scope.values))
 
 
-SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring")  # functions: versions, drafts, artifacts
+# functions: versions, drafts, artifacts; monitoring: log lines and invocation records
+SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring")
 
 
 def db_snapshot(outsider: Any) -> dict[str, list[dict[str, Any]]]:
