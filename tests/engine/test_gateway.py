@@ -341,3 +341,64 @@ def test_event_body_json_round_trip_and_request_id_is_kept(world, engine, served
     assert event["requestContext"]["stage"] == "dev"
     assert event["headers"]["x-request-id"] == "fixed-id"
     assert "authorization" not in event["headers"]
+
+
+KINDS = {
+    "lambda": ({"main.py": LAMBDA}, {"handler": "main.handler"}),
+    "scf": ({"index.py": SCF}, {"handler": "index.main_handler"}),
+    "flask": ({"app.py": FLASK_APP}, {"handler": "app.app", "kind": "http"}),
+    "asgi": ({"web.py": ASGI_APP}, {"handler": "web.app", "kind": "http"}),
+    "node": ({"index.js": NODE}, {"handler": "index.handler", "runtime": "node20"}),
+}
+PATHS = {"lambda": "k/1", "scf": "?name=x", "flask": "hello/api", "asgi": "a", "node": "n"}
+INVOKE_EVENTS = {
+    "lambda": {"httpMethod": "GET", "path": "/inv", "queryStringParameters": None, "body": None, "isBase64Encoded": False},
+    "scf": {"queryString": {"name": "inv"}},
+    "flask": {"method": "GET", "path": "/hello/inv"},
+    "asgi": {"method": "GET", "path": "/inv"},
+    "node": {"path": "/inv", "httpMethod": "GET"},
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kind_deployed_through_the_api_answers_on_the_gateway_and_the_invoke_api(world, engine, served, client_for, kind):
+    import io
+    import zipfile
+
+    if kind == "node" and shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    files, config = KINDS[kind]
+    if kind == "flask":
+        files = {**files, **vendored_flask()}
+    api = client_for(world.bob)
+    created = api.post(f"/api/v1/projects/{world.web.pk}/functions/", {"name": f"api-{kind}", "runtime": "python3.11", **config}, format="json")
+    assert created.status_code == 201, created.json()
+    fn_id = created.json()["id"]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, content in files.items():
+            archive.writestr(path, content)
+    buffer.seek(0)
+    buffer.name = "code.zip"
+    version = api.post(f"/api/v1/functions/{fn_id}/versions/", {"archive": buffer}, format="multipart")
+    assert version.status_code == 201, version.json()
+    deployed = api.post(f"/api/v1/functions/{fn_id}/deploy", {"environment": "dev", "version": 1, "auth_mode": "public"}, format="json")
+    assert deployed.status_code == 200, deployed.json()
+    from apps.functions.models import Function
+
+    fn = Function.objects.get(pk=fn_id)
+    # The deploy announced itself: the gateway serves it (unpacking the version on first use,
+    # since no worker runs the apply task in this test).
+    wait_routed(engine, fn)
+
+    response = served.get(url(fn, path=PATHS[kind]))
+    assert response.status_code in (200, 201), response.text
+    rid = response.headers["x-request-id"]
+    # Exactly the line the function printed while serving this request, under its id.
+    assert len(flushed_logs(rid)) == 1
+
+    invoked = api.post(f"/api/v1/functions/{fn_id}/invoke", {"environment": "dev", "event": INVOKE_EVENTS[kind]}, format="json")
+    body = invoked.json()
+    assert (invoked.status_code, body["status"]) == (200, "ok"), body
+    assert len(body["logs"]) == 1, body["logs"]
+    assert [line.text for line in flushed_logs(body["request_id"])] == [body["logs"][0]["text"]]
