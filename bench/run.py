@@ -7,11 +7,13 @@ then, for each of ``--rounds`` rounds:
 1. warm latency: sequential GETs on one keep-alive connection (after a warm-up), through the
    gateway to a hello-world Python event function, and to the bare app;
 2. throughput at concurrency 16, by a separate load-generator process (wrk, else bench/loadgen);
-3. deploy-to-ready: publish a new version and deploy it through the REST API, polling the
-   function URL until `x-stratus-version` is the new number. The first response of the new
-   version is also the cold-start sample (a new version is a new pool, so a new instance:
-   checked with `x-stratus-cold-start: 1`), for Python and Node; its init_duration comes from
-   the invocation record.
+3. deploy-to-ready: publish new code and deploy it through the REST API, polling the function
+   URL until `x-stratus-version` is the new number (unpack, code copy and first instance
+   included), for Python and Node;
+4. cold start: change a function variable and publish the same code (same artifact on disk,
+   new version, so a new pool and a new instance: checked with `x-stratus-cold-start: 1`);
+   the first response of the new version is the sample; its init_duration (process start to
+   handler loaded) comes from the invocation record.
 
 Each figure is the median over rounds of the per-round value; ratios are to the baseline
 measured in the same round (shared machines are noisy). Prints a table and writes
@@ -45,12 +47,12 @@ from bench.stats import median, percentile
 HELLO_PY = 'def handler(event, context):\n    return {"statusCode": 200, "body": "hello"}\n'
 HELLO_NODE = 'exports.handler = async (event, context) => ({ statusCode: 200, body: "hello" });\n'
 CONCURRENCY = 16
-# Scaling for c=16 on 2 cores. `--sweep` measures the candidates below; on the 2-core bench
-# machine (wrk -c16, 5 s each) 1 instance pipelining 16 requests and 2 x 8 were close and
-# clearly ahead of 4 x 4 and 16 x 1: every extra instance is another process competing for
-# the same two cores with uvicorn + the engine thread, while pipelining on one control
-# socket costs no extra context switches. 2 x 8 keeps a second instance for a slow handler.
-SCALING = {"max_instances": 2, "instance_concurrency": 8}
+# Scaling for c=16 on 2 cores, chosen with `--sweep` (wrk -c16, 4 s each, one run on the 2-core
+# bench machine): 1 x 16 -> 1840 req/s, 2 x 8 -> 1506, 4 x 4 -> 1074, 16 x 1 -> 1056, 1 x 1 -> 811.
+# The console process is the bottleneck (one core, GIL-bound), not the handler: one instance
+# taking 16 pipelined requests on its control socket adds no process competing for the two
+# cores, while each extra instance does. A slow handler would want more instances.
+SCALING = {"max_instances": 1, "instance_concurrency": 16}
 SWEEP = [(1, 16), (2, 8), (4, 4), (16, 1)]
 
 
@@ -61,6 +63,7 @@ class Round:
     bare_load: dict[str, Any] = field(default_factory=dict)
     gateway_load: dict[str, Any] = field(default_factory=dict)
     deploys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    colds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +153,17 @@ class Bench:
         throughput.measure(self.wrk, port, path, connections=CONCURRENCY, duration_s=1)
         return throughput.measure(self.wrk, port, path, connections=CONCURRENCY, duration_s=self.args.duration)
 
+    def cold_starts(self, fn: Deployed, source: str, count: int) -> list[dict[str, Any]]:
+        """New instances of code that is already on disk: each round changes a function
+        variable and republishes the same files (same artifact, new version, new pool), so the
+        first response of each version times a cold start alone (fork, runtime, import)."""
+        filename = "main.py" if fn.runtime.startswith("python") else "index.js"
+        samples = []
+        for _ in range(count):
+            self.console.call("PATCH", f"/functions/{fn.id}/", json={"env": {"COLD": uuid.uuid4().hex}})
+            samples.append(self.deploy_and_wait(fn, {filename: source}))
+        return samples
+
     def redeploys(self, fn: Deployed, source: str, count: int) -> list[dict[str, Any]]:
         filename = "main.py" if fn.runtime.startswith("python") else "index.js"
         comment = "#" if fn.runtime.startswith("python") else "//"
@@ -169,6 +183,10 @@ class Bench:
         result.deploys = {
             "python": self.redeploys(cold["python"], HELLO_PY, self.args.deploys),
             "node": self.redeploys(cold["node"], HELLO_NODE, self.args.node_deploys),
+        }
+        result.colds = {
+            "python": self.cold_starts(cold["python"], HELLO_PY, self.args.deploys),
+            "node": self.cold_starts(cold["node"], HELLO_NODE, self.args.node_deploys),
         }
         return result
 
@@ -238,9 +256,11 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
         add("gw_rps", r.gateway_load["rps"])
         add("ratio_rps", r.gateway_load["rps"] / r.bare_load["rps"])
         for runtime, samples in r.deploys.items():
-            cold = [s["first_ms"] for s in samples if s["cold"]]
+            # Cold starts: new instances of code already on disk (a deploy of new code also
+            # unpacks and copies it first, which deploy-to-ready covers).
+            cold = [s["first_ms"] for s in r.colds.get(runtime, []) if s["cold"]]
             ready = [s["ready_ms"] for s in samples]
-            inits = [s["init_duration_ms"] for s in samples if s.get("init_duration_ms") is not None]
+            inits = [s["init_duration_ms"] for s in r.colds.get(runtime, []) if s.get("init_duration_ms") is not None]
             for pct in (50, 99):
                 add(f"deploy_{runtime}_p{pct}", percentile(ready, pct))
                 add(f"cold_{runtime}_p{pct}", percentile(cold, pct) if cold else None)
@@ -363,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: round {index + 1}/{args.rounds}", flush=True)
             rounds.append(bench.run_round(index, hello, cold))
         for r in rounds:
-            for runtime, samples in r.deploys.items():
+            for runtime, samples in r.colds.items():
                 bench.init_durations(cold[runtime], samples)
         figs, per_round = figures(rounds)
         results = {
@@ -382,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bare_load": r.bare_load,
                         "gateway_load": r.gateway_load,
                         "deploys": r.deploys,
+                        "cold_starts": r.colds,
                     }
                     for r in rounds
                 ],

@@ -181,6 +181,18 @@ class Engine(RoutedEngine):
             pool = self.pool_for(rv)
             if rv.policy.min_instances:
                 self._background(pool.ensure_min())
+            elif not pool.instances and not pool.prepared:
+                pool.prepared = True
+                self._background(self._prepare(rv.spec))
+
+    async def _prepare(self, spec: InstanceSpec) -> None:
+        """Unpack and copy a newly routed version's code ahead of its first request."""
+        try:
+            if not spec.code_dir.is_dir():
+                await asyncio.to_thread(prepare_code, spec)
+            await self.spawner.prepare(spec)
+        except Exception:
+            logger.exception("preparing a version ahead of its first request failed")
 
     def _background(self, coro: Any) -> None:
         """Run ``coro`` without awaiting it, holding a reference until it finishes."""

@@ -70,7 +70,29 @@ class Gateway:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):
             await self.serve(scope, receive, send)
             return
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        """With the server's lifespan on (`manage.py serve`), the engine runs on the server's
+        own loop; without it, it starts on first use in a thread of its own."""
+        from apps.engine.host import attach_host, detach_host
+
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await attach_host()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"the local engine failed: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await detach_host()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def host(self) -> Any:
         from apps.engine.host import current_host, get_host

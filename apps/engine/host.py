@@ -64,13 +64,26 @@ class EngineHost:
         self._started.set()
         loop.run_forever()
 
+    async def attach(self) -> None:
+        """Run the engine on the running loop (the ASGI server's, from its lifespan startup):
+        the gateway then calls it without crossing threads."""
+        self.loop = asyncio.get_running_loop()
+        await self.engine.start()
+        if settings.REDIS_URL:
+            self._listener = self.loop.create_task(listen_for_route_changes(self.engine))
+
+    async def detach(self) -> None:
+        await self._close()
+        self.loop = None
+
     async def _close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await self.engine.close()
-        await asyncio.get_running_loop().shutdown_default_executor()
+        if self._thread is not None:  # our own loop: its executor is ours to shut down
+            await asyncio.get_running_loop().shutdown_default_executor()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         assert self.loop is not None
@@ -136,6 +149,33 @@ def get_host() -> EngineHost:
 
 def current_host() -> EngineHost | None:
     return _host
+
+
+async def attach_host() -> EngineHost:
+    """Start this process's engine on the running loop (see EngineHost.attach)."""
+    global _host
+    from apps.monitoring.sink import get_sink
+
+    with _host_lock:
+        if _host is not None:
+            return _host
+        host = EngineHost(build_engine())
+        _host = host
+    get_sink().start()
+    try:
+        await host.attach()
+    except BaseException:
+        _host = None
+        raise
+    return host
+
+
+async def detach_host() -> None:
+    global _host
+    host = _host
+    if host is not None and host._thread is None:
+        _host = None
+        await host.detach()
 
 
 def stop_host() -> None:

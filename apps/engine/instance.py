@@ -19,6 +19,7 @@ from apps.engine.sandbox import ExitInfo, InstanceSpec, SpawnedInstance
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+_read_loops: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,12 @@ class Instance:
         self.started_at = time.monotonic()
         self.last_used = self.started_at
         self.init_ms: float | None = None
+        self.import_ms: float | None = None
         self.dead = False
         self.exit_info: ExitInfo | None = None
         self.retire = False  # set after an out-of-memory error: serve nothing more
+        self._rss: int | None = None
+        self._rss_at = 0.0
         self._pending: dict[str, tuple[asyncio.Future[Reply], list[LogLine]]] = {}
         self._orphan_logs: list[LogLine] = []
         self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -84,6 +88,10 @@ class Instance:
         """Wait for the ``ready`` frame; returns init_ms. Raises InitFailed or InstanceDied."""
         self._reader, self._writer = await asyncio.open_unix_connection(sock=self.spawned.sock)
         self._task = asyncio.create_task(self._read_loop(), name=f"instance-{self.pid}")
+        # The loop keeps only weak references to tasks: hold the read loop until it ends, so a
+        # forgotten instance is still reaped.
+        _read_loops.add(self._task)
+        self._task.add_done_callback(_read_loops.discard)
         try:
             message = await asyncio.wait_for(asyncio.shield(self._ready), timeout_s)
         except TimeoutError:
@@ -194,4 +202,10 @@ class Instance:
                 self._task.cancel()
 
     def peak_rss_kb(self) -> int | None:
-        return self.spawned.peak_rss_kb()
+        """The instance's peak RSS (VmHWM), read from /proc at most once a second: it only
+        grows, and the read costs a syscall trio per request otherwise."""
+        now = time.monotonic()
+        if now - self._rss_at >= 1.0 or self._rss is None:
+            self._rss = self.spawned.peak_rss_kb() or self._rss
+            self._rss_at = now
+        return self._rss

@@ -27,6 +27,7 @@ from apps.engine.sandbox import InstanceSpec, SpawnedInstance
 logger = logging.getLogger(__name__)
 
 LAST_INSTANCE_KEEPALIVE_FACTOR = 3
+_stopping: set[asyncio.Task[None]] = set()
 INIT_BACKOFF_S = (1.0, 60.0)
 
 
@@ -74,6 +75,7 @@ class Pool:
         self.init_failures = 0
         self.backoff_until = 0.0
         self.draining = False
+        self.prepared = False  # code copied ahead of the first request (engine._prepare)
         self.throttles = 0
         self.cold_starts = 0
 
@@ -141,11 +143,15 @@ class Pool:
 
     async def _start_instance(self) -> tuple[Instance, list[LogLine]]:
         self.starting += 1
+        began = time.perf_counter()
         try:
             spawned = await self._spawn(self.spec)
             instance = Instance(spawned, self.spec)
             try:
                 await instance.start(self.policy.init_timeout_s)
+                # Init duration as Lambda reports it: the whole start (process, runtime,
+                # handler import), not just the import the bootstrap measured.
+                instance.import_ms, instance.init_ms = instance.init_ms, (time.perf_counter() - began) * 1000
             except InitFailed as exc:
                 self._record_init_failure(exc)
                 raise
@@ -181,7 +187,11 @@ class Pool:
         if instance in self.instances:
             self.instances.remove(instance)
         if not instance.dead:
-            asyncio.get_running_loop().create_task(instance.stop())
+            # Hold the task: an unreferenced task (and the instance's read loop with it) can
+            # be garbage-collected before the process is reaped.
+            task = asyncio.get_running_loop().create_task(instance.stop())
+            _stopping.add(task)
+            task.add_done_callback(_stopping.discard)
 
     def on_instance_failed(self, instance: Instance) -> None:
         """A request found the instance dead or had it killed (timeout): replace it lazily."""

@@ -415,6 +415,11 @@ class Spawner:
             return await self._spawn_node(spec, uid, task_root, home)
         raise ValueError(f"unknown runtime {spec.runtime!r}")
 
+    async def prepare(self, spec: InstanceSpec) -> None:
+        """Make the function's private code copy and home now (on deploy), so its first
+        instance does not pay for them."""
+        await self._prepare_function(spec, self.uid_base + int(spec.function_id))
+
     def _instance_env(self, spec: InstanceSpec, home: Path, task_root: Path) -> dict[str, str]:
         env = {"PATH": INSTANCE_PATH, "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8"}
         if spec.runtime.startswith("python"):

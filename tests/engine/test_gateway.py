@@ -352,7 +352,13 @@ KINDS = {
 }
 PATHS = {"lambda": "k/1", "scf": "?name=x", "flask": "hello/api", "asgi": "a", "node": "n"}
 INVOKE_EVENTS = {
-    "lambda": {"httpMethod": "GET", "path": "/inv", "queryStringParameters": None, "body": None, "isBase64Encoded": False},
+    "lambda": {
+        "httpMethod": "GET",
+        "path": "/inv",
+        "queryStringParameters": None,
+        "body": None,
+        "isBase64Encoded": False,
+    },
     "scf": {"queryString": {"name": "inv"}},
     "flask": {"method": "GET", "path": "/hello/inv"},
     "asgi": {"method": "GET", "path": "/inv"},
@@ -361,7 +367,9 @@ INVOKE_EVENTS = {
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_each_kind_deployed_through_the_api_answers_on_the_gateway_and_the_invoke_api(world, engine, served, client_for, kind):
+def test_each_kind_deployed_through_the_api_answers_on_the_gateway_and_the_invoke_api(
+    world, engine, served, client_for, kind
+):
     import io
     import zipfile
 
@@ -371,7 +379,11 @@ def test_each_kind_deployed_through_the_api_answers_on_the_gateway_and_the_invok
     if kind == "flask":
         files = {**files, **vendored_flask()}
     api = client_for(world.bob)
-    created = api.post(f"/api/v1/projects/{world.web.pk}/functions/", {"name": f"api-{kind}", "runtime": "python3.11", **config}, format="json")
+    created = api.post(
+        f"/api/v1/projects/{world.web.pk}/functions/",
+        {"name": f"api-{kind}", "runtime": "python3.11", **config},
+        format="json",
+    )
     assert created.status_code == 201, created.json()
     fn_id = created.json()["id"]
     buffer = io.BytesIO()
@@ -382,7 +394,9 @@ def test_each_kind_deployed_through_the_api_answers_on_the_gateway_and_the_invok
     buffer.name = "code.zip"
     version = api.post(f"/api/v1/functions/{fn_id}/versions/", {"archive": buffer}, format="multipart")
     assert version.status_code == 201, version.json()
-    deployed = api.post(f"/api/v1/functions/{fn_id}/deploy", {"environment": "dev", "version": 1, "auth_mode": "public"}, format="json")
+    deployed = api.post(
+        f"/api/v1/functions/{fn_id}/deploy", {"environment": "dev", "version": 1, "auth_mode": "public"}, format="json"
+    )
     assert deployed.status_code == 200, deployed.json()
     from apps.functions.models import Function
 
@@ -397,7 +411,9 @@ def test_each_kind_deployed_through_the_api_answers_on_the_gateway_and_the_invok
     # Exactly the line the function printed while serving this request, under its id.
     assert len(flushed_logs(rid)) == 1
 
-    invoked = api.post(f"/api/v1/functions/{fn_id}/invoke", {"environment": "dev", "event": INVOKE_EVENTS[kind]}, format="json")
+    invoked = api.post(
+        f"/api/v1/functions/{fn_id}/invoke", {"environment": "dev", "event": INVOKE_EVENTS[kind]}, format="json"
+    )
     body = invoked.json()
     assert (invoked.status_code, body["status"]) == (200, "ok"), body
     assert len(body["logs"]) == 1, body["logs"]

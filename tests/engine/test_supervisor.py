@@ -103,3 +103,37 @@ def test_a_missing_supervisor_answers_503(world, supervisor):
     assert outcome.status == "unavailable"
     assert "engine is unavailable" in outcome.error["message"]
     assert time.monotonic() - began < 5
+
+
+def test_serve_runs_the_engine_on_the_servers_own_loop(world, settings, sandbox_dir, transactional_db):
+    """`manage.py serve` turns the ASGI lifespan on: the engine starts with the server, on its
+    loop (no thread hop per request), and stops with it, taking its instances along."""
+    settings.STRATUS_SANDBOX_DIR = sandbox_dir
+    settings.STRATUS_ROUTES_RESYNC_S = 0
+    host_module.stop_host()
+    fn = make_function(world, "onloop", {"main.py": "import os\ndef handler(e, c):\n    return {'pid': os.getpid()}\n"})
+    deploy_latest(world, fn)
+
+    from console.asgi import application
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started)
+    served = Served(f"http://127.0.0.1:{port}")
+    try:
+        engine_host = host_module.current_host()
+        assert engine_host is not None and engine_host._thread is None  # attached, not threaded
+        wait_for(lambda: any(r.function_id == fn.pk for r in engine_host.engine.routes.values()))
+        response = served.get(url(fn))
+        assert response.status_code == 200, response.text
+        pid = response.json()["pid"]
+    finally:
+        served.client.close()
+        server.should_exit = True
+        thread.join(10)
+    assert host_module.current_host() is None
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])

@@ -33,12 +33,9 @@ class Command(BaseCommand):
                     "The embedded engine needs a single process; use --workers 1 or STRATUS_ENGINE=remote."
                 )
                 raise SystemExit(2)
-            from apps.engine.host import get_host
-
-            # Start now, not on the first request: reserved (min_instances) instances come
-            # back up from the database right away after a restart.
-            get_host()
-            self.stdout.write("local engine: started (embedded)")
+            # Started by the ASGI lifespan on the server's loop, before the first request:
+            # reserved (min_instances) instances come back up from the database at once.
+            self.stdout.write("local engine: embedded (starts with the server)")
         self.stdout.write(f"Stratus console: http://{options['host']}:{options['port']}/")
         uvicorn.run(
             "console.asgi:application",
@@ -46,5 +43,5 @@ class Command(BaseCommand):
             port=options["port"],
             workers=options["workers"],
             log_level="warning",
-            lifespan="off",
+            lifespan="on",
         )
