@@ -28,7 +28,9 @@ class Level(models.TextChoices):
 
 
 class LogLine(models.Model):
-    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="log_lines")
+    # Indexed by the (function, ...) composites below: no single-column index to maintain on
+    # every insert (these tables take a row per log line / request).
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="log_lines", db_index=False)
     environment = models.ForeignKey("tenancy.Environment", on_delete=models.CASCADE, related_name="+")
     # No FK: a binding can be removed while its lines are kept for the retention period.
     binding_id = models.BigIntegerField(null=True, blank=True)
@@ -64,7 +66,7 @@ class Invocation(models.Model):
         CRASHED = "crashed"
 
     request_id = models.CharField(max_length=64)
-    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="invocations")
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="invocations", db_index=False)
     environment = models.ForeignKey("tenancy.Environment", on_delete=models.CASCADE, related_name="+")
     binding_id = models.BigIntegerField(null=True, blank=True)
     version = models.PositiveIntegerField()

@@ -78,21 +78,41 @@ def log_line_from_record(record: LogRecord) -> LogLine:
     )
 
 
-def invocation_from_record(record: InvocationRecord) -> Invocation:
-    return Invocation(
-        request_id=_clean(record.request_id)[:64],
-        function_id=record.function_id,
-        environment_id=record.environment_id,
-        binding_id=record.binding_id,
-        version=record.version,
-        trigger=record.trigger if record.trigger in _TRIGGERS else Invocation.Trigger.INVOKE,
-        started_at=record.started_at,
-        duration_ms=float(record.duration_ms),
-        init_duration_ms=None if record.init_duration_ms is None else float(record.init_duration_ms),
-        cold_start=bool(record.cold_start),
-        status=record.status if record.status in _STATUSES else Invocation.Status.ERROR,
-        error_type=_clean(record.error_type)[:200],
-        peak_rss_kb=record.peak_rss_kb,
+# Invocation rows are written at the request rate: built as plain tuples (every value is a
+# str, number, bool or None the drivers take as is, but the timestamp, adapted per backend)
+# rather than as model instances.
+INVOCATION_COLUMNS = (
+    "request_id",
+    "function_id",
+    "environment_id",
+    "binding_id",
+    "version",
+    "trigger",
+    "started_at",
+    "duration_ms",
+    "init_duration_ms",
+    "cold_start",
+    "status",
+    "error_type",
+    "peak_rss_kb",
+)
+
+
+def invocation_row(record: InvocationRecord) -> tuple[Any, ...]:
+    return (
+        _clean(record.request_id)[:64],
+        record.function_id,
+        record.environment_id,
+        record.binding_id,
+        record.version,
+        record.trigger if record.trigger in _TRIGGERS else Invocation.Trigger.INVOKE,
+        connection.ops.adapt_datetimefield_value(record.started_at),
+        float(record.duration_ms),
+        None if record.init_duration_ms is None else float(record.init_duration_ms),
+        bool(record.cold_start),
+        record.status if record.status in _STATUSES else Invocation.Status.ERROR,
+        _clean(record.error_type)[:200],
+        record.peak_rss_kb,
     )
 
 
@@ -123,12 +143,12 @@ def records_write(*, logs: Sequence[LogRecord], invocations: Sequence[Invocation
             return r.function_id in live_functions and r.environment_id in result.environment_names
 
         lines = [log_line_from_record(r) for r in logs if alive(r)]
-        calls = [invocation_from_record(r) for r in invocations if alive(r)]
+        calls = [invocation_row(r) for r in invocations if alive(r)]
         result.orphaned = len(logs) + len(invocations) - len(lines) - len(calls)
         if lines:
             _insert_many(LogLine, lines)
         if calls:
-            _insert_many(Invocation, calls)
+            _insert_rows(Invocation, INVOCATION_COLUMNS, calls)
     result.written = len(lines) + len(calls)
     result.lines = lines
     return result
@@ -140,11 +160,15 @@ def _insert_many(model: type[Any], objects: Sequence[Any]) -> None:
     bookkeeping): one statement text, values prepared field by field. No primary keys are
     read back: nothing needs them."""
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    table = connection.ops.quote_name(model._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608 - names from the model
     prepare = [(f.attname, f.get_db_prep_save) for f in fields]
     rows = [[prep(getattr(obj, attname), connection) for attname, prep in prepare] for obj in objects]
+    _insert_rows(model, [f.column for f in fields], rows)
+
+
+def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"  # noqa: S608 - names from the model
     with connection.cursor() as cursor:
         for start in range(0, len(rows), INSERT_BATCH):
             cursor.executemany(sql, rows[start : start + INSERT_BATCH])
