@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "apps.pipelines",
     "apps.monitoring",
     "apps.engine",
+    "apps.releases",
 ]
 
 MIDDLEWARE = [

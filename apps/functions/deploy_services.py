@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.audit.services import audit_record
-from apps.core.errors import DomainError
+from apps.core.errors import Conflict, DomainError
 from apps.functions.backends.base import BindingTarget, DeployedVersion, TrafficRules
 from apps.functions.backends.registry import backend_name_for, get_backend
 from apps.functions.models import Binding, Function, TrafficChange, Version
@@ -41,44 +41,72 @@ def merged_env(*, version: Version, environment: Environment) -> dict[str, str]:
     return env
 
 
-@transaction.atomic
-def deploy(
-    *, actor: Any, function: Function, environment: Environment, version: Version, auth_mode: str | None = None
+def _validate_traffic(binding: Binding, traffic: list[dict[str, Any]]) -> None:
+    numbers = [entry["version"] for entry in traffic]
+    if not traffic or sum(int(entry["weight"]) for entry in traffic) != 100:
+        raise DomainError("Traffic weights must sum to 100.", code="invalid")
+    if len(set(numbers)) != len(numbers):
+        raise DomainError("A version may appear once in the traffic.", code="invalid")
+    if any(int(entry["weight"]) < 0 for entry in traffic):
+        raise DomainError("Traffic weights must not be negative.", code="invalid")
+    known = set(binding.function.versions.filter(number__in=numbers).values_list("number", flat=True))
+    missing = sorted(set(numbers) - known)
+    if missing:
+        raise DomainError(f"Versions {missing} do not exist.", code="not_found", status_code=404)
+
+
+def traffic_apply(
+    *,
+    actor: Any,
+    binding: Binding,
+    traffic: list[dict[str, Any]],
+    reason: str,
+    version: Version | None = None,
+    release: Any = None,
+    note: str = "",
 ) -> Binding:
-    """Serve ``version`` at 100% in ``environment``. The backend work (prepare, apply) runs
-    after commit in the ``binding_apply`` task, which acts on this exact revision."""
-    permissions.require_deploy(actor, environment)
-    if environment.project_id != function.project_id or version.function_id != function.pk:
-        raise DomainError("The version and environment must belong to this function's project.", code="invalid")
-    binding, _ = Binding.objects.select_for_update().get_or_create(
-        function=function,
-        environment=environment,
-        defaults={"backend": backend_name_for(environment), "auth_mode": auth_mode or Binding.AuthMode.TOKEN},
+    """The one way a binding's traffic changes (deploys, release steps, aborts, rollbacks):
+    in the caller's transaction, lock the binding, set the traffic, bump the revision, record
+    the change on the timeline and in the audit log; after commit, announce the new routes
+    (the gateway serves them at once) and let the backend apply them.
+
+    ``traffic`` entries: {"version": n, "weight": w} plus optional "tag" ("stable" |
+    "canary") and "warm" (instances to pre-start for that version)."""
+    assert transaction.get_connection().in_atomic_block, "traffic_apply runs inside a transaction"
+    binding = (
+        Binding.objects.select_for_update().select_related("function", "environment__project__org").get(pk=binding.pk)
     )
+    _validate_traffic(binding, traffic)
     old = binding.traffic
-    new = [{"version": version.number, "weight": 100}]
-    binding.traffic = new
-    if auth_mode:
-        binding.auth_mode = auth_mode
+    binding.traffic = traffic
     binding.revision += 1
     binding.status = Binding.Status.PENDING
     binding.status_message = ""
     binding.save()
+    environment = binding.environment
     TrafficChange.objects.create(
         binding=binding,
-        actor=actor,
-        reason=TrafficChange.Reason.DEPLOY,
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        reason=reason,
         from_traffic=old,
-        to_traffic=new,
+        to_traffic=traffic,
         version=version,
-        config_snapshot=environment_config_snapshot(function=function, environment=environment),
+        release=release,
+        note=note[:500],
+        config_snapshot=environment_config_snapshot(function=binding.function, environment=environment),
     )
     audit_record(
-        actor=actor,
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
         org=environment.project.org,
-        action="binding.deploy",
-        target=function,
-        changes={"environment": environment.name, "version": version.number, "from": old, "to": new},
+        action=f"binding.{reason}",
+        target=binding.function,
+        changes={
+            "environment": environment.name,
+            **({"version": version.number} if version is not None else {}),
+            "from": old,
+            "to": traffic,
+            **({"note": note} if note else {}),
+        },
     )
     from apps.engine.host import routes_changed
     from apps.functions.tasks import binding_apply
@@ -89,6 +117,39 @@ def deploy(
     transaction.on_commit(lambda: routes_changed(binding.pk))
     transaction.on_commit(lambda: binding_apply.delay(binding.pk, revision))
     return binding
+
+
+@transaction.atomic
+def deploy(
+    *, actor: Any, function: Function, environment: Environment, version: Version, auth_mode: str | None = None
+) -> Binding:
+    """Serve ``version`` at 100% in ``environment``. The backend work (prepare, apply) runs
+    after commit in the ``binding_apply`` task, which acts on this exact revision."""
+    permissions.require_deploy(actor, environment)
+    if environment.project_id != function.project_id or version.function_id != function.pk:
+        raise DomainError("The version and environment must belong to this function's project.", code="invalid")
+    binding, _ = Binding.objects.get_or_create(
+        function=function,
+        environment=environment,
+        defaults={"backend": backend_name_for(environment), "auth_mode": auth_mode or Binding.AuthMode.TOKEN},
+    )
+    if auth_mode and binding.auth_mode != auth_mode:
+        Binding.objects.filter(pk=binding.pk).update(auth_mode=auth_mode)
+    from apps.releases.selectors import active_release
+
+    running = active_release(binding=binding)
+    if running is not None:
+        raise Conflict(
+            f"Release {running.pk} is {running.state} on '{environment.name}': promote, abort or roll back first.",
+            code="release_active",
+        )
+    return traffic_apply(
+        actor=actor,
+        binding=binding,
+        traffic=[{"version": version.number, "weight": 100}],
+        reason=TrafficChange.Reason.DEPLOY,
+        version=version,
+    )
 
 
 def binding_target(binding: Binding) -> BindingTarget:

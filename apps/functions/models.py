@@ -173,6 +173,13 @@ class TrafficChange(models.Model):
 
     class Reason(models.TextChoices):
         DEPLOY = "deploy"
+        RELEASE_START = "release_start"  # the first step of a release
+        STEP = "step"  # a release moved to its next step (promote, auto-advance)
+        COMPLETE = "complete"  # a release reached 100%
+        GATE_FAILURE = "gate_failure"  # a failing gate aborted the release
+        ABORT = "abort"  # all traffic back to the stable version
+        ROLLBACK = "rollback"
+        PROMOTE = "promote"  # the version serving another environment, deployed here
 
     binding = models.ForeignKey(Binding, on_delete=models.CASCADE, related_name="changes")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -180,6 +187,10 @@ class TrafficChange(models.Model):
     from_traffic = models.JSONField(default=list)
     to_traffic = models.JSONField(default=list)
     version = models.ForeignKey(Version, null=True, on_delete=models.PROTECT, related_name="+")
+    release = models.ForeignKey(
+        "releases.Release", null=True, blank=True, on_delete=models.SET_NULL, related_name="changes"
+    )
+    note = models.CharField(max_length=500, blank=True)
     # Which configuration the deploy used: variable names and values, secret names only.
     config_snapshot = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
