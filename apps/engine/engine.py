@@ -53,6 +53,9 @@ class CallSite:
     trigger: str  # http | invoke
 
 
+PREWARM_WAIT_S = 2.0
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
@@ -92,11 +95,15 @@ class RoutedEngine:
             while True:
                 self._reload_again = False
                 table = await asyncio.to_thread(load_routes)
+                await self._before_swap(table)
                 self.routes = table
                 self.routes_version += 1
                 await self._after_reload()
                 if not self._reload_again:
                     break
+
+    async def _before_swap(self, table: dict[RouteKey, Route]) -> None:
+        return None
 
     async def _after_reload(self) -> None:
         return None
@@ -163,6 +170,25 @@ class Engine(RoutedEngine):
 
     # --- routing ------------------------------------------------------------------------
 
+    async def _before_swap(self, table: dict[RouteKey, Route]) -> None:
+        """Start the instances a traffic change asks to pre-warm (``warm``, set by releases
+        before a canary takes a bigger share) before the gateway sends it that share, so
+        the shift does not land on cold starts. Bounded: a slow start never holds a switch
+        longer than PREWARM_WAIT_S."""
+        warming = []
+        for route in table.values():
+            for rv in route.versions.values():
+                if rv.policy.min_instances <= 0:
+                    continue
+                pool = self.pool_for(rv)
+                if len([i for i in pool.instances if not i.dead]) < rv.policy.min_instances:
+                    warming.append(self._background(pool.ensure_min()))
+        if warming:
+            # Not cancelled on timeout: the instances keep starting, the switch goes ahead.
+            _, pending = await asyncio.wait(warming, timeout=PREWARM_WAIT_S)
+            if pending:
+                logger.warning("pre-warming instances took longer than %s s; switching anyway", PREWARM_WAIT_S)
+
     async def _after_reload(self) -> None:
         await self._reconcile()
 
@@ -194,11 +220,12 @@ class Engine(RoutedEngine):
         except Exception:
             logger.exception("preparing a version ahead of its first request failed")
 
-    def _background(self, coro: Any) -> None:
+    def _background(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` without awaiting it, holding a reference until it finishes."""
         task = asyncio.create_task(coro)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        return task
 
     def pool_for(self, rv: RouteVersion) -> Pool:
         pool = self.pools.get(rv.pool_key)

@@ -29,7 +29,7 @@ from django.conf import settings
 
 from apps.engine.engine import CallSite, Outcome
 from apps.engine.gateway_auth import TokenCache
-from apps.engine.routing import Route, RouteVersion
+from apps.engine.routing import NotServed, Route, RouteVersion
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -129,7 +129,15 @@ class Gateway:
             message = f"Request body exceeds the {_mb(self.max_body)} limit ({self.max_body} bytes)."
             await _send_error(send, 413, "request_too_large", message, request_id)
             return
-        rv = route.pick()
+        try:
+            rv = route.select(
+                _header(headers, b"x-stratus-version"),
+                lambda name: _header(headers, name.encode("latin-1")),
+                lambda name: _cookie(headers, name),
+            )
+        except NotServed as exc:
+            await _send_error(send, 400, "version_not_served", str(exc), request_id)
+            return
         root_path = PREFIX + "/".join(parts[:4])
         frame = (
             _http_frame(scope, headers, body, request_id, root_path, rest)
@@ -180,6 +188,17 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
+    return None
+
+
+def _cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+    for key, value in headers:
+        if key.lower() != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            cookie_name, sep, cookie_value = part.strip().partition("=")
+            if sep and cookie_name == name:
+                return cookie_value.strip().strip('"')
     return None
 
 

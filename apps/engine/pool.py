@@ -136,12 +136,12 @@ class Pool:
             raise self.init_error
 
     async def _start_for_request(self) -> Lease:
-        instance, init_logs = await self._start_instance()
+        instance, init_logs = await self._start_instance(for_request=True)
         instance.in_flight += 1
         self.cold_starts += 1
         return Lease(instance, True, instance.init_ms, init_logs)
 
-    async def _start_instance(self) -> tuple[Instance, list[LogLine]]:
+    async def _start_instance(self, for_request: bool = False) -> tuple[Instance, list[LogLine]]:
         self.starting += 1
         began = time.perf_counter()
         try:
@@ -166,9 +166,11 @@ class Pool:
             self.starting -= 1
         self.init_error = None
         self.init_failures = 0
-        if self.draining:
+        if self.draining and not for_request:
             await instance.stop()
             raise InstanceDied(None, "the version stopped serving while its instance started")
+        # A request routed here before a traffic switch is still served; the instance goes
+        # when it is released (release() forgets instances of a draining pool).
         self.instances.append(instance)
         return instance, instance.take_orphan_logs()
 

@@ -11,6 +11,7 @@ import bisect
 import hashlib
 import json
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,32 @@ class RouteVersion:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """Send requests whose header (or cookie) matches to ``version`` (traffic coloring)."""
+
+    source: str  # header | cookie
+    name: str  # lower-case for headers
+    match: str  # equals | regex
+    value: str
+    version: int
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, found: str | None) -> bool:
+        if found is None:
+            return False
+        if self.pattern is not None:
+            return self.pattern.fullmatch(found) is not None
+        return found == self.value
+
+
+class NotServed(Exception):
+    """An X-Stratus-Version header names something this binding does not serve."""
+
+
+BUCKETS = 10_000  # sticky buckets: 0.01% of traffic each
+
+
+@dataclass(frozen=True)
 class Route:
     key: RouteKey
     binding_id: int
@@ -49,25 +76,101 @@ class Route:
     auth_mode: str
     revision: int
     versions: dict[int, RouteVersion]
+    # Canary first: sticky buckets [0, canary share) go to the canary, so a growing share
+    # only ever moves buckets from stable to canary.
     weights: tuple[tuple[int, int], ...]
+    tags: dict[str, int] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    sticky: tuple[str, str] | None = None  # (header | cookie, name)
     _cumulative: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def needs_headers(self) -> bool:
+        return bool(self.rules or self.sticky)
 
     def pick(self, rng: random.Random | None = None) -> RouteVersion:
         """A version drawn by the traffic weights."""
         if len(self.weights) == 1:
             return self.versions[self.weights[0][0]]
-        cumulative = self._cumulative
-        point = (rng or random).randrange(cumulative[-1])
-        return self.versions[self.weights[bisect.bisect_right(cumulative, point)][0]]
+        point = (rng or random).randrange(self._cumulative[-1])
+        return self.versions[self.weights[bisect.bisect_right(self._cumulative, point)][0]]
+
+    def bucket_version(self, sticky_value: str) -> RouteVersion:
+        """The version of a sticky caller: its bucket (a hash of the binding and the value)
+        against the cumulative weights, canary first."""
+        digest = hashlib.sha256(f"{self.binding_id}:{sticky_value}".encode()).digest()
+        bucket = int.from_bytes(digest[:8], "big") % BUCKETS
+        point = bucket * self._cumulative[-1] // BUCKETS
+        return self.versions[self.weights[bisect.bisect_right(self._cumulative, point)][0]]
+
+    def select(self, override: str | None, header: Any, cookie: Any) -> RouteVersion:
+        """The version for one request: the X-Stratus-Version override, then the first
+        matching rule, then the caller's sticky bucket, then the weights. ``header(name)``
+        and ``cookie(name)`` read the request (called only when a rule or key needs them)."""
+        if override:
+            return self.version_named(override)
+        for rule in self.rules:
+            if rule.matches(header(rule.name) if rule.source == "header" else cookie(rule.name)):
+                return self.versions[rule.version]
+        if self.sticky is not None and len(self.weights) > 1:
+            source, name = self.sticky
+            value = header(name) if source == "header" else cookie(name)
+            if value:
+                return self.bucket_version(value)
+        return self.pick()
+
+    def version_named(self, name: str) -> RouteVersion:
+        name = name.strip().lower()
+        number = self.tags.get(name)
+        if number is None and name.removeprefix("v").isdigit():
+            number = int(name.removeprefix("v"))
+        if number is None or number not in self.versions:
+            serving = ", ".join(f"v{n}" for n, _ in self.weights)
+            tags = ", ".join(sorted(self.tags))
+            raise NotServed(
+                f"X-Stratus-Version: {name!r} is not served here (serving {serving}"
+                + (f"; tags {tags}" if tags else "")
+                + ")."
+            )
+        return self.versions[number]
 
 
 def make_route(**kwargs: Any) -> Route:
     weights = tuple(kwargs["weights"])
+    tags: dict[str, int] = kwargs.get("tags") or {}
+    canary = tags.get("canary")
+    if canary is not None:
+        weights = tuple(sorted(weights, key=lambda entry: entry[0] != canary))
     running, cumulative = 0, []
     for _, weight in weights:
         running += weight
         cumulative.append(running)
     return Route(**{**kwargs, "weights": weights}, _cumulative=tuple(cumulative))
+
+
+def parse_rules(raw: Any, known: set[int]) -> tuple[Rule, ...]:
+    """The binding's header rules as the gateway matches them (validated when they were
+    set; a rule naming a version that is gone is skipped)."""
+    rules = []
+    for entry in raw or []:
+        try:
+            version = int(entry["version"])
+            if version not in known:
+                continue
+            source = entry.get("source", "header")
+            name = str(entry["name"]).lower() if source == "header" else str(entry["name"])
+            pattern = re.compile(entry["value"]) if entry.get("match") == "regex" else None
+            rules.append(Rule(source, name, entry.get("match", "equals"), str(entry["value"]), version, pattern))
+        except (KeyError, TypeError, ValueError, re.error):
+            continue
+    return tuple(rules)
+
+
+def parse_sticky(raw: str) -> tuple[str, str] | None:
+    source, _, name = (raw or "").partition(":")
+    if source not in ("header", "cookie") or not name:
+        return None
+    return (source, name.lower() if source == "header" else name)
 
 
 def spec_digest(spec: InstanceSpec, sha256: str) -> str:
@@ -84,7 +187,7 @@ def spec_digest(spec: InstanceSpec, sha256: str) -> str:
 
 
 def route_version(
-    *, function: Any, environment_id: int, version: Any, env: dict[str, str], binding_id: int | None
+    *, function: Any, environment_id: int, version: Any, env: dict[str, str], binding_id: int | None, warm: int = 0
 ) -> RouteVersion:
     """Build a RouteVersion from a Version row (its config snapshot) and the merged env."""
     config = version.config
@@ -105,7 +208,8 @@ def route_version(
         max_processes=PROCESSES_PER_INSTANCE * max(1, int(config.get("max_instances", 10))),
     )
     policy = ScalingPolicy(
-        min_instances=int(config.get("min_instances", 0)),
+        # "warm": instances a release pre-starts for a canary about to take a share.
+        min_instances=min(max(int(config.get("min_instances", 0)), warm), int(config.get("max_instances", 10))),
         max_instances=int(config.get("max_instances", 10)),
         concurrency=int(config.get("instance_concurrency", 1)),
         idle_timeout_s=float(config.get("idle_timeout_s", 300)),
@@ -148,6 +252,12 @@ def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
         bindings = bindings.filter(pk__in=list(binding_ids))
     bindings_list = list(bindings)
     wanted = {(b.function_id, entry["version"]) for b in bindings_list for entry in b.traffic}
+    wanted |= {
+        (b.function_id, int(rule["version"]))
+        for b in bindings_list
+        for rule in b.header_rules or []
+        if isinstance(rule, dict) and str(rule.get("version", "")).isdigit()
+    }
     versions: dict[tuple[int, int], Any] = {}
     if wanted:
         function_ids = {f for f, _ in wanted}
@@ -161,9 +271,11 @@ def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
         project = environment.project
         base_env = _environment_env(environment, env_cache)
         route_versions: dict[int, RouteVersion] = {}
-        for entry in binding.traffic:
-            found = versions.get((binding.function_id, entry["version"]))
-            if found is None:
+        warm = {int(e["version"]): int(e.get("warm") or 0) for e in binding.traffic}
+        rule_numbers = [int(r["version"]) for r in binding.header_rules or [] if str(r.get("version", "")).isdigit()]
+        for number in [*(e["version"] for e in binding.traffic), *rule_numbers]:
+            found = versions.get((binding.function_id, number))
+            if found is None or found.number in route_versions:
                 continue
             env = {**found.config.get("env", {}), **base_env}
             route_versions[found.number] = route_version(
@@ -172,8 +284,10 @@ def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
                 version=found,
                 env=env,
                 binding_id=binding.pk,
+                warm=warm.get(found.number, 0),
             )
         weights = [(e["version"], e["weight"]) for e in binding.traffic if e["version"] in route_versions]
+        tags = {str(e["tag"]): int(e["version"]) for e in binding.traffic if e.get("tag")}
         if not weights or sum(w for _, w in weights) <= 0:
             continue
         key = (project.org.slug, project.slug, environment.name, binding.function.name)
@@ -188,5 +302,8 @@ def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
             revision=binding.revision,
             versions=route_versions,
             weights=weights,
+            tags=tags,
+            rules=parse_rules(binding.header_rules, set(route_versions)),
+            sticky=parse_sticky(binding.sticky_key),
         )
     return table

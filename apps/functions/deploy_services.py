@@ -9,7 +9,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError
-from apps.functions.backends.base import BindingTarget, DeployedVersion, TrafficRules
+from apps.functions.backends.base import BindingTarget, DeployedVersion, HeaderMatch, TrafficRules
 from apps.functions.backends.registry import backend_name_for, get_backend
 from apps.functions.models import Binding, Function, TrafficChange, Version
 from apps.tenancy import permissions
@@ -181,13 +181,32 @@ def binding_apply_revision(*, binding_id: int, revision: int) -> Binding | None:
         )
         for n in binding.version_numbers()
     ]
-    traffic = TrafficRules(weights=tuple((e["version"], e["weight"]) for e in binding.traffic))
+    traffic = TrafficRules(
+        weights=tuple((int(e["version"]), int(e["weight"])) for e in binding.traffic),
+        tags={int(e["version"]): str(e["tag"]) for e in binding.traffic if e.get("tag")},
+        header_rules=tuple(
+            HeaderMatch(
+                header=str(rule["name"]),
+                value=str(rule["value"]),
+                version=int(rule["version"]),
+                kind=rule.get("match", "equals"),
+                source=rule.get("source", "header"),
+            )
+            for rule in binding.header_rules or []
+        ),
+        sticky_key=binding.sticky_key or None,
+    )
     try:
         for version in versions:
             backend.prepare(target, version)
         result = backend.apply(target, versions, traffic)
+        # Rules the backend cannot express do not fail the binding (the weights applied): they are named.
         status = Binding.Status.READY if result.ready else Binding.Status.PENDING
         message = result.message
+        if result.unsupported:
+            message = f"{message}; not supported on {binding.backend}: " + "; ".join(result.unsupported)
+        if len(message) > 500:  # Binding.status_message's max_length
+            message = message[:499] + "…"
     except Exception as exc:  # noqa: BLE001 - any backend failure is shown on the binding
         status, message = Binding.Status.FAILED, f"{type(exc).__name__}: {exc}"[:500]
     # Conditional update: a newer deploy that raced this task keeps its own state.

@@ -137,6 +137,18 @@ def wait_routed(engine_host: Any, function: Function, environment: str = "dev", 
     wait_for(ready)
 
 
+def wait_revision(engine_host: Any, function: Function, environment: str = "dev") -> None:
+    """Until the engine serves the binding's current revision (the last traffic change)."""
+    binding = Binding.objects.get(function=function, environment__name=environment)
+    key = (function.project.org.slug, function.project.slug, environment, function.name)
+
+    def current() -> bool:
+        route = engine_host.engine.routes.get(key)
+        return route is not None and route.revision >= binding.revision
+
+    wait_for(current)
+
+
 def url(function: Function, environment: str = "dev", path: str = "") -> str:
     return f"/fn/{function.project.org.slug}/{function.project.slug}/{environment}/{function.name}/{path}"
 

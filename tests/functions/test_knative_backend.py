@@ -11,12 +11,17 @@ from typing import Any
 
 import pytest
 from django.core import signing
+from django.db import transaction
 from kubernetes import config as k8s_config
 
-from apps.functions import artifact_urls
+from apps.functions import artifact_urls, deploy_services, version_services
+from apps.functions import services as function_services
 from apps.functions.artifacts import artifact_bytes, artifact_store
+from apps.functions.backends import registry
 from apps.functions.backends.base import BindingTarget, DeployedVersion, HeaderMatch, TrafficRules
 from apps.functions.backends.knative import KnativeBackend
+from apps.functions.models import Binding, TrafficChange
+from apps.tenancy.models import Environment
 from tests.functions.fake_kube import FakeKube, running_fake_kube
 from tests.functions.test_knative_manifests import schema_errors
 
@@ -95,8 +100,8 @@ def test_apply_90_10_posts_a_valid_service_with_exact_traffic_and_env_behind_sec
     body = post.body
     assert schema_errors(body) == []
     assert body["spec"]["traffic"] == [
-        {"revisionName": f"{name}-v3", "percent": 90, "latestRevision": False},
-        {"revisionName": f"{name}-v4", "percent": 10, "latestRevision": False},
+        {"revisionName": f"{name}-v3", "percent": 90, "latestRevision": False, "tag": "v3"},
+        {"revisionName": f"{name}-v4", "percent": 10, "latestRevision": False, "tag": "v4"},
     ]
     assert body["spec"]["template"]["metadata"]["name"] == f"{name}-v4"
     (container,) = body["spec"]["template"]["spec"]["containers"]
@@ -229,21 +234,34 @@ def test_remove_deletes_service_and_secrets_and_is_idempotent(fake, backend, ver
 
 
 def test_header_rules_and_sticky_key_are_reported_unsupported(fake, backend, versions):
+    name = service_name(backend)
     traffic = TrafficRules(
         weights=((3, 90), (4, 10)),
-        tags={4: "canary"},
-        header_rules=(HeaderMatch(header="X-Beta", value="1", version=4),),
-        sticky_key="user-id",
+        tags={3: "stable", 4: "canary"},
+        header_rules=(
+            HeaderMatch(header="X-Beta", value="1", version=4),
+            HeaderMatch(header="beta", value="^u-", version=4, kind="regex", source="cookie"),
+        ),
+        sticky_key="cookie:uid",
     )
 
     result = backend.apply(TARGET, [versions[3], versions[4]], traffic)
 
     assert result.unsupported == [
-        "header rule X-Beta=1 -> version 4: Knative Serving routes by weight and tag only, not by request header",
-        "sticky key 'user-id': Knative Serving has no session affinity; requests are split by weight on every call",
+        "header rule 1 (header X-Beta equals 1 -> v4): Knative routes by weight only; "
+        "use the tag URL or the Knative-Serving-Tag header (tag v4)",
+        "header rule 2 (cookie beta matches ^u- -> v4): Knative routes by weight only; "
+        "use the tag URL or the Knative-Serving-Tag header (tag v4)",
+        "sticky key cookie:uid: Knative has no sticky routing; each request is split by weight",
     ]
     (post,) = fake.calls("POST", "services")
-    assert post.body["spec"]["traffic"][1]["tag"] == "canary"
+    assert schema_errors(post.body) == []
+    assert post.body["spec"]["traffic"] == [
+        {"revisionName": f"{name}-v3", "percent": 90, "latestRevision": False, "tag": "stable"},
+        {"revisionName": f"{name}-v3", "percent": 0, "latestRevision": False, "tag": "v3"},
+        {"revisionName": f"{name}-v4", "percent": 10, "latestRevision": False, "tag": "canary"},
+        {"revisionName": f"{name}-v4", "percent": 0, "latestRevision": False, "tag": "v4"},
+    ]
 
 
 def test_prepare_writes_the_artifact_url_and_keeps_other_versions_keys(fake, backend, versions):
@@ -266,6 +284,131 @@ def test_client_is_built_lazily_from_the_kubeconfig_setting(fake, tmp_path, sett
     assert (
         fake.requests[0].path == f"/apis/serving.knative.dev/v1/namespaces/{NS}/services/{backend.service_name(TARGET)}"
     )
+
+
+# --- end to end: a binding's release state through binding_apply_revision --------------------
+
+
+@pytest.fixture
+def knative_settings(fake, tmp_path, settings) -> Iterator[None]:
+    """The registry's `knative` backend, built from settings, talking to the fake API."""
+    settings.PUBLIC_URL = "http://127.0.0.1:8000"
+    settings.STRATUS_KNATIVE_KUBECONFIG = str(fake.write_kubeconfig(tmp_path / "kc-e2e"))
+    settings.STRATUS_KNATIVE_NAMESPACE = NS
+    settings.STRATUS_KNATIVE_IMAGE = IMAGE
+    registry._build.cache_clear()
+    yield
+    registry._build.cache_clear()
+
+
+@pytest.fixture
+def knative_binding(world, knative_settings) -> Binding:
+    """`hello` in alpha/web/staging (a knative environment), versions 1 and 2, 1 deployed at 100%."""
+    staging = Environment.objects.get(project=world.web, name="staging")
+    Environment.objects.filter(pk=staging.pk).update(execution_backend="knative")
+    staging.refresh_from_db()
+    function = function_services.function_create(
+        actor=world.alice, project=world.web, name="hello", runtime="python3.11", handler="main.handler"
+    )
+    for i in (1, 2):
+        version_services.version_create(
+            actor=world.alice, function=function, files={"main.py": f"V = {i}\n".encode()}, source="files"
+        )
+    binding = deploy_services.deploy(
+        actor=world.alice, function=function, environment=staging, version=function.versions.get(number=1)
+    )
+    assert binding.backend == "knative"
+    return binding
+
+
+def set_traffic(binding: Binding, traffic: list[dict[str, Any]]) -> Binding:
+    with transaction.atomic():
+        return deploy_services.traffic_apply(
+            actor=None, binding=binding, traffic=traffic, reason=TrafficChange.Reason.STEP
+        )
+
+
+def knative_name(binding: Binding) -> str:
+    return KnativeBackend(namespace=NS, image=IMAGE).service_name(deploy_services.binding_target(binding))
+
+
+def test_binding_apply_renders_100_percent_single_version(fake, knative_binding):
+    binding = deploy_services.binding_apply_revision(binding_id=knative_binding.pk, revision=knative_binding.revision)
+
+    name = knative_name(binding)
+    (post,) = fake.calls("POST", "services")
+    assert schema_errors(post.body) == []
+    assert post.body["spec"]["traffic"] == [
+        {"revisionName": f"{name}-v1", "percent": 100, "latestRevision": False, "tag": "v1"}
+    ]
+    assert binding.status == "pending"  # no Knative controller has reported yet
+    assert binding.status_message == "Knative has not reported readiness yet"
+
+
+def test_binding_apply_of_a_release_with_header_rule_and_sticky_key_applies_weights_and_names_the_rest(
+    fake, knative_binding
+):
+    # Given a release state (stable v1 90% / canary v2 10%) with a header rule and a sticky key
+    binding = set_traffic(
+        knative_binding,
+        [{"version": 1, "weight": 90, "tag": "stable"}, {"version": 2, "weight": 10, "tag": "canary", "warm": 1}],
+    )
+    Binding.objects.filter(pk=binding.pk).update(
+        header_rules=[{"source": "header", "name": "X-Beta", "match": "equals", "value": "1", "version": 2}],
+        sticky_key="header:X-User-Id",
+    )
+
+    # When the apply task runs
+    binding = deploy_services.binding_apply_revision(binding_id=binding.pk, revision=binding.revision)
+
+    # Then the weights and tags reached the Knative Service (schema-valid, summing to 100)
+    name = knative_name(binding)
+    (post,) = fake.calls("POST", "services")
+    assert schema_errors(post.body) == []
+    traffic = post.body["spec"]["traffic"]
+    assert traffic == [
+        {"revisionName": f"{name}-v1", "percent": 90, "latestRevision": False, "tag": "stable"},
+        {"revisionName": f"{name}-v1", "percent": 0, "latestRevision": False, "tag": "v1"},
+        {"revisionName": f"{name}-v2", "percent": 10, "latestRevision": False, "tag": "canary"},
+        {"revisionName": f"{name}-v2", "percent": 0, "latestRevision": False, "tag": "v2"},
+    ]
+    assert sum(t["percent"] for t in traffic) == 100
+    assert fake.get("services", NS, name)["spec"]["traffic"] == traffic
+    # and the rules Knative cannot express are named on the binding, not dropped
+    unsupported = (
+        "not supported on knative: "
+        "header rule 1 (header X-Beta equals 1 -> v2): Knative routes by weight only; "
+        "use the tag URL or the Knative-Serving-Tag header (tag v2); "
+        "sticky key header:X-User-Id: Knative has no sticky routing; each request is split by weight"
+    )
+    assert binding.status == "pending"
+    assert binding.status_message == f"Knative has not reported readiness yet; {unsupported}"
+
+    # When Knative reports the Service ready and the (idempotent) task runs again
+    fake.set_status(
+        NS, name, {"conditions": [{"type": "Ready", "status": "True"}], "latestReadyRevisionName": f"{name}-v2"}
+    )
+    binding = deploy_services.binding_apply_revision(binding_id=binding.pk, revision=binding.revision)
+
+    # Then the binding is ready (the weights applied) and still names what Knative cannot do
+    assert (binding.status, binding.applied_revision) == ("ready", binding.revision)
+    assert binding.status_message == f"ready: latest ready revision {name}-v2; {unsupported}"
+
+
+def test_binding_status_message_stays_within_its_column(fake, knative_binding):
+    binding = set_traffic(knative_binding, [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}])
+    rules = [
+        {"source": "cookie", "name": f"beta{i}", "match": "regex", "value": "^u-[0-9a-f]{8}$", "version": 2}
+        for i in range(10)
+    ]
+    Binding.objects.filter(pk=binding.pk).update(header_rules=rules, sticky_key="cookie:uid")
+
+    binding = deploy_services.binding_apply_revision(binding_id=binding.pk, revision=binding.revision)
+
+    assert binding.status == "pending"
+    assert len(binding.status_message) == 500
+    assert binding.status_message.endswith("…")
+    assert "header rule 1 (cookie beta0 matches ^u-[0-9a-f]{8}$ -> v2)" in binding.status_message
 
 
 # --- signed artifact URLs ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ misspelled field (which a cluster would drop without a word) fails the test inst
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -102,15 +103,16 @@ def test_crd_is_the_released_v1_service_schema():
     assert props["traffic"]["items"]["properties"]["latestRevision"]["type"] == "boolean"
 
 
-def test_canary_90_10_over_versions_3_and_4_validates_with_exact_traffic_block():
-    # Given versions 3 and 4 of a binding split 90/10, with tags
+def test_release_state_stable_90_canary_10_renders_tagged_targets_and_validates():
+    # Given a release in progress: version 3 is stable at 90%, version 4 the canary at 10%
     v3, v4 = make_version(3), make_version(4)
     traffic = KnativeTraffic(entries=((3, 90), (4, 10)), tags={3: "stable", 4: "canary"})
 
     # When rendered
     manifest = render_service(versions=[v3, v4], traffic=traffic, image=IMAGE, namespace=NAMESPACE)
 
-    # Then it validates against the CRD and the traffic block is exactly the split, pinned to revisions
+    # Then it validates against the CRD and the traffic block is exactly the split, pinned to revisions:
+    # the weight under the release tag, and (one tag per target) a 0% target under the version's own tag.
     assert schema_errors(manifest) == []
     name = service_name(v4.spec)
     assert manifest["apiVersion"] == "serving.knative.dev/v1"
@@ -119,12 +121,48 @@ def test_canary_90_10_over_versions_3_and_4_validates_with_exact_traffic_block()
     assert manifest["metadata"]["namespace"] == NAMESPACE
     assert manifest["spec"]["traffic"] == [
         {"revisionName": f"{name}-v3", "percent": 90, "latestRevision": False, "tag": "stable"},
+        {"revisionName": f"{name}-v3", "percent": 0, "latestRevision": False, "tag": "v3"},
         {"revisionName": f"{name}-v4", "percent": 10, "latestRevision": False, "tag": "canary"},
+        {"revisionName": f"{name}-v4", "percent": 0, "latestRevision": False, "tag": "v4"},
     ]
+    targets = manifest["spec"]["traffic"]
+    assert sum(t["percent"] for t in targets) == 100
+    tags = [t["tag"] for t in targets]
+    assert sorted(tags) == ["canary", "stable", "v3", "v4"]  # one URL each, no tag twice
     # The template is the latest version, named as its own Revision (Knative needs the service prefix).
     assert manifest["spec"]["template"]["metadata"]["name"] == f"{name}-v4"
     assert manifest["spec"]["template"]["metadata"]["name"].startswith(f"{name}-")
     assert manifest["spec"]["template"]["metadata"]["labels"]["stratus.dev/version"] == "4"
+
+
+@pytest.mark.parametrize(
+    ("entries", "tags"),
+    [
+        (((3, 90), (4, 10)), {3: "stable", 4: "canary"}),
+        (((3, 50), (4, 50)), {3: "stable", 4: "canary"}),
+        (((3, 0), (4, 100)), {3: "stable", 4: "canary"}),  # promoted, stable kept at 0 for an abort
+        (((3, 70), (4, 20), (5, 10)), {3: "stable", 5: "canary"}),  # a version without a release tag
+        (((4, 100),), {4: "stable"}),
+    ],
+)
+def test_every_release_state_sums_to_100_with_a_tag_per_version(entries, tags):
+    versions = [make_version(number) for number, _ in entries]
+    manifest = render_service(
+        versions=versions, traffic=KnativeTraffic(entries=entries, tags=tags), image=IMAGE, namespace=NAMESPACE
+    )
+
+    assert schema_errors(manifest) == []
+    targets = manifest["spec"]["traffic"]
+    assert sum(t["percent"] for t in targets) == 100
+    assert all(t["latestRevision"] is False for t in targets)
+    by_tag = {t["tag"]: (t["revisionName"].rsplit("-", 1)[-1], t["percent"]) for t in targets}
+    assert len(by_tag) == len(targets)  # every target tagged, no tag twice
+    for number, percent in entries:
+        if number in tags:
+            assert by_tag[tags[number]] == (f"v{number}", percent)
+            assert by_tag[f"v{number}"] == (f"v{number}", 0)
+        else:
+            assert by_tag[f"v{number}"] == (f"v{number}", percent)
 
 
 def test_version_order_does_not_matter_and_the_template_is_the_highest_number():
@@ -136,7 +174,7 @@ def test_version_order_does_not_matter_and_the_template_is_the_highest_number():
 
     assert a == b
     assert a["spec"]["template"]["metadata"]["name"].endswith("-v4")
-    assert [t.get("tag") for t in a["spec"]["traffic"]] == [None, None]
+    assert [t.get("tag") for t in a["spec"]["traffic"]] == ["v3", "v4"]
 
 
 def test_single_version_at_100_percent():
@@ -148,7 +186,7 @@ def test_single_version_at_100_percent():
 
     assert schema_errors(manifest) == []
     assert manifest["spec"]["traffic"] == [
-        {"revisionName": revision_name(v1.spec, 1), "percent": 100, "latestRevision": False}
+        {"revisionName": revision_name(v1.spec, 1), "percent": 100, "latestRevision": False, "tag": "v1"}
     ]
     assert manifest["spec"]["template"]["metadata"]["name"] == revision_name(v1.spec, 1)
 
@@ -307,11 +345,19 @@ def test_reserved_env_names_raise(key):
         )
 
 
-def test_bad_tag_raises():
-    with pytest.raises(ValueError, match="tag 'Canary!' must be a lowercase DNS label"):
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        ({1: "Canary!"}, "tag 'Canary!' must be a lowercase DNS label"),
+        ({1: "v2"}, "tag 'v2' is reserved: every version has its own v<number> tag"),
+        ({2: "canary"}, "tag 'canary' is on version 2, which has no traffic entry"),
+    ],
+)
+def test_bad_tag_raises(tags, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         render_service(
             versions=[make_version(1)],
-            traffic=KnativeTraffic(entries=((1, 100),), tags={1: "Canary!"}),
+            traffic=KnativeTraffic(entries=((1, 100),), tags=tags),
             image=IMAGE,
             namespace=NAMESPACE,
         )
@@ -328,19 +374,35 @@ def test_max_below_min_raises():
 def test_unsupported_header_and_sticky_rules_are_reported_by_name():
     traffic = KnativeTraffic(
         entries=((3, 90), (4, 10)),
-        header_rules=(HeaderRule(header="X-Canary", value="1", version=4),),
-        sticky_key="user_id",
+        tags={3: "stable", 4: "canary"},
+        header_rules=(
+            HeaderRule(header="X-Beta", value="1", version=4),
+            HeaderRule(header="beta", value="^u-[0-9]+$", version=4, match="regex", source="cookie"),
+            HeaderRule(header="X-Old", value="yes", version=2),
+        ),
+        sticky_key="header:X-User-Id",
     )
 
     assert unsupported_rules(traffic) == [
-        "header rule X-Canary=1 -> version 4: Knative Serving routes by weight and tag only, not by request header",
-        "sticky key 'user_id': Knative Serving has no session affinity; requests are split by weight on every call",
+        "header rule 1 (header X-Beta equals 1 -> v4): Knative routes by weight only; "
+        "use the tag URL or the Knative-Serving-Tag header (tag v4)",
+        "header rule 2 (cookie beta matches ^u-[0-9]+$ -> v4): Knative routes by weight only; "
+        "use the tag URL or the Knative-Serving-Tag header (tag v4)",
+        "header rule 3 (header X-Old equals yes -> v2): Knative routes by weight only; "
+        "version 2 has no traffic target on this binding",
+        "sticky key header:X-User-Id: Knative has no sticky routing; each request is split by weight",
     ]
     # The weights still render; the rules are reported, not dropped silently.
     manifest = render_service(
         versions=[make_version(3), make_version(4)], traffic=traffic, image=IMAGE, namespace=NAMESPACE
     )
     assert schema_errors(manifest) == []
+    assert [(t["tag"], t["percent"]) for t in manifest["spec"]["traffic"]] == [
+        ("stable", 90),
+        ("v3", 0),
+        ("canary", 10),
+        ("v4", 0),
+    ]
 
 
 def test_plain_weights_have_no_unsupported_rules():

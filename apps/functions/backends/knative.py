@@ -253,9 +253,7 @@ class KnativeBackend(ExecutionBackend):
             tags=dict(traffic.tags),
             header_rules=tuple(
                 km.HeaderRule(
-                    header=rule.header if rule.source == "header" else f"cookie {rule.header}",
-                    value=rule.value if rule.kind == "equals" else f"~{rule.value}",
-                    version=rule.version,
+                    header=rule.header, value=rule.value, version=rule.version, match=rule.kind, source=rule.source
                 )
                 for rule in traffic.header_rules
             ),
@@ -270,6 +268,8 @@ class KnativeBackend(ExecutionBackend):
         return True
 
     def apply(self, target: BindingTarget, versions: Sequence[DeployedVersion], traffic: TrafficRules) -> ApplyResult:
+        """Serve the weights (and tags) as the Service's traffic block. Header rules and the sticky key
+        cannot be expressed in Knative: they are named in ``unsupported``, the weights still apply."""
         if not versions:
             raise ValueError("apply needs at least one version")
         manifest = self.render(target, versions, traffic)

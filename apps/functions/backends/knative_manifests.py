@@ -7,6 +7,13 @@ backend turns a binding (function x environment) into one `serving.knative.dev/v
   stamped out when that version is the Service's template;
 - the Service's `traffic` block pins every weight to a named Revision (`latestRevision: false`), so
   publishing or preparing a new version never moves traffic by itself;
+- every version in the traffic gets its own route tag `v<number>` (its own URL), and a version with a
+  release tag (`stable`, `canary`) gets that tag too. Knative allows one tag per traffic target, so such
+  a version has two targets on the same Revision: the weight under the release tag, and a 0% target
+  under `v<number>`. The percents still sum to 100;
+- header rules and sticky keys are not expressible in Knative Serving (it routes by weight, and by
+  its own `Knative-Serving-Tag` header when that feature is on): unsupported_rules() names each one
+  so the binding reports it instead of silently serving weights alone;
 - the knobs mean what they mean on every backend: min/max instances are the autoscaler's min/max
   scale, instance_concurrency is the hard per-instance limit (`containerConcurrency`) and the
   autoscaler's target, timeout_s is the request timeout, memory_mb is the memory limit.
@@ -85,18 +92,22 @@ class KnativeVersion:
 
 @dataclass(frozen=True)
 class HeaderRule:
-    """Route requests whose `header` equals `value` to `version` (the release issue's header rules)."""
+    """Route requests whose header (or cookie) `header` equals (or, with match "regex", matches) `value`
+    to `version`: the release issue's header rules, which Knative cannot express."""
 
     header: str
     value: str
     version: int
+    match: str = "equals"  # "equals" | "regex"
+    source: str = "header"  # "header" | "cookie"
 
 
 @dataclass(frozen=True)
 class KnativeTraffic:
     """A binding's traffic rules: (version number, percent) entries summing to 100.
 
-    `tags` names a version's route (e.g. {4: "canary"}); Knative gives each tag its own URL.
+    `tags` are release tags (e.g. {3: "stable", 4: "canary"}); Knative gives each tag its own URL. Every
+    version also gets the tag `v<number>` (version_tag), so a release tag may not look like one.
     `header_rules` and `sticky_key` are rules Knative Serving cannot express; see unsupported_rules().
     """
 
@@ -144,6 +155,14 @@ def revision_name(spec: KnativeFunctionSpec, number: int) -> str:
     return name
 
 
+_VERSION_TAG = re.compile(r"^v[0-9]+$")
+
+
+def version_tag(number: int) -> str:
+    """The route tag every version in the traffic carries: `v<number>` (URL `v<number>-<service>...`)."""
+    return f"v{number}"
+
+
 def validate_traffic(traffic: KnativeTraffic) -> None:
     """Raise ValueError naming the broken rule unless the weights are a valid split of 100%."""
     if not traffic.entries:
@@ -155,6 +174,8 @@ def validate_traffic(traffic: KnativeTraffic) -> None:
         if number in seen:
             raise ValueError(f"traffic lists version {number} more than once")
         seen.add(number)
+        if len(version_tag(number)) > TAG_MAX:
+            raise ValueError(f"version {number} is too large for its route tag {version_tag(number)!r}")
         if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
             raise ValueError(f"traffic percent for version {number} must be an integer from 0 to 100, got {percent!r}")
     total = sum(percent for _, percent in traffic.entries)
@@ -168,26 +189,32 @@ def validate_traffic(traffic: KnativeTraffic) -> None:
             raise ValueError(
                 f"tag {tag!r} must be a lowercase DNS label of at most {TAG_MAX} characters starting with a letter"
             )
+        if _VERSION_TAG.match(tag):
+            raise ValueError(f"tag {tag!r} is reserved: every version has its own v<number> tag")
         if tag in tag_names:
             raise ValueError(f"tag {tag!r} is used by more than one version")
         tag_names.add(tag)
 
 
 def unsupported_rules(traffic: KnativeTraffic) -> list[str]:
-    """The binding's rules that Knative Serving cannot express, one readable line each.
+    """The binding's rules that Knative Serving cannot express, one readable line each, named.
 
-    Knative routes by weight and by tag only; header matching and session affinity need a gateway
-    in front of it. The backend reports these instead of silently applying weights alone.
+    Knative routes by weight (and tag) only; header and cookie matching and sticky assignment need a
+    gateway in front of it. The backend reports these instead of silently applying weights alone.
     """
-    problems = [
-        f"header rule {rule.header}={rule.value} -> version {rule.version}: "
-        "Knative Serving routes by weight and tag only, not by request header"
-        for rule in traffic.header_rules
-    ]
+    in_traffic = {number for number, _ in traffic.entries}
+    problems = []
+    for index, rule in enumerate(traffic.header_rules, start=1):
+        verb = "matches" if rule.match == "regex" else "equals"
+        what = f"header rule {index} ({rule.source} {rule.header} {verb} {rule.value} -> v{rule.version})"
+        if rule.version in in_traffic:
+            hint = f"use the tag URL or the Knative-Serving-Tag header (tag {version_tag(rule.version)})"
+        else:
+            hint = f"version {rule.version} has no traffic target on this binding"
+        problems.append(f"{what}: Knative routes by weight only; {hint}")
     if traffic.sticky_key:
         problems.append(
-            f"sticky key {traffic.sticky_key!r}: Knative Serving has no session affinity; "
-            "requests are split by weight on every call"
+            f"sticky key {traffic.sticky_key}: Knative has no sticky routing; each request is split by weight"
         )
     return problems
 
@@ -225,16 +252,17 @@ def render_service(
     if missing:
         raise ValueError(f"traffic names versions that were not given: {missing}")
 
+    targets = [
+        target
+        for number, percent in traffic.entries
+        for target in _traffic_targets(latest.spec, number, percent, traffic.tags.get(number))
+    ]
+    assert sum(t["percent"] for t in targets) == 100, targets
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": _labels(latest.spec)},
-        "spec": {
-            "template": _template(latest, image=image),
-            "traffic": [
-                _traffic_target(latest.spec, number, percent, traffic.tags) for number, percent in traffic.entries
-            ],
-        },
+        "spec": {"template": _template(latest, image=image), "traffic": targets},
     }
 
 
@@ -289,11 +317,16 @@ def _env(version: KnativeVersion) -> list[dict[str, str]]:
     return env
 
 
-def _traffic_target(spec: KnativeFunctionSpec, number: int, percent: int, tags: Mapping[int, str]) -> dict[str, Any]:
-    target: dict[str, Any] = {"revisionName": revision_name(spec, number), "percent": percent, "latestRevision": False}
-    if number in tags:
-        target["tag"] = tags[number]
-    return target
+def _traffic_targets(spec: KnativeFunctionSpec, number: int, percent: int, tag: str | None) -> list[dict[str, Any]]:
+    """A version's traffic targets: its weight under its release tag (if any) or its version tag; with a
+    release tag, a second 0% target carries the version tag (Knative allows one tag per target)."""
+    revision = revision_name(spec, number)
+    if tag is None:
+        return [{"revisionName": revision, "percent": percent, "latestRevision": False, "tag": version_tag(number)}]
+    return [
+        {"revisionName": revision, "percent": percent, "latestRevision": False, "tag": tag},
+        {"revisionName": revision, "percent": 0, "latestRevision": False, "tag": version_tag(number)},
+    ]
 
 
 def _labels(spec: KnativeFunctionSpec) -> dict[str, str]:
