@@ -13,7 +13,10 @@ then, for each of ``--rounds`` rounds:
 4. cold start: change a function variable and publish the same code (same artifact on disk,
    new version, so a new pool and a new instance: checked with `x-stratus-cold-start: 1`);
    the first response of the new version is the sample; its init_duration (process start to
-   handler loaded) comes from the invocation record.
+   handler loaded) comes from the invocation record;
+5. switches: deploy between two running versions and time how long after the API call
+   returns the gateway serves the new state (switch-visible latency), then rollbacks
+   (POST /functions/{id}/rollback) and their time to serving the previous version.
 
 Each figure is the median over rounds of the per-round value; ratios are to the baseline
 measured in the same round (shared machines are noisy). Prints a table and writes
@@ -64,6 +67,7 @@ class Round:
     gateway_load: dict[str, Any] = field(default_factory=dict)
     deploys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     colds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    switches: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -164,13 +168,53 @@ class Bench:
             samples.append(self.deploy_and_wait(fn, {filename: source}))
         return samples
 
+    def wait_serving(self, client: Any, fn: Deployed, number: int, timeout: float = 10.0) -> float:
+        """Poll the function URL until it answers with version ``number``; the moment it did."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            response = client.get(fn.path)
+            if response.headers.get("x-stratus-version") == str(number):
+                return time.perf_counter()
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{fn.path} did not serve v{number} within {timeout} s")
+
+    def switches(self, fn: Deployed, count: int) -> list[dict[str, Any]]:
+        """Traffic changes between two versions already running (deploy v1 <-> v2), then
+        rollbacks: how long after the API call returns the gateway serves the new state
+        (switch-visible latency), and a rollback's whole time, call included."""
+        client = latency.KeepAlive(self.console.port)
+        samples: list[dict[str, Any]] = []
+        try:
+            for i in range(count):
+                target = 1 + (i % 2)
+                begin = time.perf_counter()
+                self.console.deploy(fn.id, target)
+                returned = time.perf_counter()
+                served = self.wait_serving(client, fn, target)
+                samples.append(
+                    {"kind": "switch", "visible_ms": (served - returned) * 1000, "total_ms": (served - begin) * 1000}
+                )
+            for _ in range(count):
+                self.console.deploy(fn.id, 2)
+                self.wait_serving(client, fn, 2)
+                begin = time.perf_counter()
+                self.console.call("POST", f"/functions/{fn.id}/rollback", json={"environment": "dev"})
+                returned = time.perf_counter()
+                served = self.wait_serving(client, fn, 1)
+                samples.append(
+                    {"kind": "rollback", "visible_ms": (served - returned) * 1000, "total_ms": (served - begin) * 1000}
+                )
+        finally:
+            client.close()
+        return samples
+
     def redeploys(self, fn: Deployed, source: str, count: int) -> list[dict[str, Any]]:
         filename = "main.py" if fn.runtime.startswith("python") else "index.js"
         comment = "#" if fn.runtime.startswith("python") else "//"
         # A unique comment makes every version a new artifact (new code, new pool).
         return [self.deploy_and_wait(fn, {filename: f"{comment} {uuid.uuid4()}\n{source}"}) for _ in range(count)]
 
-    def run_round(self, index: int, hello: Deployed, cold: dict[str, Deployed]) -> Round:
+    def run_round(self, index: int, hello: Deployed, cold: dict[str, Deployed], switch: Deployed) -> Round:
         result = Round()
         # Alternate which side goes first, so a drift in machine load does not favour one.
         order = ["bare", "gateway"] if index % 2 == 0 else ["gateway", "bare"]
@@ -188,6 +232,7 @@ class Bench:
             "python": self.cold_starts(cold["python"], HELLO_PY, self.args.deploys),
             "node": self.cold_starts(cold["node"], HELLO_NODE, self.args.node_deploys),
         }
+        result.switches = self.switches(switch, self.args.switches)
         return result
 
     def sweep(self) -> list[dict[str, Any]]:
@@ -266,6 +311,14 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
                 add(f"cold_{runtime}_p{pct}", percentile(cold, pct) if cold else None)
                 add(f"init_{runtime}_p{pct}", percentile(inits, pct) if inits else None)
 
+    for r in rounds:
+        for kind, name in (("switch", "switch_visible"), ("rollback", "rollback")):
+            visible = [x["visible_ms"] for x in r.switches if x["kind"] == kind]
+            total = [x["total_ms"] for x in r.switches if x["kind"] == kind]
+            for pct in (50, 99):
+                add(f"{name}_p{pct}", percentile(visible, pct) if visible else None)
+                add(f"{name}_total_p{pct}", percentile(total, pct) if total else None)
+
     m = {name: median(values) for name, values in per_round.items()}
     out: dict[str, Any] = {
         "warm_p50_ms": figure(m["gw_p50"], "ms", baseline=m["bare_p50"], ratio=m["ratio_p50"]),
@@ -299,6 +352,14 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
             if runtime == "python" and pct == 50:
                 target, met = "<= 300 ms", m[key] <= 300.0
             out[f"deploy_to_ready_{runtime}_p{pct}_ms"] = figure(m[key], "ms", target=target, met=met)
+    for name, target in (("switch_visible", "<= 100 ms after the API call returns"), ("rollback", None)):
+        for pct in (50, 99):
+            key = f"{name}_p{pct}"
+            if key in m:
+                met = m[key] <= 100.0 if target and pct == 50 else None
+                out[f"{name}_p{pct}_ms"] = figure(m[key], "ms", target=target if pct == 50 else None, met=met)
+            if f"{name}_total_p{pct}" in m:
+                out[f"{name}_total_p{pct}_ms"] = figure(m[f"{name}_total_p{pct}"], "ms")
     return out, per_round
 
 
@@ -351,6 +412,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per side and round")
     parser.add_argument("--deploys", type=int, default=7, help="Python redeploys per round")
+    parser.add_argument("--switches", type=int, default=10, help="traffic switches (and rollbacks) per round")
     parser.add_argument("--node-deploys", type=int, default=7, help="Node redeploys per round")
     parser.add_argument("--sweep", action="store_true", help="also measure max_instances x concurrency candidates")
     parser.add_argument("--no-wrk", action="store_true", help="use bench/loadgen.py even when wrk is installed")
@@ -377,11 +439,14 @@ def main(argv: list[str] | None = None) -> int:
             "python": bench.function("cold-py", "python3.11", {"main.py": HELLO_PY}),
             "node": bench.function("cold-node", "node20", {"index.js": HELLO_NODE}),
         }
+        # Two versions to switch between (v1 deployed by function(), v2 published beside it).
+        switch = bench.function("switch", "python3.11", {"main.py": HELLO_PY})
+        bench.console.publish(switch.id, {"main.py": "# v2\n" + HELLO_PY})
         sweep = bench.sweep() if args.sweep else None
         rounds: list[Round] = []
         for index in range(args.rounds):
             print(f"bench: round {index + 1}/{args.rounds}", flush=True)
-            rounds.append(bench.run_round(index, hello, cold))
+            rounds.append(bench.run_round(index, hello, cold, switch))
         for r in rounds:
             for runtime, samples in r.colds.items():
                 bench.init_durations(cold[runtime], samples)
@@ -403,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                         "gateway_load": r.gateway_load,
                         "deploys": r.deploys,
                         "cold_starts": r.colds,
+                        "switches": r.switches,
                     }
                     for r in rounds
                 ],
