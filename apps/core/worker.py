@@ -19,6 +19,11 @@ _ready = threading.Event()
 
 class _ThreadWorker(WorkController):
     def on_consumer_ready(self, consumer: object) -> None:
+        # The `celery worker` command sends worker_ready; a WorkController started in code
+        # does not, and tasks that kick off on it (the release sweep) would never start.
+        from celery.signals import worker_ready
+
+        worker_ready.send(sender=consumer)
         _ready.set()
 
 

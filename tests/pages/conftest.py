@@ -15,7 +15,9 @@ import pytest
 CHROMIUM = os.environ.get("STRATUS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while it is open, Playwright's sync API keeps an event loop
+# running in this thread, and later tests that start their own loop (asyncio.run) would fail.
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         if os.environ.get("CI"):
