@@ -9,6 +9,7 @@ from apps.functions import artifact_urls
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.tenancy.api.urls")),
     path("", include("apps.functions.api.urls")),
+    path("", include("apps.releases.api.urls")),
     path("", include("apps.monitoring.api.urls")),
     path("", include("apps.engine.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

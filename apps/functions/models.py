@@ -180,6 +180,7 @@ class TrafficChange(models.Model):
         ABORT = "abort"  # all traffic back to the stable version
         ROLLBACK = "rollback"
         PROMOTE = "promote"  # the version serving another environment, deployed here
+        RULES = "rules"  # header rules, sticky key or auth mode changed; traffic unchanged
 
     binding = models.ForeignKey(Binding, on_delete=models.CASCADE, related_name="changes")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

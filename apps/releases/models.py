@@ -6,6 +6,8 @@ a row lock, so a restart or a duplicated task never skips, repeats or reverses a
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 
@@ -40,6 +42,11 @@ class Release(models.Model):
     approved_at = models.DateTimeField(null=True, blank=True)
     # Why it stopped: {"by": "gate", "step": 1, "figure": "error_rate", "canary": ..., "limit": ...}
     failure = models.JSONField(default=dict, blank=True)
+    # The last gate evaluation: {"passed": true|false|null, "at": ..., "figures": {...}, "failed": {...}}
+    gate_result = models.JSONField(default=dict, blank=True)
+    # When the next release_advance task is due (auto releases): a task that finds a later
+    # one already scheduled does not queue another, so duplicated tasks never multiply.
+    next_check_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -61,6 +68,19 @@ class Release(models.Model):
     @property
     def steps(self) -> list[int]:
         return list(self.plan.get("steps", []))
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def next_step_at(self) -> datetime | None:
+        """When an auto release may take its next step (its gate permitting)."""
+        if self.plan.get("advance") != "auto" or self.state != self.State.RUNNING or self.step_started_at is None:
+            return None
+        if self.step_index >= len(self.steps) - 1:
+            return None
+        return self.step_started_at + timedelta(seconds=int(self.plan.get("dwell_s") or 0))
 
     @property
     def canary_percent(self) -> int:

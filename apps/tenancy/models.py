@@ -161,6 +161,8 @@ class Environment(models.Model):
     protected = models.BooleanField(default=False)
     # Execution backend for functions deployed here ("" = settings.STRATUS_DEFAULT_BACKEND).
     execution_backend = models.CharField(max_length=32, blank=True)
+    # Releases into this environment wait for a second person's approval before the first step.
+    requires_release_approval = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

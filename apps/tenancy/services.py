@@ -435,10 +435,16 @@ def environment_create(*, actor: Any, project: Project, name: str, protected: bo
 
 @transaction.atomic
 def environment_update(
-    *, actor: Any, environment: Environment, protected: bool | None = None, execution_backend: str | None = None
+    *,
+    actor: Any,
+    environment: Environment,
+    protected: bool | None = None,
+    execution_backend: str | None = None,
+    requires_release_approval: bool | None = None,
 ) -> Environment:
-    """Change protection and/or the execution backend. A new backend applies to bindings
-    created afterwards; existing bindings keep the backend they were deployed on."""
+    """Change protection, the execution backend and/or whether releases need a second
+    person's approval. A new backend applies to bindings created afterwards; existing
+    bindings keep the backend they were deployed on."""
     permissions.require_project_permission(actor, environment.project, roles.CHANGE_PROJECT, "Changing an environment")
     if execution_backend not in (None, "") and execution_backend not in settings.STRATUS_EXECUTION_BACKENDS:
         known = ", ".join(sorted(settings.STRATUS_EXECUTION_BACKENDS))
@@ -453,8 +459,11 @@ def environment_update(
     if execution_backend is not None and execution_backend != environment.execution_backend:
         changes["execution_backend"] = [environment.execution_backend, execution_backend]
         environment.execution_backend = execution_backend
+    if requires_release_approval is not None and requires_release_approval != environment.requires_release_approval:
+        changes["requires_release_approval"] = [environment.requires_release_approval, requires_release_approval]
+        environment.requires_release_approval = requires_release_approval
     if changes:
-        environment.save(update_fields=["protected", "execution_backend", "updated_at"])
+        environment.save(update_fields=["protected", "execution_backend", "requires_release_approval", "updated_at"])
         audit_record(
             actor=actor, org=environment.project.org, action="environment.update", target=environment, changes=changes
         )

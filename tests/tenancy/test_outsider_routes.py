@@ -34,10 +34,11 @@ from django.urls.resolvers import RoutePattern
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.functions import draft_services, version_services
+from apps.functions import deploy_services, draft_services, version_services
 from apps.functions import services as function_services
 from apps.monitoring.records import InvocationRecord, LogRecord
 from apps.monitoring.sink import RecordSink
+from apps.releases.services import release_start
 from apps.tenancy import services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
 from apps.tenancy.roles import Role
@@ -74,6 +75,7 @@ class Alpha:
     bob_grant_id: int
     alice_token_id: int
     function_id: int
+    release_id: int
 
 
 # Path parameter name → (real values pointing at alpha's objects, a value that exists nowhere).
@@ -92,6 +94,8 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "function_id": (lambda a: [a.function_id], 987654),
     "number": (lambda a: [1], 987654),  # version 1 of the alpha function
     "path": (lambda a: ["main.py"], "ghost/missing.py"),  # a file in that version (and the draft)
+    "environment": (lambda a: ["dev", "prod"], "ghost-env"),  # the alpha function is bound in both
+    "release_id": (lambda a: [a.release_id], 987654),  # a release in progress of the alpha function in dev
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -196,6 +200,23 @@ def alpha(world: Any) -> Alpha:
         actor=w.alice, function=function, files={"main.py": b"def handler(e, c): pass\n"}, source="files"
     )
     draft_services.draft_file_write(actor=w.alice, function=function, path="main.py", content=b"def handler(e, c): 1\n")
+    # Bindings (with a timeline) in dev and prod: rollback, promote, rules and history point at them.
+    version_services.version_create(
+        actor=w.alice, function=function, files={"main.py": b"def handler(e, c): 2\n"}, source="files"
+    )
+    for env in Environment.objects.filter(project=w.web, name__in=["dev", "prod"]):
+        for number in (1, 2):
+            deploy_services.deploy(
+                actor=w.alice, function=function, environment=env, version=function.versions.get(number=number)
+            )
+    # A release in progress in dev: version 2 serving, version 1 at 10%.
+    release = release_start(
+        actor=w.alice,
+        function=function,
+        environment=Environment.objects.get(project=w.web, name="dev"),
+        version=function.versions.get(number=1),
+        plan={"steps": [10, 100], "advance": "manual"},
+    )
     # Logs and an invocation of that function (their text names it, so a leak would show).
     sink = RecordSink(flush_interval_s=0)
     now = timezone.now()
@@ -223,6 +244,7 @@ def alpha(world: Any) -> Alpha:
         bob_grant_id=w.web.grants.get(user=w.bob).pk,
         alice_token_id=alice_token.pk,
         function_id=function.pk,
+        release_id=release.pk,
     )
 
 
@@ -232,8 +254,9 @@ def charlie_client(alpha: Alpha, client_for: Any, auth: str) -> Any:
     return client_for(alpha.world.charlie, scopes=list(ApiToken.Scope.values))
 
 
-# functions: versions, drafts, artifacts; monitoring: log lines and invocation records
-SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring")
+# functions: versions, drafts, artifacts, bindings; monitoring: log lines and invocation
+# records; releases: the release in progress
+SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring", "releases")
 
 
 def db_snapshot(outsider: Any) -> dict[str, list[dict[str, Any]]]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.functions.models import MEMORY_MB, TIMEOUT_S, Binding, Function, Kind, Runtime
+from apps.functions.models import MEMORY_MB, TIMEOUT_S, Binding, Function, Kind, Runtime, TrafficChange
 from apps.functions.services import CONFIG_FIELDS
 from apps.tenancy.models import slug_validator
 
@@ -69,3 +69,43 @@ class DeploySerializer(serializers.Serializer):
     environment = serializers.CharField(max_length=63)
     version = serializers.IntegerField(min_value=1)
     auth_mode = serializers.ChoiceField(choices=Binding.AuthMode.choices, required=False)
+
+
+class RollbackSerializer(serializers.Serializer):
+    environment = serializers.CharField(max_length=63)
+    version = serializers.IntegerField(min_value=1, required=False, help_text="default: the previous stable version")
+
+
+class PromoteSerializer(serializers.Serializer):
+    from_environment = serializers.CharField(max_length=63, help_text="where the version serves 100% now")
+    environment = serializers.CharField(max_length=63, help_text="where to deploy it")
+
+
+class BindingRulesSerializer(serializers.Serializer):
+    """Any of the three; the service validates each rule and names the bad ones."""
+
+    header_rules = serializers.JSONField(
+        required=False,
+        help_text='[{"source": "header" | "cookie", "name": "X-Beta", "match": "equals" | "regex", '
+        '"value": "1", "version": 3}], at most 20',
+    )
+    sticky_key = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, help_text="'', 'header:<Name>' or 'cookie:<name>'"
+    )
+    auth_mode = serializers.ChoiceField(choices=Binding.AuthMode.choices, required=False)
+
+
+class TrafficChangeSerializer(serializers.ModelSerializer):
+    actor = serializers.SerializerMethodField()
+    version = serializers.SerializerMethodField()
+    release = serializers.IntegerField(source="release_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = TrafficChange
+        fields = ["id", "created_at", "actor", "reason", "from_traffic", "to_traffic", "version", "release", "note"]
+
+    def get_actor(self, change: TrafficChange) -> str | None:
+        return change.actor.username if change.actor is not None else None
+
+    def get_version(self, change: TrafficChange) -> int | None:
+        return change.version.number if change.version is not None else None

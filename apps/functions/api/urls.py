@@ -18,6 +18,10 @@ urlpatterns = [
     # deploys and bindings
     path(f"{F}/deploy", v.DeployView.as_view(), name="function-deploy"),
     path(f"{F}/bindings/", v.BindingListView.as_view(), name="binding-list"),
+    path(f"{F}/bindings/<str:environment>", v.BindingDetailView.as_view(), name="binding-detail"),
+    path(f"{F}/bindings/<str:environment>/history", v.BindingHistoryView.as_view(), name="binding-history"),
+    path(f"{F}/rollback", v.RollbackView.as_view(), name="function-rollback"),
+    path(f"{F}/promote", v.PromoteView.as_view(), name="function-promote"),
     # draft
     path(f"{F}/draft/", draft_views.DraftView.as_view(), name="draft"),
     path(f"{F}/draft/files/<path:path>", draft_views.DraftFileView.as_view(), name="draft-file"),

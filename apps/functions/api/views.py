@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import ApiView
-from apps.functions import deploy_services, selectors, services, version_selectors
+from apps.functions import binding_services, deploy_services, rollback_services, selectors, services, version_selectors
 from apps.functions.api import serializers as s
 from apps.tenancy import selectors as tenancy_selectors
 from apps.tenancy.models import ApiToken
@@ -75,3 +75,73 @@ class BindingListView(ApiView):
     def get(self, request: Request, function_id: int) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
         return self.render_page(s.BindingSerializer, selectors.binding_list(function=function))
+
+
+class RollbackView(ApiView):
+    """Back to the previous stable version, or to a chosen one, at 100%:
+    {"environment": "prod"} or {"environment": "prod", "version": 2}. An active release on
+    the binding is marked rolled back."""
+
+    serializer_class = s.BindingSerializer
+    scope_map = {"POST": ApiToken.Scope.DEPLOY}
+
+    @extend_schema(request=s.RollbackSerializer, responses=s.BindingSerializer)
+    def post(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.RollbackSerializer, request)
+        environment = tenancy_selectors.environment_get(project=function.project, name=data["environment"])
+        binding = rollback_services.function_rollback(
+            actor=request.user, function=function, environment=environment, version_number=data.get("version")
+        )
+        return self.render(s.BindingSerializer, binding)
+
+
+class PromoteView(ApiView):
+    """Deploy the version serving 100% in one environment to another at 100%:
+    {"from_environment": "staging", "environment": "prod"}."""
+
+    serializer_class = s.BindingSerializer
+    scope_map = {"POST": ApiToken.Scope.DEPLOY}
+
+    @extend_schema(request=s.PromoteSerializer, responses=s.BindingSerializer)
+    def post(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.PromoteSerializer, request)
+        source = tenancy_selectors.environment_get(project=function.project, name=data["from_environment"])
+        target = tenancy_selectors.environment_get(project=function.project, name=data["environment"])
+        binding = rollback_services.function_promote(
+            actor=request.user, function=function, from_environment=source, to_environment=target
+        )
+        return self.render(s.BindingSerializer, binding)
+
+
+class BindingDetailView(ApiView):
+    """One binding (GET) and its routing rules (PATCH: header_rules, sticky_key, auth_mode)."""
+
+    serializer_class = s.BindingSerializer
+    scope_map = {"PATCH": ApiToken.Scope.DEPLOY}
+
+    def get(self, request: Request, function_id: int, environment: str) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        return self.render(
+            s.BindingSerializer, binding_services.binding_get(function=function, environment_name=environment)
+        )
+
+    @extend_schema(request=s.BindingRulesSerializer, responses=s.BindingSerializer)
+    def patch(self, request: Request, function_id: int, environment: str) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        binding = binding_services.binding_get(function=function, environment_name=environment)
+        data = self.parse(s.BindingRulesSerializer, request)
+        binding = binding_services.binding_rules_set(actor=request.user, binding=binding, **data)
+        return self.render(s.BindingSerializer, binding)
+
+
+class BindingHistoryView(ApiView):
+    """The binding's timeline, newest first: every traffic change, who, why, from → to."""
+
+    serializer_class = s.TrafficChangeSerializer
+
+    def get(self, request: Request, function_id: int, environment: str) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        binding = binding_services.binding_get(function=function, environment_name=environment)
+        return self.render_page(s.TrafficChangeSerializer, binding_services.binding_history(binding=binding))

@@ -107,7 +107,7 @@ class InvitationAcceptSerializer(serializers.Serializer):
 class EnvironmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Environment
-        fields = ["name", "protected", "execution_backend", "created_at", "updated_at"]
+        fields = ["name", "protected", "execution_backend", "requires_release_approval", "created_at", "updated_at"]
 
 
 class EnvironmentCreateSerializer(serializers.Serializer):
@@ -118,6 +118,7 @@ class EnvironmentCreateSerializer(serializers.Serializer):
 class EnvironmentUpdateSerializer(serializers.Serializer):
     protected = serializers.BooleanField(required=False)
     execution_backend = serializers.CharField(max_length=32, required=False, allow_blank=True)
+    requires_release_approval = serializers.BooleanField(required=False)
 
 
 class ProjectSerializer(serializers.ModelSerializer):
