@@ -1,5 +1,9 @@
 """Websocket routes (/ws/...). Live logs and pipeline runs add their consumers here."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from apps.pipelines.consumers import RunLogConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/runs/<int:run_id>/", RunLogConsumer.as_asgi()),
+]

@@ -190,6 +190,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OrgRoleEnum": "apps.tenancy.roles.Role",
         "ProjectRoleEnum": "apps.tenancy.roles.PROJECT_ROLE_CHOICES",
+        "KindEnum": "apps.functions.models.Kind",  # a function's kind (keeps its name)
+        "RepositoryCredentialsKindEnum": "apps.pipelines.api.serializers.CREDENTIAL_KINDS",
+        "RunStateEnum": "apps.pipelines.models.Run.State",
+        "RunTriggerEnum": "apps.pipelines.models.Run.Trigger",
     },
 }
 # Largest request body the API accepts (bytes); larger answers 413 with the error envelope.
@@ -197,6 +201,11 @@ STRATUS_MAX_REQUEST_BYTES = env_int("STRATUS_MAX_REQUEST_BYTES", 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = STRATUS_MAX_REQUEST_BYTES
 # Zip uploads of function code (multipart), larger than the JSON limit above.
 STRATUS_MAX_UPLOAD_BYTES = env_int("STRATUS_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+# Git host webhook bodies (/hooks/...): GitHub sends up to 25 MB; larger answers 413.
+STRATUS_WEBHOOK_MAX_BYTES = env_int("STRATUS_WEBHOOK_MAX_BYTES", 25 * 1024 * 1024)
+# Whether a project's repository may be a path on this server (file:// or /abs/path): off,
+# since a clone from a local path would read the server's own files; tests turn it on.
+STRATUS_REPOSITORY_ALLOW_LOCAL = env_bool("STRATUS_REPOSITORY_ALLOW_LOCAL", False)
 INVITATION_TTL_DAYS = env_int("STRATUS_INVITATION_TTL_DAYS", 7)
 # A token's last-used time is written at most this often, so the API does not do a write
 # per authenticated request.

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core import health, pages
 from apps.functions import artifact_urls
+from apps.pipelines import intake
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.tenancy.api.urls")),
@@ -12,6 +13,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.releases.api.urls")),
     path("", include("apps.monitoring.api.urls")),
     path("", include("apps.engine.api.urls")),
+    path("", include("apps.pipelines.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
@@ -24,6 +26,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    # Git host webhooks: signed, no session or CSRF (apps/pipelines/intake.py).
+    path("hooks/<str:provider>/<str:hook_id>/", intake.webhook, name="webhook"),
     path("artifacts/<str:sha256>.zip", artifact_urls.artifact_download, name="artifact-download"),
 ]
 

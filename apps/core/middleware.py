@@ -60,7 +60,8 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses API bodies over STRATUS_MAX_REQUEST_BYTES with 413 before anything reads them.
+    """Refuses API bodies over STRATUS_MAX_REQUEST_BYTES (webhook bodies under /hooks/ over
+    STRATUS_WEBHOOK_MAX_BYTES) with 413 before anything reads them.
 
     Bodies without a Content-Length (chunked) are still capped: Django raises
     RequestDataTooBig when the view reads them, which the API exception handler maps to 413.
@@ -70,9 +71,14 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/"):
+        is_api = request.path.startswith("/api/")
+        if is_api or request.path.startswith("/hooks/"):
             limit = settings.STRATUS_MAX_REQUEST_BYTES
-            if request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+            if not is_api:
+                # Git host webhooks (GitHub sends up to 25 MB); the intake view reads the raw
+                # body itself and enforces the same limit for bodies without a Content-Length.
+                limit = settings.STRATUS_WEBHOOK_MAX_BYTES
+            elif request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
                 # Code uploads; the archive reader enforces the exact limit while reading.
                 limit = settings.STRATUS_MAX_UPLOAD_BYTES + 64 * 1024
             try:

@@ -12,9 +12,15 @@ def test_healthz_answers_ok(client):
 def test_readyz_reports_database_channel_layer_and_broker(client, settings):
     from apps.core import worker
 
-    if settings.STRATUS_EMBEDDED_WORKER:
+    started_here = settings.STRATUS_EMBEDDED_WORKER and not worker.is_running()
+    if started_here:
         worker.start()
-    response = client.get("/readyz")
+    try:
+        response = client.get("/readyz")
+    finally:
+        # Its periodic work (release sweeps, stale-run reaping) must not run beside later tests.
+        if started_here:
+            worker.stop()
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ready"

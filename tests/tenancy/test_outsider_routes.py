@@ -38,6 +38,8 @@ from apps.functions import deploy_services, draft_services, version_services
 from apps.functions import services as function_services
 from apps.monitoring.records import InvocationRecord, LogRecord
 from apps.monitoring.sink import RecordSink
+from apps.pipelines.models import Delivery, Run
+from apps.pipelines.repository_services import repository_set
 from apps.releases.services import release_start
 from apps.tenancy import services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
@@ -62,6 +64,7 @@ INVITEE_EMAIL = "newhire@example.com"
 VAR_NAME, VAR_VALUE = "API_BASE_URL", "https://api.internal.example/v7q"
 SECRET_NAME, SECRET_VALUE = "PAYMENT_KEY", "sk_live_zq81x"
 FUNCTION_NAME = "checkout-hook"
+REPO_URL = "https://git.example/alpha/storefront-q7.git"
 
 
 @dataclass
@@ -76,6 +79,8 @@ class Alpha:
     alice_token_id: int
     function_id: int
     release_id: int
+    delivery_id: int
+    run_id: int
 
 
 # Path parameter name → (real values pointing at alpha's objects, a value that exists nowhere).
@@ -96,6 +101,8 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "path": (lambda a: ["main.py"], "ghost/missing.py"),  # a file in that version (and the draft)
     "environment": (lambda a: ["dev", "prod"], "ghost-env"),  # the alpha function is bound in both
     "release_id": (lambda a: [a.release_id], 987654),  # a release in progress of the alpha function in dev
+    "delivery_id": (lambda a: [a.delivery_id], 987654),  # a webhook delivery to alpha's repository
+    "run_id": (lambda a: [a.run_id], 987654),  # a pipeline run of alpha's project (queued)
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -116,6 +123,8 @@ ALPHA_IDENTIFIERS = (
     SECRET_NAME,
     SECRET_VALUE,
     FUNCTION_NAME,
+    REPO_URL,
+    "storefront-q7",
 )
 
 
@@ -236,6 +245,24 @@ def alpha(world: Any) -> Alpha:
         )
     )
     assert sink.flush() == 2
+    # A connected repository, a verified push delivery and the run it started (rows written
+    # directly: the walk needs them to exist, not to have gone through the intake).
+    repository = repository_set(actor=w.alice, project=w.web, url=REPO_URL).repository
+    run = Run.objects.create(
+        project=w.web, repository=repository, number=1, branch="main", commit_sha="c" * 40, trigger="push"
+    )
+    delivery = Delivery.objects.create(
+        repository=repository,
+        provider="github",
+        delivery_id="alpha-delivery",
+        event="push",
+        payload='{"ref": "refs/heads/main", "after": "' + "c" * 40 + '", "repository": "storefront-q7"}',
+        verified=True,
+        outcome=Delivery.Outcome.ACCEPTED,
+        ref="refs/heads/main",
+        commit_sha="c" * 40,
+        run=run,
+    )
     return Alpha(
         world=w,
         team=team,
@@ -245,6 +272,8 @@ def alpha(world: Any) -> Alpha:
         alice_token_id=alice_token.pk,
         function_id=function.pk,
         release_id=release.pk,
+        delivery_id=delivery.pk,
+        run_id=run.pk,
     )
 
 
@@ -255,8 +284,8 @@ def charlie_client(alpha: Alpha, client_for: Any, auth: str) -> Any:
 
 
 # functions: versions, drafts, artifacts, bindings; monitoring: log lines and invocation
-# records; releases: the release in progress
-SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring", "releases")
+# records; releases: the release in progress; pipelines: repository, deliveries, runs
+SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring", "releases", "pipelines")
 
 
 def db_snapshot(outsider: Any) -> dict[str, list[dict[str, Any]]]:

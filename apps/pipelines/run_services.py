@@ -1,0 +1,497 @@
+"""Runs: start (push, manual, retry), cancel, approve/reject, and the per-branch queue.
+
+Concurrency rule: one run per (project, branch or tag) executes at a time. A newer push
+cancels the queued (and approval-waiting) runs of its branch with "superseded by run N"
+and queues itself; while a run of the branch is running, the newest one waits and starts
+when that run ends (``branch_advance``), so the newest commit is never dropped. Numbering is
+per project, serialised by a row lock on the project.
+
+Who acts: pipelines act as the built-in user ``stratus:pipeline`` (inactive, cannot sign
+in, not a member of any org) holding, in memory only, the deploy right on unprotected
+environments of the run's project. Deploys into protected environments wait for a person
+with the deploy right there; the deploy then runs as that approver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.core.errors import Conflict, DomainError, Forbidden, NotFound
+from apps.pipelines.models import Repository, Run
+from apps.tenancy import permissions, roles
+from apps.tenancy.models import Environment, Project
+from apps.tenancy.roles import Role
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_USERNAME = "stratus:pipeline"  # ':' is not allowed in sign-up names
+PREVIEW_PREFIX = "preview-"
+_CANCEL_KEY = "stratus:pipelines:run:{}:cancel"
+# Process groups of steps running in this process: a cancel here kills at once; a cancel
+# from another process sets the flag the executor polls.
+RUNNING_PGIDS: dict[int, int] = {}
+
+
+# --- actor -------------------------------------------------------------------------------
+
+
+def pipeline_actor(project: Project) -> Any:
+    """The pipeline's own user, with the developer's rights (code, unprotected deploys) on
+    ``project`` only, held in this object's permission caches, never in the database."""
+    User = get_user_model()
+    user: Any
+    user, _ = User.objects.get_or_create(
+        username=PIPELINE_USERNAME, defaults={"is_active": False, "email": "", "password": "!"}
+    )
+    user._stratus_org_roles = {project.org_id: Role.DEVELOPER}
+
+    class _Checker:
+        def get_perms(self, obj: Any) -> list[str]:
+            if isinstance(obj, Project) and obj.pk == project.pk:
+                return sorted(roles.project_permissions_for(Role.DEVELOPER))
+            return []
+
+        def has_perm(self, perm: str, obj: Any) -> bool:
+            return False
+
+    user._stratus_perm_checker = _Checker()
+    return user
+
+
+# --- refs --------------------------------------------------------------------------------
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``refs/heads/x`` → (x, ""), ``refs/tags/v1`` → ("", v1), a bare name → a branch."""
+    if ref.startswith("refs/heads/"):
+        return ref[len("refs/heads/") :], ""
+    if ref.startswith("refs/tags/"):
+        return "", ref[len("refs/tags/") :]
+    return ref, ""
+
+
+def preview_environment_name(branch: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", branch.lower()).strip("-") or "branch"
+    name = (PREVIEW_PREFIX + slug)[:63].rstrip("-")
+    return name
+
+
+# --- queueing ----------------------------------------------------------------------------
+
+
+def _lane(run: Run) -> dict[str, Any]:
+    return {"project_id": run.project_id, "branch": run.branch, "tag": run.tag}
+
+
+def _queue_execute(run_id: int) -> None:
+    from apps.pipelines.tasks import run_execute
+
+    transaction.on_commit(lambda: run_execute.delay(run_id))
+
+
+def _next_number(project: Project) -> int:
+    return (Run.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def _create_run(
+    *,
+    project: Project,
+    repository: Repository,
+    branch: str,
+    tag: str,
+    commit_sha: str,
+    commit_message: str,
+    author: str,
+    pusher: str,
+    trigger: str,
+    created_by: Any = None,
+    retry_of: Run | None = None,
+) -> Run:
+    """Inside a transaction holding the project's row lock: create the run, supersede the
+    waiting runs of its lane, and queue its execution after commit."""
+    run = Run.objects.create(
+        project=project,
+        repository=repository,
+        number=_next_number(project),
+        branch=branch,
+        tag=tag,
+        commit_sha=commit_sha,
+        commit_message=commit_message[:10000],
+        commit_author=author[:200],
+        pusher=pusher[:200],
+        trigger=trigger,
+        created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+        retry_of=retry_of,
+    )
+    waiting = Run.objects.filter(
+        project=project, branch=branch, tag=tag, state__in=(Run.State.QUEUED, Run.State.WAITING_APPROVAL)
+    ).exclude(pk=run.pk)
+    now = timezone.now()
+    for old in waiting.select_for_update():
+        Run.objects.filter(pk=old.pk).update(
+            state=Run.State.CANCELED,
+            reason=f"superseded by run {run.number}",
+            superseded_by=run,
+            finished_at=now,
+        )
+        _publish_state_after_commit(old.pk)
+    _queue_execute(run.pk)
+    return run
+
+
+def _lock_project(project_id: int) -> Project:
+    return Project.objects.select_for_update().select_related("org").get(pk=project_id)
+
+
+def run_for_push(
+    *,
+    repository: Repository,
+    ref: str,
+    commit_sha: str,
+    commit_message: str,
+    author: str,
+    pusher: str,
+    trigger: str = "push",
+    delivery: Any = None,
+) -> Run:
+    """Start (or join) the run for a push of ``commit_sha`` to ``ref``.
+
+    The same commit on the same branch whose newest run is queued, running, waiting or
+    succeeded returns that run; anything else starts a new one (superseding queued ones)."""
+    branch, tag = parse_ref(ref)
+    if not commit_sha:
+        raise DomainError("A push needs a commit sha.", code="invalid")
+    with transaction.atomic():
+        project = _lock_project(repository.project_id)
+        latest = Run.objects.filter(project=project, branch=branch, tag=tag).order_by("-number").first()
+        if (
+            latest is not None
+            and latest.commit_sha == commit_sha
+            and latest.state in (Run.State.QUEUED, Run.State.RUNNING, Run.State.WAITING_APPROVAL, Run.State.SUCCEEDED)
+        ):
+            return latest
+        run = _create_run(
+            project=project,
+            repository=repository,
+            branch=branch,
+            tag=tag,
+            commit_sha=commit_sha,
+            commit_message=commit_message,
+            author=author,
+            pusher=pusher,
+            trigger=trigger,
+        )
+        audit_record(
+            actor=None,
+            org=project.org,
+            action="run.create",
+            target=project,
+            changes={"run": run.number, "ref": ref, "commit": commit_sha, "trigger": trigger, "pusher": pusher},
+        )
+    return run
+
+
+def run_create_manual(*, actor: Any, project: Project, branch: str = "", commit: str = "") -> Run:
+    """ "Redeploy latest": run the head of ``branch`` (default: the repository's default
+    branch) as fetched now, or the given ``commit`` on that branch."""
+    from apps.pipelines import mirror
+
+    permissions.require_project_permission(actor, project, roles.DEPLOY_UNPROTECTED, "Starting a run")
+    repository = Repository.objects.filter(project=project).first()
+    if repository is None:
+        raise Conflict("Connect a repository to this project first.", code="no_repository")
+    branch = branch or repository.default_branch
+    mirror.mirror_fetch(repository)
+    info = mirror.resolve_commit(repository, commit or f"refs/heads/{branch}")
+    if info is None:
+        what = f"commit '{commit}'" if commit else f"branch '{branch}'"
+        raise DomainError(
+            f"No {what} in the repository.", code="invalid", fields={"commit" if commit else "branch": ["Not found."]}
+        )
+    with transaction.atomic():
+        project = _lock_project(project.pk)
+        run = _create_run(
+            project=project,
+            repository=repository,
+            branch=branch,
+            tag="",
+            commit_sha=info["sha"],
+            commit_message=info["message"],
+            author=info["author"],
+            pusher=actor.get_username(),
+            trigger=Run.Trigger.MANUAL,
+            created_by=actor,
+        )
+        audit_record(
+            actor=actor,
+            org=project.org,
+            action="run.create",
+            target=project,
+            changes={"run": run.number, "branch": branch, "commit": run.commit_sha, "trigger": "manual"},
+        )
+    return run
+
+
+def run_retry(*, actor: Any, run: Run) -> Run:
+    permissions.require_project_permission(actor, run.project, roles.DEPLOY_UNPROTECTED, "Retrying a run")
+    if run.state in Run.ACTIVE_STATES:
+        raise Conflict(f"Run {run.number} is still {run.state}: cancel it first.", code="run_active")
+    with transaction.atomic():
+        project = _lock_project(run.project_id)
+        new = _create_run(
+            project=project,
+            repository=run.repository,
+            branch=run.branch,
+            tag=run.tag,
+            commit_sha=run.commit_sha,
+            commit_message=run.commit_message,
+            author=run.commit_author,
+            pusher=run.pusher,
+            trigger=Run.Trigger.RETRY,
+            created_by=actor,
+            retry_of=run,
+        )
+        audit_record(
+            actor=actor,
+            org=project.org,
+            action="run.retry",
+            target=project,
+            changes={"run": new.number, "of": run.number},
+        )
+    return new
+
+
+# --- cancel / approve / reject -------------------------------------------------------------
+
+
+def cancel_requested(run_id: int) -> bool:
+    return bool(cache.get(_CANCEL_KEY.format(run_id)))
+
+
+def kill_local(run_id: int) -> None:
+    pgid = RUNNING_PGIDS.get(run_id)
+    if pgid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def run_cancel(*, actor: Any, run: Run) -> Run:
+    permissions.require_project_permission(actor, run.project, roles.DEPLOY_UNPROTECTED, "Canceling a run")
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.state not in Run.ACTIVE_STATES:
+            raise Conflict(f"Run {locked.number} is already {locked.state}.", code="run_finished")
+        was = locked.state
+        locked.state = Run.State.CANCELED
+        locked.reason = f"canceled by {actor.get_username()}"
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["state", "reason", "finished_at"])
+        audit_record(
+            actor=actor,
+            org=run.project.org,
+            action="run.cancel",
+            target=run.project,
+            changes={"run": run.number, "was": was},
+        )
+        run_id = locked.pk
+        lane = _lane(locked)
+        transaction.on_commit(lambda: cache.set(_CANCEL_KEY.format(run_id), 1, timeout=3600))
+        transaction.on_commit(lambda: kill_local(run_id))
+        _publish_state_after_commit(run_id)
+        if was != Run.State.RUNNING:
+            # A running run's executor starts the next one when it stops.
+            transaction.on_commit(lambda: branch_advance(**lane))
+    return locked
+
+
+def _is_pusher(actor: Any, run: Run) -> bool:
+    pusher = run.pusher.strip().lower()
+    if not pusher:
+        return False
+    names = {actor.get_username().lower(), (getattr(actor, "email", "") or "").lower()}
+    names.discard("")
+    return pusher in names
+
+
+def _approval_target(actor: Any, run: Run, action: str) -> Environment:
+    if run.state != Run.State.WAITING_APPROVAL:
+        raise Conflict(f"Run {run.number} is {run.state}, not waiting for approval.", code="run_not_waiting")
+    environment = (
+        Environment.objects.select_related("project__org").filter(project=run.project, name=run.environment).first()
+    )
+    if environment is None:
+        raise NotFound(f"Environment '{run.environment}' not found.")
+    if not permissions.can_deploy(actor, environment):
+        raise Forbidden(f"{action} run {run.number} needs the deploy right on environment '{environment.name}'.")
+    if run.repository.approver_not_pusher and _is_pusher(actor, run):
+        raise Forbidden(f"{action} run {run.number} needs someone other than its pusher ({run.pusher}).")
+    return environment
+
+
+def run_approve(*, actor: Any, run: Run) -> Run:
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().select_related("repository", "project__org").get(pk=run.pk)
+        _approval_target(actor, locked, "Approving")
+        locked.state = Run.State.RUNNING
+        locked.approved_by = actor
+        locked.heartbeat_at = timezone.now()
+        locked.save(update_fields=["state", "approved_by", "heartbeat_at"])
+        audit_record(
+            actor=actor,
+            org=locked.project.org,
+            action="run.approve",
+            target=locked.project,
+            changes={"run": locked.number, "environment": locked.environment},
+        )
+        run_id = locked.pk
+        from apps.pipelines.tasks import run_resume
+
+        transaction.on_commit(lambda: run_resume.delay(run_id))
+        _publish_state_after_commit(run_id)
+    return locked
+
+
+def run_reject(*, actor: Any, run: Run) -> Run:
+    from apps.pipelines.models import RunStep
+
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().select_related("repository", "project__org").get(pk=run.pk)
+        _approval_target(actor, locked, "Rejecting")
+        now = timezone.now()
+        locked.state = Run.State.CANCELED
+        locked.reason = f"deploy to '{locked.environment}' rejected by {actor.get_username()}"
+        locked.finished_at = now
+        locked.save(update_fields=["state", "reason", "finished_at"])
+        locked.steps.filter(state__in=(RunStep.State.PENDING, RunStep.State.RUNNING)).update(
+            state=RunStep.State.SKIPPED
+        )
+        audit_record(
+            actor=actor,
+            org=locked.project.org,
+            action="run.reject",
+            target=locked.project,
+            changes={"run": locked.number, "environment": locked.environment},
+        )
+        lane = _lane(locked)
+        _publish_state_after_commit(locked.pk)
+        transaction.on_commit(lambda: branch_advance(**lane))
+    return locked
+
+
+def branch_advance(*, project_id: int, branch: str, tag: str) -> Run | None:
+    """After a run of this lane stopped (or parked waiting for approval): queue the newest
+    queued run, if nothing of the lane is running."""
+    lane = Run.objects.filter(project_id=project_id, branch=branch, tag=tag)
+    if lane.filter(state=Run.State.RUNNING).exists():
+        return None
+    nxt = lane.filter(state=Run.State.QUEUED).order_by("-number").first()
+    if nxt is not None:
+        from apps.pipelines.tasks import run_execute
+
+        run_execute.delay(nxt.pk)
+    return nxt
+
+
+# --- previews ----------------------------------------------------------------------------
+
+
+def preview_delete(*, repository: Repository, branch: str) -> None:
+    """The branch was deleted: remove its preview environment (and so its bindings), and
+    cancel its waiting runs."""
+    from apps.tenancy.services import environment_delete
+
+    name = preview_environment_name(branch)
+    project = repository.project
+    with transaction.atomic():
+        now = timezone.now()
+        for old in Run.objects.select_for_update().filter(
+            project=project, branch=branch, tag="", state__in=(Run.State.QUEUED, Run.State.WAITING_APPROVAL)
+        ):
+            Run.objects.filter(pk=old.pk).update(
+                state=Run.State.CANCELED, reason=f"branch {branch} was deleted", finished_at=now
+            )
+            _publish_state_after_commit(old.pk)
+        environment = Environment.objects.filter(project=project, name=name).first()
+        if environment is None:
+            return
+        actor = pipeline_actor(project)
+        actor._stratus_org_roles = {project.org_id: Role.ADMIN}  # deleting an environment
+        binding_ids = list(environment.bindings.values_list("pk", flat=True))
+        _remove_bindings(environment)
+        environment_delete(actor=actor, environment=environment)
+
+        def announce() -> None:
+            from apps.engine.host import routes_changed
+
+            for pk in binding_ids:
+                try:
+                    routes_changed(pk)
+                except Exception:  # noqa: BLE001 - best effort: the resync catches up
+                    logger.exception("routes_changed failed for binding %s", pk)
+
+        transaction.on_commit(announce)
+
+
+def _remove_bindings(environment: Environment) -> None:
+    """Tell the execution backend to drop what it serves for the environment's bindings."""
+    from apps.functions.backends.registry import get_backend
+    from apps.functions.deploy_services import binding_target
+
+    for binding in environment.bindings.select_related("function", "environment__project__org"):
+        try:
+            get_backend(binding.backend).remove(binding_target(binding))
+        except Exception:  # noqa: BLE001 - the rows go anyway; a stale local pool drains
+            logger.exception("removing binding %s from its backend failed", binding.pk)
+
+
+# --- notifications -------------------------------------------------------------------------
+
+
+def run_group(run_id: int) -> str:
+    return f"run.{run_id}"
+
+
+def publish(run_id: int, message: dict[str, Any]) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(run_group(run_id), message)
+    except Exception:  # noqa: BLE001 - live updates are best effort; the rows are the truth
+        logger.exception("publishing to run %s failed", run_id)
+
+
+def publish_state(run_id: int) -> None:
+    run = Run.objects.filter(pk=run_id).values("state", "reason", "number", "finished_at").first()
+    if run is None:
+        return
+    finished = run["finished_at"].isoformat() if run["finished_at"] else None
+    publish(
+        run_id,
+        {
+            "type": "run.state",
+            "state": run["state"],
+            "reason": run["reason"],
+            "number": run["number"],
+            "finished_at": finished,
+        },
+    )
+
+
+def _publish_state_after_commit(run_id: int) -> None:
+    transaction.on_commit(lambda: publish_state(run_id))

@@ -1,0 +1,406 @@
+"""Runs: dedupe, supersede, never dropping the newest push, cancel (process group killed),
+retry, approvals, worker death, and the runs API."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from apps.core.errors import Forbidden
+from apps.functions.models import Binding, Function
+from apps.pipelines import executor, run_services
+from apps.pipelines.models import Run, RunStep
+from tests.pipelines.conftest import HELLO, GitRepo, make_repository
+
+
+def push(repository: Any, sha: str, branch: str = "main", pusher: str = "pat") -> Run:
+    return run_services.run_for_push(
+        repository=repository,
+        ref=f"refs/heads/{branch}",
+        commit_sha=sha,
+        commit_message="msg",
+        author="Ann",
+        pusher=pusher,
+    )
+
+
+# --- queueing (no execution) ------------------------------------------------------------------
+
+
+@pytest.fixture
+def repo(world: Any) -> Any:
+    return make_repository(world.web, "/nonexistent/origin.git")
+
+
+def test_same_commit_same_branch_reuses_the_run(repo: Any) -> None:
+    a = push(repo, "a" * 40)
+    assert (a.number, a.state, a.branch) == (1, Run.State.QUEUED, "main")
+    assert push(repo, "a" * 40).pk == a.pk
+    Run.objects.filter(pk=a.pk).update(state=Run.State.SUCCEEDED)
+    assert push(repo, "a" * 40).pk == a.pk  # succeeded: not run again
+    other_branch = push(repo, "a" * 40, branch="develop")
+    assert other_branch.pk != a.pk and other_branch.number == 2
+    Run.objects.filter(pk=a.pk).update(state=Run.State.FAILED)
+    assert push(repo, "a" * 40).number == 3  # a failed run is tried again
+
+
+def test_newer_push_supersedes_queued_runs_of_its_branch(repo: Any) -> None:
+    a = push(repo, "a" * 40)
+    other = push(repo, "c" * 40, branch="develop")
+    b = push(repo, "b" * 40)
+    a.refresh_from_db()
+    other.refresh_from_db()
+    assert a.state == Run.State.CANCELED and a.reason == f"superseded by run {b.number}" and a.superseded_by_id == b.pk
+    assert other.state == Run.State.QUEUED  # another branch is another lane
+    assert b.state == Run.State.QUEUED
+
+
+def test_newest_commit_waits_for_the_running_one_and_is_never_dropped(repo: Any) -> None:
+    a = push(repo, "a" * 40)
+    assert executor.claim(a.pk, "w1") is not None  # a is running
+    b = push(repo, "b" * 40)
+    assert executor.claim(b.pk, "w2") is None  # the lane is busy: b stays queued
+    c = push(repo, "c" * 40)
+    b.refresh_from_db()
+    assert b.state == Run.State.CANCELED and b.reason == f"superseded by run {c.number}"
+    Run.objects.filter(pk=a.pk).update(state=Run.State.SUCCEEDED)
+    assert run_services.branch_advance(project_id=repo.project_id, branch="main", tag="") == c
+    assert executor.claim(c.pk, "w1") is not None
+    c.refresh_from_db()
+    assert c.state == Run.State.RUNNING and c.commit_sha == "c" * 40
+
+
+def test_worker_death_is_reaped_with_the_reason(repo: Any) -> None:
+    a = push(repo, "a" * 40)
+    executor.claim(a.pk, "w1")
+    RunStep.objects.create(run=a, index=0, name="checkout", kind="checkout", state=RunStep.State.RUNNING)
+    assert executor.runs_reap_stale() == 0  # fresh heartbeat
+    old = timezone.now() - timedelta(seconds=60)
+    Run.objects.filter(pk=a.pk).update(heartbeat_at=old)
+    b = push(repo, "b" * 40)
+    assert executor.runs_reap_stale() == 1
+    a.refresh_from_db()
+    assert a.state == Run.State.FAILED
+    assert a.reason.startswith("worker vanished (no heartbeat since ")
+    assert a.finished_at is not None
+    assert a.steps.get().state == RunStep.State.FAILED  # the step it was on
+    assert executor.claim(b.pk, "w2") is not None  # the lane moved on
+
+
+def test_preview_delete_removes_the_environment(repo: Any, world: Any) -> None:
+    from apps.tenancy.models import Environment
+
+    Environment.objects.create(project=world.web, name="preview-feature-x")
+    queued = push(repo, "a" * 40, branch="feature/x")
+    run_services.preview_delete(repository=repo, branch="feature/x")
+    assert not Environment.objects.filter(project=world.web, name="preview-feature-x").exists()
+    queued.refresh_from_db()
+    assert queued.state == Run.State.CANCELED
+    run_services.preview_delete(repository=repo, branch="feature/x")  # twice: nothing to do
+
+
+# --- execution ----------------------------------------------------------------------------
+
+
+def _pgroup_alive(pgid: int) -> list[int]:
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def _wait(predicate: Any, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def live_world(transactional_db: None) -> Any:
+    from tests.conftest import build_world
+
+    return build_world()
+
+
+def _pipeline_repo(git_repo: GitRepo, steps: str, trigger: str = "  - branch: main\n    environment: dev\n") -> str:
+    text = (
+        "functions:\n  - name: hello\n    path: functions/hello\n    runtime: python3.11\n    handler: main.handler\n"
+        f"steps:\n{steps}triggers:\n{trigger}"
+    )
+    sha = git_repo.commit("c", {"functions/hello/main.py": HELLO % "x", "stratus.yaml": text})
+    git_repo.push("main")
+    return sha
+
+
+def test_cancel_kills_the_steps_process_group(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(git_repo, "  - name: slow\n    run: sleep 30; echo never\n")
+    repository = make_repository(live_world.web, str(git_repo.origin))
+    run = push(repository, sha)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("state", executor.run_execute(run.pk)))
+    thread.start()
+    pgid = _wait(lambda: run_services.RUNNING_PGIDS.get(run.pk))
+    _wait(lambda: len(_pgroup_alive(pgid)) >= 2)  # bash and its sleep
+    started = time.monotonic()
+    run_services.run_cancel(actor=live_world.alice, run=Run.objects.get(pk=run.pk))
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert _pgroup_alive(pgid) == []
+    run.refresh_from_db()
+    assert run.state == Run.State.CANCELED and run.reason == "canceled by alice"
+    steps = {s.name: s for s in run.steps.all()}
+    assert steps["slow"].state == RunStep.State.FAILED and steps["slow"].exit_code == -9
+    assert steps["package"].state == RunStep.State.SKIPPED
+    assert not Function.objects.filter(project=live_world.web, name="hello").exists()
+
+
+def test_timeout_kills_the_step_and_fails_the_run(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(git_repo, "  - name: slow\n    run: sleep 30 & sleep 20\n    timeout_s: 1\n")
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    assert executor.run_execute(run.pk) == Run.State.FAILED
+    run.refresh_from_db()
+    assert run.reason == "step slow timed out after 1 s"
+
+
+def test_background_leftovers_of_a_step_are_killed_when_it_ends(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(git_repo, "  - name: bg\n    run: sleep 30 & echo started\n")
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    started = time.monotonic()
+    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
+    assert time.monotonic() - started < 10
+    assert "started" in run.log_lines.values_list("text", flat=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="steps change uid only when the worker runs as root")
+def test_steps_run_as_the_project_uid_and_cannot_read_the_data_dir(
+    live_world: Any, git_repo: GitRepo, settings: Any
+) -> None:
+    secret = Path(settings.DATA_DIR) / "pretend-secret.txt"
+    secret.write_text("top secret")
+    secret.chmod(0o644)
+    mirrors = Path(settings.DATA_DIR) / "pipelines" / "mirrors"
+    steps = (
+        f"  - name: who\n    run: id -u; cat {secret} || echo no-secret; ls {mirrors} || echo no-mirrors;"
+        " touch ok-here && echo wrote\n"
+    )
+    sha = _pipeline_repo(git_repo, steps)
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    out = list(run.log_lines.filter(stream="stdout").values_list("text", flat=True))
+    assert out[0] == str(executor.PIPELINE_UID_BASE + live_world.web.pk)
+    assert "top secret" not in out and "no-secret" in out and "no-mirrors" in out and "wrote" in out
+
+
+def test_a_step_cannot_point_packaging_outside_the_workspace(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(git_repo, "  - name: swap\n    run: rm -rf functions/hello && ln -s /etc functions/hello\n")
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    assert executor.run_execute(run.pk) == Run.State.FAILED
+    run.refresh_from_db()
+    assert run.reason == "package: functions hello: 'functions/hello' leads outside the workspace."
+    assert not Function.objects.filter(project=live_world.web, name="hello").exists()
+
+
+def test_retry_runs_the_same_commit_again(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(git_repo, "  - name: fail\n    run: echo boom >&2; exit 3\n")
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    assert executor.run_execute(run.pk) == Run.State.FAILED
+    run.refresh_from_db()
+    assert run.reason == "step fail exited with code 3"
+    assert [line.text for line in run.log_lines.filter(stream="stdout")] == ["boom"]
+    retry = run_services.run_retry(actor=live_world.bob, run=run)
+    assert (retry.commit_sha, retry.retry_of_id, retry.trigger, retry.state) == (sha, run.pk, "retry", "queued")
+    assert retry.number == run.number + 1
+    with pytest.raises(Forbidden):
+        run_services.run_retry(actor=live_world.carol, run=run)
+
+
+def test_secrets_only_reach_steps_that_ask(live_world: Any, git_repo: GitRepo) -> None:
+    from apps.tenancy.models import Environment
+    from apps.tenancy.services import environment_secret_set, environment_var_set
+
+    dev = Environment.objects.get(project=live_world.web, name="dev")
+    environment_var_set(actor=live_world.alice, environment=dev, name="COLOR", value="blue")
+    environment_secret_set(actor=live_world.alice, environment=dev, name="API_KEY", value="s3cret")
+    steps = (
+        '  - name: plain\n    run: echo "plain=${API_KEY:-none} ${COLOR:-none} $HOME"\n'
+        '  - name: asks\n    run: echo "asks=$API_KEY $COLOR"\n    secrets: true\n'
+    )
+    sha = _pipeline_repo(git_repo, steps)
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
+    texts = list(run.log_lines.filter(stream="stdout").values_list("text", flat=True))
+    assert texts[0].startswith("plain=none none ") and texts[0].endswith("/.home")
+    assert texts[1] == "asks=s3cret blue"
+
+
+def test_protected_environment_waits_for_an_approver_who_is_not_the_pusher(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(
+        git_repo, "  - name: ok\n    run: 'true'\n", trigger="  - branch: main\n    environment: prod\n"
+    )
+    repository = make_repository(live_world.web, str(git_repo.origin))
+    run = push(repository, sha, pusher="adam@example.com")
+    assert executor.run_execute(run.pk) == Run.State.WAITING_APPROVAL
+    run.refresh_from_db()
+    assert run.environment == "prod" and run.reason == "waiting for approval to deploy to prod"
+    with pytest.raises(Forbidden, match="other than its pusher"):
+        run_services.run_approve(actor=live_world.adam, run=run)  # admin, but the pusher
+    with pytest.raises(Forbidden, match="deploy right"):
+        run_services.run_approve(actor=live_world.carol, run=run)  # viewer
+    with pytest.raises(Forbidden, match="deploy right"):
+        run_services.run_approve(actor=live_world.bob, run=run)  # developer: not on protected
+    run_services.run_approve(actor=live_world.alice, run=run)
+    assert executor.run_resume(run.pk) == Run.State.SUCCEEDED
+    run.refresh_from_db()
+    assert run.state == Run.State.SUCCEEDED and run.approved_by == live_world.alice
+    binding = Binding.objects.get(function__name="hello", environment__name="prod")
+    version = binding.function.versions.get()
+    assert binding.traffic == [{"version": version.number, "weight": 100}]
+    assert version.source == "git" and version.source_info["commit"] == sha
+
+
+def test_reject_cancels_the_deploy(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(git_repo, "", trigger="  - branch: main\n    environment: prod\n")
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    assert executor.run_execute(run.pk) == Run.State.WAITING_APPROVAL
+    run_services.run_reject(actor=live_world.alice, run=Run.objects.get(pk=run.pk))
+    run.refresh_from_db()
+    assert run.state == Run.State.CANCELED and "rejected by alice" in run.reason
+    assert run.steps.get(kind="deploy").state == RunStep.State.SKIPPED
+    assert not Binding.objects.filter(environment__name="prod").exists()
+
+
+def test_no_matching_trigger_runs_the_checks_and_deploys_nothing(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(
+        git_repo, "  - name: ok\n    run: echo checked\n", trigger="  - tag: 'v*'\n    environment: prod\n"
+    )
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
+    run.refresh_from_db()
+    assert run.reason == "no trigger matches branch main"
+    assert [s.name for s in run.steps.all()] == ["checkout", "ok"]
+    assert not Function.objects.filter(project=live_world.web).exists()
+
+
+def test_a_broken_pipeline_fails_the_run_with_the_line(live_world: Any, git_repo: GitRepo) -> None:
+    git_repo.commit("bad", {"stratus.yaml": "steps:\n  - name: a\n    run: x\n    timeout_s: 0\n"})
+    git_repo.push()
+    run = push(make_repository(live_world.web, str(git_repo.origin)), git_repo.git("rev-parse", "HEAD"))
+    assert executor.run_execute(run.pk) == Run.State.FAILED
+    run.refresh_from_db()
+    assert run.reason == "stratus.yaml line 4: steps[0].timeout_s must be between 1 and 3600"
+
+
+# --- API ----------------------------------------------------------------------------------
+
+
+def test_runs_api(live_world: Any, hello_repo: GitRepo, client_for: Any) -> None:
+    make_repository(live_world.web, str(hello_repo.origin))
+    bob = client_for(live_world.bob, scopes=["read", "deploy"])
+    reader = client_for(live_world.bob, scopes=["read"])
+    created = bob.post(f"/api/v1/projects/{live_world.web.pk}/runs/", {"branch": "main"}, format="json")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    head = hello_repo.git("rev-parse", "HEAD")
+    assert (body["number"], body["commit_sha"], body["trigger"], body["created_by"]) == (1, head, "manual", "bob")
+    assert body["websocket"] == f"/ws/runs/{body['id']}/"
+    assert executor.run_execute(body["id"]) == Run.State.SUCCEEDED
+
+    listed = reader.get(f"/api/v1/projects/{live_world.web.pk}/runs/?branch=main&state=succeeded").json()
+    assert [r["number"] for r in listed["results"]] == [1]
+    detail = reader.get(f"/api/v1/runs/{body['id']}/").json()
+    assert [s["name"] for s in detail["steps"]] == ["checkout", "test", "package", "deploy to dev"]
+    assert all(s["state"] == "succeeded" for s in detail["steps"])
+
+    log = reader.get(f"/api/v1/runs/{body['id']}/log?limit=2").json()
+    assert [line["seq"] for line in log["lines"]] == [1, 2] and log["more"] is True
+    rest = reader.get(f"/api/v1/runs/{body['id']}/log?after={log['next_after']}").json()
+    assert rest["lines"][0]["seq"] == 3 and rest["more"] is False
+    assert "testing" in [line["text"] for line in rest["lines"]]
+
+    assert reader.post(f"/api/v1/runs/{body['id']}/retry").status_code == 403  # read scope
+    retried = bob.post(f"/api/v1/runs/{body['id']}/retry")
+    assert retried.status_code == 201 and retried.json()["retry_of"] == 1
+    canceled = bob.post(f"/api/v1/runs/{retried.json()['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["state"] == "canceled"
+    assert bob.post(f"/api/v1/runs/{retried.json()['id']}/cancel").status_code == 409
+    assert bob.post(f"/api/v1/runs/{body['id']}/approve").status_code == 409  # not waiting
+
+    by_commit = bob.post(f"/api/v1/projects/{live_world.web.pk}/runs/", {"commit": head[:12]}, format="json")
+    assert by_commit.status_code == 201 and by_commit.json()["commit_sha"] == head
+    missing = bob.post(f"/api/v1/projects/{live_world.web.pk}/runs/", {"branch": "nope"}, format="json")
+    assert missing.status_code == 400
+
+    carol = client_for(live_world.carol, scopes=["read", "deploy"])
+    assert carol.get(f"/api/v1/runs/{body['id']}/").status_code == 200
+    assert carol.post(f"/api/v1/runs/{body['id']}/retry").status_code == 403  # viewer
+    charlie = client_for(live_world.charlie, scopes=["read", "deploy"])
+    assert charlie.get(f"/api/v1/runs/{body['id']}/").status_code == 404
+    assert charlie.get(f"/api/v1/runs/{body['id']}/log").status_code == 404
+    assert charlie.post(f"/api/v1/runs/{body['id']}/cancel").status_code == 404
+    assert charlie.get(f"/api/v1/projects/{live_world.web.pk}/runs/").status_code == 404
+
+
+def test_mirror_keeps_credentials_out_of_its_config(live_world: Any, hello_repo: GitRepo) -> None:
+    from apps.core import crypto
+    from apps.pipelines import mirror
+
+    repository = make_repository(
+        live_world.web,
+        str(hello_repo.origin),
+        credentials_kind="token",
+        credentials_ciphertext=crypto.encrypt("tok-very-secret"),
+    )
+    repo = mirror.mirror_fetch(repository)
+    head = hello_repo.git("rev-parse", "HEAD")
+    assert repo.bare and mirror.has_commit(repository, head)
+    assert b"tok-very-secret" not in (mirror.mirror_path(repository) / "config").read_bytes()
+    with mirror._git_env(repository) as env:
+        assert env["STRATUS_GIT_TOKEN"] == "tok-very-secret" and env["GIT_ASKPASS"].endswith("askpass.sh")
+        assert "tok-very-secret" not in Path(env["GIT_ASKPASS"]).read_text()
+    assert mirror.read_file_at(repository, head, "stratus.yaml").startswith(b"functions:")
+    assert mirror.read_file_at(repository, head, "missing.txt") is None
+    new = hello_repo.commit("second", {"README": "x"})
+    hello_repo.push()
+    mirror.mirror_fetch(repository)  # fetch --prune on the existing mirror
+    assert mirror.resolve_commit(repository, "refs/heads/main")["sha"] == new
+
+
+def test_the_embedded_worker_runs_a_pushed_run(live_world: Any, hello_repo: GitRepo, settings: Any) -> None:
+    """run_for_push queues run_execute after commit; the in-process Celery worker runs it."""
+    from apps.core import worker
+
+    if not settings.CELERY_BROKER_URL.startswith("memory://"):
+        pytest.skip("the embedded worker consumes the in-memory broker (a shared Redis queue holds other runs' tasks)")
+    settings.STRATUS_EMBEDDED_WORKER = True
+    repository = make_repository(live_world.web, str(hello_repo.origin))
+    from console.celery import app
+
+    app.control.purge()  # tasks other tests queued on the in-memory broker (their rows are gone)
+    worker.start()
+    try:
+        run = push(repository, hello_repo.git("rev-parse", "HEAD"))
+        _wait(lambda: Run.objects.get(pk=run.pk).state not in Run.ACTIVE_STATES, timeout=30)
+        run.refresh_from_db()
+        assert run.state == Run.State.SUCCEEDED, run.reason
+        assert run.worker and run.started_at is not None and run.finished_at is not None
+    finally:
+        worker.stop()
