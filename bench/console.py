@@ -25,6 +25,8 @@ def console_env(data_dir: Path) -> dict[str, str]:
     """The embedded default: SQLite, in-process worker, embedded engine."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "STRATUS_ENGINE")}
     env["STRATUS_DATA_DIR"] = str(data_dir)
+    # The webhook bench pushes to a bare repository on this machine (a path, not a URL).
+    env["STRATUS_REPOSITORY_ALLOW_LOCAL"] = "1"
     env.pop("STRATUS_PRODUCTION", None)
     return env
 
@@ -46,6 +48,7 @@ class Console:
         self.base_url = ""
         self.token = ""
         self.api: httpx.Client | None = None
+        self.http: httpx.Client | None = None
 
     def start(self) -> None:
         env = console_env(self.data_dir)
@@ -63,6 +66,7 @@ class Console:
         )
         wait_listening(self.port, proc)
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.base_url, timeout=60)
         self.api = httpx.Client(
             base_url=self.base_url + "/api/v1", headers={"Authorization": f"Bearer {self.token}"}, timeout=60
         )

@@ -16,7 +16,10 @@ then, for each of ``--rounds`` rounds:
    handler loaded) comes from the invocation record;
 5. switches: deploy between two running versions and time how long after the API call
    returns the gateway serves the new state (switch-visible latency), then rollbacks
-   (POST /functions/{id}/rollback) and their time to serving the previous version.
+   (POST /functions/{id}/rollback) and their time to serving the previous version;
+6. webhook to live: commit and `git push` to a bare repository, deliver a GitHub-signed push
+   webhook, and time until the gateway answers with what the run built (and the intake's
+   own answer time).
 
 Each figure is the median over rounds of the per-round value; ratios are to the baseline
 measured in the same round (shared machines are noisy). Prints a table and writes
@@ -46,6 +49,7 @@ from bench import latency, throughput
 from bench.console import ROOT, Console
 from bench.procs import Processes, free_port, wait_listening
 from bench.stats import median, percentile
+from bench.webhook import WebhookBench
 
 HELLO_PY = 'def handler(event, context):\n    return {"statusCode": 200, "body": "hello"}\n'
 HELLO_NODE = 'exports.handler = async (event, context) => ({ statusCode: 200, body: "hello" });\n'
@@ -68,6 +72,7 @@ class Round:
     deploys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     colds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     switches: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Bench:
         self.bare_port = 0
         self.wrk: str | None = None
         self.project_id = 0
+        self.hooks: WebhookBench | None = None
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -233,6 +239,8 @@ class Bench:
             "node": self.cold_starts(cold["node"], HELLO_NODE, self.args.node_deploys),
         }
         result.switches = self.switches(switch, self.args.switches)
+        if self.hooks is not None:
+            result.webhooks = [self.hooks.sample() for _ in range(self.args.pushes)]
         return result
 
     def sweep(self) -> list[dict[str, Any]]:
@@ -312,6 +320,11 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
                 add(f"init_{runtime}_p{pct}", percentile(inits, pct) if inits else None)
 
     for r in rounds:
+        live = [w["live_ms"] for w in r.webhooks]
+        intake = [w["intake_ms"] for w in r.webhooks]
+        for pct in (50, 99):
+            add(f"webhook_live_p{pct}", percentile(live, pct) if live else None)
+            add(f"webhook_intake_p{pct}", percentile(intake, pct) if intake else None)
         for kind, name in (("switch", "switch_visible"), ("rollback", "rollback")):
             visible = [x["visible_ms"] for x in r.switches if x["kind"] == kind]
             total = [x["total_ms"] for x in r.switches if x["kind"] == kind]
@@ -352,6 +365,12 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
             if runtime == "python" and pct == 50:
                 target, met = "<= 300 ms", m[key] <= 300.0
             out[f"deploy_to_ready_{runtime}_p{pct}_ms"] = figure(m[key], "ms", target=target, met=met)
+    for pct in (50, 99):
+        if f"webhook_live_p{pct}" in m:
+            target = "<= 3000 ms" if pct == 50 else None
+            met = m[f"webhook_live_p{pct}"] <= 3000.0 if pct == 50 else None
+            out[f"webhook_to_live_p{pct}_ms"] = figure(m[f"webhook_live_p{pct}"], "ms", target=target, met=met)
+            out[f"webhook_intake_p{pct}_ms"] = figure(m[f"webhook_intake_p{pct}"], "ms")
     for name, target in (("switch_visible", "<= 100 ms after the API call returns"), ("rollback", None)):
         for pct in (50, 99):
             key = f"{name}_p{pct}"
@@ -413,6 +432,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per side and round")
     parser.add_argument("--deploys", type=int, default=7, help="Python redeploys per round")
     parser.add_argument("--switches", type=int, default=10, help="traffic switches (and rollbacks) per round")
+    parser.add_argument("--pushes", type=int, default=3, help="git pushes delivered by webhook per round")
     parser.add_argument("--node-deploys", type=int, default=7, help="Node redeploys per round")
     parser.add_argument("--sweep", action="store_true", help="also measure max_instances x concurrency candidates")
     parser.add_argument("--no-wrk", action="store_true", help="use bench/loadgen.py even when wrk is installed")
@@ -441,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         # Two versions to switch between (v1 deployed by function(), v2 published beside it).
         switch = bench.function("switch", "python3.11", {"main.py": HELLO_PY})
+        bench.hooks = WebhookBench(bench.console, bench.project_id, data_dir)
+        bench.hooks.setup()
         bench.console.publish(switch.id, {"main.py": "# v2\n" + HELLO_PY})
         sweep = bench.sweep() if args.sweep else None
         rounds: list[Round] = []
@@ -469,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                         "deploys": r.deploys,
                         "cold_starts": r.colds,
                         "switches": r.switches,
+                        "webhooks": r.webhooks,
                     }
                     for r in rounds
                 ],
