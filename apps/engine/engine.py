@@ -338,34 +338,25 @@ class Engine(RoutedEngine):
     def _record(self, outcome: Outcome, rv: RouteVersion, site: CallSite, started_at: datetime) -> None:
         from apps.monitoring.records import InvocationRecord, LogRecord
 
+        def log_record(line: LogLine) -> LogRecord:
+            return LogRecord(
+                function_id=site.function_id,
+                environment_id=site.environment_id,
+                binding_id=site.binding_id,
+                version=rv.number,
+                request_id=outcome.request_id,
+                ts=line.ts,
+                stream=line.stream,
+                text=line.text,
+            )
+
         try:
             sink = self.sink
-            lines = [
-                LogRecord(
-                    function_id=site.function_id,
-                    environment_id=site.environment_id,
-                    binding_id=site.binding_id,
-                    version=rv.number,
-                    request_id=outcome.request_id,
-                    ts=line.ts,
-                    stream=line.stream,
-                    text=line.text,
-                )
-                for line in outcome.logs
-            ]
+            lines = [log_record(line) for line in outcome.logs]
             if outcome.status != "ok" and outcome.error:
-                lines.append(
-                    LogRecord(
-                        function_id=site.function_id,
-                        environment_id=site.environment_id,
-                        binding_id=site.binding_id,
-                        version=rv.number,
-                        request_id=outcome.request_id,
-                        ts=datetime.now(UTC),
-                        stream="system",
-                        text=f"[ERROR] {outcome.error.get('type')}: {outcome.error.get('message')}",
-                    )
-                )
+                error = outcome.error
+                summary = f"[ERROR] {error.get('type')}: {error.get('message')}"
+                lines.append(log_record(LogLine(datetime.now(UTC), "system", summary)))
             if lines:
                 sink.submit_logs(lines)
             sink.submit_invocation(
