@@ -14,9 +14,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
-
-INVOKE_SCOPES = ("invoke", "deploy")
 
 
 @dataclass(frozen=True)
@@ -37,20 +34,15 @@ def _lookup(digest: str, project_id: int) -> Verdict:
 
 def _verdict(digest: str, project_id: int) -> Verdict:
     from apps.tenancy import permissions
+    from apps.tenancy.authentication import active_token, held_scopes
     from apps.tenancy.models import ApiToken
 
-    token = ApiToken.objects.select_related("user").filter(token_hash=digest).first()
+    token, problem = active_token(digest)
     if token is None:
-        return Verdict(401, "Invalid token.")
-    if token.revoked_at is not None:
-        return Verdict(401, "This token has been revoked.")
-    if token.expires_at is not None and token.expires_at <= timezone.now():
-        return Verdict(401, "This token has expired.")
-    if not token.user.is_active:
-        return Verdict(401, "The token's user is inactive.")
+        return Verdict(401, problem)
     if not permissions.visible_projects(token.user).filter(pk=project_id).exists():
         return Verdict(404, "No function is deployed at this URL.")
-    if not any(scope in token.scopes for scope in INVOKE_SCOPES):
+    if ApiToken.Scope.INVOKE not in held_scopes(token):
         return Verdict(403, "This token lacks the 'invoke' (or 'deploy') scope that calling a function needs.")
     return ALLOWED
 

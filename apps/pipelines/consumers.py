@@ -16,7 +16,6 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.utils import timezone
 
 from apps.core.errors import NotFound
 from apps.pipelines import run_selectors
@@ -27,15 +26,12 @@ BACKLOG_CHUNK = 1000
 
 
 def _token_user(plaintext: str) -> Any | None:
+    from apps.tenancy.authentication import active_token
     from apps.tenancy.models import ApiToken
     from apps.tenancy.services import token_hash
 
-    token = ApiToken.objects.select_related("user").filter(token_hash=token_hash(plaintext)).first()
-    if token is None or token.revoked_at is not None or not token.user.is_active:
-        return None
-    if token.expires_at is not None and token.expires_at <= timezone.now():
-        return None
-    if ApiToken.Scope.READ not in token.scopes:
+    token, _ = active_token(token_hash(plaintext))
+    if token is None or ApiToken.Scope.READ not in token.scopes:
         return None
     return token.user
 
