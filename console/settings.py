@@ -138,6 +138,9 @@ else:
     # kombu's in-memory transport: the broker lives inside this process, consumed by the
     # worker thread that `manage.py serve` starts (apps/core/worker.py).
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"
+    if CELERY_BROKER_URL == "memory://":
+        # ...woken by puts and acks, not by kombu's 1 s polling (apps/core/memory_transport.py).
+        CELERY_BROKER_TRANSPORT = "apps.core.memory_transport:Transport"
 # Run the in-process worker (embedded default). Production runs `celery -A console worker`.
 STRATUS_EMBEDDED_WORKER = env_bool("STRATUS_EMBEDDED_WORKER", EMBEDDED)
 CELERY_TASK_IGNORE_RESULT = True
