@@ -10,12 +10,14 @@
   branch x": checks (the steps) still run, packaging and deploying are skipped. A push to a
   branch the pipeline does not deploy is then still tested.
 - Each step: ``bash -c <run>`` (``sh`` without bash) in its own session (process group),
-  cwd the workspace, rlimits (NOFILE 4096, NPROC generous, CORE 0), a scrubbed environment
+  and its own cgroup where the host allows (step_cgroup.py), cwd the workspace, rlimits
+  (DATA = the step's memory_mb, NOFILE 4096, NPROC generous, CORE 0), a scrubbed environment
   (PATH, HOME=<workspace>/.home, LANG, CI, STRATUS_*; the step's env; the target
   environment's variables and secrets only with ``secrets: true``). stdout+stderr are read
   line by line, written as RunLogLine rows in small batches (every ``FLUSH_S``) and
   published to the channel-layer group ``run.<id>``. A timeout or a cancel SIGKILLs the
-  whole process group; so does the end of the step (no stray background processes).
+  whole process group and cgroup; so does the end of the step (no stray background
+  processes, not even one that left the group with setsid).
 - A failing step fails the run: later steps are skipped and nothing is deployed.
 - Package: each function's directory becomes a version (source ``git``). Deploy: into the
   trigger's environment (``preview-<branch>`` created for preview triggers) directly, or by
@@ -51,9 +53,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.core.errors import DomainError
-from apps.pipelines import mirror, run_services
+from apps.pipelines import mirror, run_services, step_cgroup
 from apps.pipelines.models import Repository, Run, RunLogLine, RunStep
 from apps.pipelines.pipeline_config import FILENAME, parse_pipeline, trigger_for
+from apps.pipelines.step_cgroup import StepCgroup
 from apps.tenancy.models import Environment
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ STATE_POLL_S = 1.0
 MAX_LINE = 8192
 MAX_PACKAGE_BYTES = 50 * 1024 * 1024
 MAX_PACKAGE_FILES = 10000
+STEP_MAX_PIDS = 4096  # processes+threads of a whole step, where the cgroup has the pids controller
 PIPELINE_UID_BASE = 300000  # steps of project p run as uid 300000 + p (when root)
 SKIP_DIRS = {".git", ".home", "__pycache__", "node_modules/.cache"}
 
@@ -267,10 +271,19 @@ def _chown_tree(root: Path, uid: int) -> None:
                 os.lchown(os.path.join(dirpath, name), uid, uid)
 
 
-def _preexec(uid: int | None) -> None:
+def _preexec(uid: int | None, memory_mb: int | None, cgroup_fd: int | None) -> None:
+    if cgroup_fd is not None:  # join the step's cgroup while still allowed to (before setuid)
+        os.write(cgroup_fd, str(os.getpid()).encode())
     os.umask(0o022)
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_mb is not None:
+        # RLIMIT_DATA, not RLIMIT_AS: it counts memory a process writes to (heap, anonymous
+        # mappings), not address space it only reserves, which Node/V8, Go and the JVM reserve
+        # by the gigabyte. Per process; the step's cgroup caps the whole tree where the
+        # memory controller is available.
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     nproc = 4096
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
     if hard != resource.RLIM_INFINITY:
@@ -303,20 +316,41 @@ def run_command(
     log: LogWriter,
     heartbeat: Heartbeat | None,
     uid: int | None = None,
+    memory_mb: int | None = None,
+    cgroup_name: str | None = None,
 ) -> tuple[int, str]:
-    """Run one step; returns (exit code, failure reason or "")."""
-    proc = subprocess.Popen(  # noqa: S603 - the pipeline's own command, by design
-        [*_shell(), command],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=functools.partial(_preexec, uid),  # noqa: PLW1509 - rlimits and uid only, no locks
-        close_fds=True,
-    )
+    """Run one step; returns (exit code, failure reason or ""). With ``cgroup_name`` the step
+    gets its own cgroup (where this host allows it), so nothing it starts survives it, even
+    a process that left its process group."""
+    cgroup = StepCgroup.create(cgroup_name, memory_mb=memory_mb, max_pids=STEP_MAX_PIDS) if cgroup_name else None
+    cgroup_fd = cgroup.enter_fd() if cgroup is not None else None
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - the pipeline's own command, by design
+            [*_shell(), command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # rlimits, the cgroup and the uid only: os calls, no locks
+            preexec_fn=functools.partial(_preexec, uid, memory_mb, cgroup_fd),  # noqa: PLW1509
+            close_fds=True,  # after preexec_fn: the cgroup fd is still open there (and CLOEXEC)
+        )
+    except BaseException:
+        if cgroup is not None:
+            cgroup.kill_and_remove()
+        raise
+    finally:
+        if cgroup_fd is not None:
+            os.close(cgroup_fd)
     pgid = proc.pid
+
+    def kill_all() -> None:
+        _kill_group(pgid)
+        if cgroup is not None:
+            cgroup.kill_and_remove()
+
     run_services.RUNNING_PGIDS[run_id] = pgid
     lines: queue.Queue[bytes | None] = queue.Queue()
 
@@ -359,7 +393,7 @@ def run_command(
                 # The shell is done but something it started in the background still holds
                 # the output open: the step is over, so its process group goes.
                 leftovers_killed = True
-                _kill_group(pgid)
+                kill_all()
             if eof:
                 # Output closed but the shell lives on: wait for it (bounded by the timeout).
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -374,11 +408,11 @@ def run_command(
             if not reason and now >= deadline:
                 reason = f"timed out after {timeout_s:g} s"
             if reason:
-                _kill_group(pgid)
+                kill_all()
                 proc.wait()
                 break
     finally:
-        _kill_group(pgid)  # leftovers of the step (background jobs) go with it
+        kill_all()  # leftovers of the step (background jobs, daemons) go with it
         run_services.RUNNING_PGIDS.pop(run_id, None)
         if proc.poll() is None:
             proc.kill()
@@ -644,6 +678,8 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
             log=log,
             heartbeat=heartbeat,
             uid=uid,
+            memory_mb=spec["memory_mb"],
+            cgroup_name=f"run-{run.pk}-{step.index}",
         )
         if reason:
             _step_end(step, started, RunStep.State.FAILED, code, log, reason)
@@ -857,6 +893,9 @@ def runs_reap_stale(now: datetime | None = None) -> int:
                 run.steps.filter(state=RunStep.State.PENDING).update(state=RunStep.State.SKIPPED)
         if done:
             reaped += 1
+            # What its steps left on this host (the worker died, so nothing else ends them;
+            # a worker on another host leaves its cgroups to its own host's reaper).
+            step_cgroup.kill_run(run.pk)
             run_services.publish_state(run.pk)
             run_services.branch_advance(**run_services._lane(run))
     # Runs queued whose task was lost (e.g. the embedded broker restarted): start them.

@@ -12,6 +12,8 @@
       - name: test
         run: python3 -m pytest -q tests
         timeout_s: 600              # 1..3600, default 600
+        memory_mb: 2048             # 64..16384, default 2048: per process, and the step's
+                                    # whole tree where the host's cgroups allow it
         env: {PYTHONUNBUFFERED: "1"}
         secrets: false              # true: the target environment's variables and secrets
     triggers:                       # the first match wins
@@ -38,6 +40,8 @@ from apps.core.errors import DomainError
 FILENAME = "stratus.yaml"
 DEFAULT_TIMEOUT_S = 600
 MAX_TIMEOUT_S = 3600
+DEFAULT_STEP_MEMORY_MB = 2048
+MIN_STEP_MEMORY_MB, MAX_STEP_MEMORY_MB = 64, 16384
 MAX_STEPS = 50
 MAX_BYTES = 256 * 1024
 
@@ -57,7 +61,7 @@ FUNCTION_KEYS = (
     "idle_timeout_s",
     "description",
 )
-STEP_KEYS = ("name", "run", "timeout_s", "env", "secrets")
+STEP_KEYS = ("name", "run", "timeout_s", "memory_mb", "env", "secrets")
 TRIGGER_KEYS = ("branch", "tag", "environment", "preview", "release")
 _FUNCTION_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,48}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -255,6 +259,12 @@ def parse_pipeline(text: str | bytes) -> dict[str, Any]:
                 "name": name,
                 "run": c.string(item.get("run"), (*p, "run")),
                 "timeout_s": c.integer(item.get("timeout_s", DEFAULT_TIMEOUT_S), (*p, "timeout_s"), 1, MAX_TIMEOUT_S),
+                "memory_mb": c.integer(
+                    item.get("memory_mb", DEFAULT_STEP_MEMORY_MB),
+                    (*p, "memory_mb"),
+                    MIN_STEP_MEMORY_MB,
+                    MAX_STEP_MEMORY_MB,
+                ),
                 "env": c.env(item.get("env"), (*p, "env")),
                 "secrets": secrets,
             }

@@ -39,6 +39,7 @@ def test_the_issue_example_parses() -> None:
         "name": "install",
         "run": "pip install -r functions/hello/requirements.txt -t functions/hello",
         "timeout_s": 600,
+        "memory_mb": 2048,
         "env": {},
         "secrets": False,
     }
@@ -63,6 +64,10 @@ def test_empty_file_is_an_empty_pipeline() -> None:
         (
             "steps:\n  - name: a\n    run: x\n  - name: b\n    run: y\n    timeout_s: 7200\n",
             "stratus.yaml line 6: steps[1].timeout_s must be between 1 and 3600",
+        ),
+        (
+            "steps:\n  - name: a\n    run: x\n    memory_mb: 32\n",
+            "stratus.yaml line 4: steps[0].memory_mb must be between 64 and 16384",
         ),
         ("steps:\n  - name: a\n", "stratus.yaml line 2: steps[0].run is required"),
         ("stepz: []\n", "stratus.yaml line 1: stepz is not a known field"),

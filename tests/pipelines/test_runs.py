@@ -4,6 +4,7 @@ retry, approvals, worker death, and the runs API."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from apps.core.errors import Forbidden
 from apps.functions.models import Binding, Function
-from apps.pipelines import executor, run_services
+from apps.pipelines import executor, run_services, step_cgroup
 from apps.pipelines.models import Run, RunStep
 from tests.pipelines.conftest import HELLO, GitRepo, make_repository
 
@@ -188,6 +189,74 @@ def test_background_leftovers_of_a_step_are_killed_when_it_ends(live_world: Any,
     assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
     assert time.monotonic() - started < 10
     assert "started" in run.log_lines.values_list("text", flat=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _log_value(run: Run, key: str) -> str:
+    for text in run.log_lines.values_list("text", flat=True):
+        if text.startswith(f"{key}="):
+            return text.split("=", 1)[1]
+    raise AssertionError(f"no {key}= line in the log")
+
+
+needs_cgroups = pytest.mark.skipif(
+    not step_cgroup.available(), reason="this host lets this user make no cgroup v2 (steps keep their process group)"
+)
+
+
+@needs_cgroups
+def test_a_daemon_that_left_the_steps_process_group_dies_with_the_step(live_world: Any, git_repo: GitRepo) -> None:
+    # setsid: a new session and process group, which killing the step's group misses.
+    steps = "  - name: daemon\n    run: setsid sleep 300 >/dev/null 2>&1 </dev/null & echo pid=$!; sleep 0.2\n"
+    run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, steps))
+    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    daemon = int(_log_value(run, "pid"))
+    assert not _alive(daemon), f"the daemon {daemon} outlived its step"
+    assert step_cgroup.kill_run(run.pk) == 0  # and its cgroup is gone
+
+
+@needs_cgroups
+def test_the_reaper_kills_what_a_vanished_workers_steps_left(repo: Any) -> None:
+    a = push(repo, "a" * 40)
+    executor.claim(a.pk, "w1")
+    group = step_cgroup.StepCgroup.create(f"run-{a.pk}-1")
+    assert group is not None
+    fd = group.enter_fd()
+    try:
+        orphan = subprocess.Popen(  # noqa: S603 - a stand-in for a step the dead worker left
+            ["sleep", "300"],  # noqa: S607
+            preexec_fn=lambda: os.write(fd, str(os.getpid()).encode()),  # noqa: PLW1509
+            start_new_session=True,
+        )
+    finally:
+        os.close(fd)
+    assert group.pids() == [orphan.pid]
+    Run.objects.filter(pk=a.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert executor.runs_reap_stale() == 1
+    assert orphan.wait(5) == -9
+    assert not group.path.exists()
+
+
+def test_step_memory_is_limited_without_breaking_node(live_world: Any, git_repo: GitRepo) -> None:
+    # RLIMIT_AS would kill Node/V8 at start (it reserves address space by the gigabyte); the
+    # step limit counts only memory written to, so node runs and a 512 MB allocation fails.
+    steps = (
+        "  - name: node\n    run: node -e \"console.log('node=' + (1 + 1))\"\n    memory_mb: 256\n"
+        '  - name: hog\n    run: python3 -c "bytearray(512 * 1024 * 1024)"\n    memory_mb: 256\n'
+    )
+    run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, steps))
+    assert executor.run_execute(run.pk) == Run.State.FAILED
+    run.refresh_from_db()
+    assert _log_value(run, "node") == "2"
+    assert run.reason == "step hog exited with code 1"
+    assert "MemoryError" in run.log_lines.values_list("text", flat=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="steps change uid only when the worker runs as root")
