@@ -69,7 +69,10 @@ MAX_LINE = 8192
 MAX_PACKAGE_BYTES = 50 * 1024 * 1024
 MAX_PACKAGE_FILES = 10000
 STEP_MAX_PIDS = 4096  # processes+threads of a whole step, where the cgroup has the pids controller
-PIPELINE_UID_BASE = 300000  # steps of project p run as uid 300000 + p (when root)
+# Steps of project p run as uid PIPELINE_UID_BASE + p (when root). Far above the function
+# uids (STRATUS_SANDBOX_UID_BASE 200000 + function id), so the two ranges never meet; a uid
+# is 32 bits.
+PIPELINE_UID_BASE = 1_000_000_000
 SKIP_DIRS = {".git", ".home", "__pycache__", "node_modules/.cache"}
 
 
