@@ -473,3 +473,61 @@ def test_the_embedded_worker_runs_a_pushed_run(live_world: Any, hello_repo: GitR
         assert run.worker and run.started_at is not None and run.finished_at is not None
     finally:
         worker.stop()
+
+
+# --- credentials against a real git server ------------------------------------------------------
+
+
+@pytest.fixture
+def git_server(hello_repo: GitRepo) -> Any:
+    from tests.pipelines.git_http import GitHttpServer
+
+    server = GitHttpServer(hello_repo.origin.parent, user="x-access-token", password="tok-very-secret")
+    yield server
+    server.close()
+
+
+def _token_repository(project: Any, url: str, credentials: str) -> Any:
+    from apps.core import crypto
+
+    return make_repository(project, url, credentials_kind="token", credentials_ciphertext=crypto.encrypt(credentials))
+
+
+def test_a_token_fetches_from_a_server_that_demands_it(live_world: Any, hello_repo: GitRepo, git_server: Any) -> None:
+    from apps.pipelines import mirror
+
+    repository = _token_repository(live_world.web, git_server.url("origin.git"), "tok-very-secret")
+    run = push(repository, hello_repo.git("rev-parse", "HEAD"))
+    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    assert ("x-access-token", "tok-very-secret") in git_server.seen  # sent by the askpass helper
+    config = (mirror.mirror_path(repository) / "config").read_bytes()
+    assert b"tok-very-secret" not in config and git_server.url("origin.git").encode() in config
+    assert "tok-very-secret" not in " ".join(run.log_lines.values_list("text", flat=True))
+
+    new = hello_repo.commit("second", {"README": "x"})  # a fetch into the existing mirror
+    hello_repo.push()
+    mirror.mirror_fetch(repository)
+    assert mirror.resolve_commit(repository, "refs/heads/main")["sha"] == new
+
+
+def test_a_user_and_token_pair_sends_that_user(live_world: Any, hello_repo: GitRepo, git_server: Any) -> None:
+    from apps.pipelines import mirror
+
+    git_server.user = "deploy-bot"
+    repository = _token_repository(live_world.web, git_server.url("origin.git"), "deploy-bot:tok-very-secret")
+    mirror.mirror_fetch(repository)
+    assert set(git_server.seen) == {("deploy-bot", "tok-very-secret")}  # on every request
+
+
+def test_a_wrong_token_fails_the_run_with_the_servers_answer_and_never_prompts(
+    live_world: Any, hello_repo: GitRepo, git_server: Any
+) -> None:
+    repository = _token_repository(live_world.web, git_server.url("origin.git"), "tok-wrong")
+    run = push(repository, hello_repo.git("rev-parse", "HEAD"))
+    started = time.monotonic()
+    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert time.monotonic() - started < 30  # no prompt waiting for a terminal
+    run.refresh_from_db()
+    assert run.reason.startswith(f"Fetching {git_server.url('origin.git')} failed: ")
+    assert "Authentication failed" in run.reason and "tok-wrong" not in run.reason
+    assert git_server.seen == [("x-access-token", "tok-wrong")]
