@@ -99,3 +99,52 @@ class GitHttpServer:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class SshServer:
+    """A real OpenSSH server on 127.0.0.1 for tests: key authentication only, as the user
+    running the tests, accepting ``authorized_key`` (git runs git-upload-pack through it)."""
+
+    def __init__(self, workdir: Path, authorized_key: str) -> None:
+        import pwd
+        import socket
+        import time
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        host_key = workdir / "host_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        (workdir / "authorized_keys").write_text(authorized_key)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = workdir / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {workdir / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        )
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation directory
+        self._proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                    raise RuntimeError(f"sshd did not start: {err}") from None
+                time.sleep(0.05)
+
+    def url(self, path: Path) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()

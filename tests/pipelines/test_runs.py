@@ -531,3 +531,43 @@ def test_a_wrong_token_fails_the_run_with_the_servers_answer_and_never_prompts(
     assert run.reason.startswith(f"Fetching {git_server.url('origin.git')} failed: ")
     assert "Authentication failed" in run.reason and "tok-wrong" not in run.reason
     assert git_server.seen == [("x-access-token", "tok-wrong")]
+
+
+def _keypair(directory: Path, name: str) -> tuple[str, str]:
+    key = directory / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)  # noqa: S607
+    return key.read_text(), (directory / f"{name}.pub").read_text()
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="OpenSSH server not installed (.ci/run installs it)")
+def test_a_deploy_key_fetches_over_ssh_and_leaves_no_key_file(
+    live_world: Any, hello_repo: GitRepo, tmp_path: Path
+) -> None:
+    from apps.core import crypto
+    from apps.pipelines import mirror
+    from tests.pipelines.git_http import SshServer
+
+    private, public = _keypair(tmp_path, "deploy")
+    other, _ = _keypair(tmp_path, "other")
+    server = SshServer(tmp_path / "sshd", authorized_key=public)
+    try:
+        url = server.url(hello_repo.origin)
+        good = make_repository(
+            live_world.web, url, credentials_kind="ssh_key", credentials_ciphertext=crypto.encrypt(private)
+        )
+        run = push(good, hello_repo.git("rev-parse", "HEAD"))
+        assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+        assert list(mirror.pipelines_dir().glob("key-*")) == []  # the key file lived for the fetch only
+        assert b"PRIVATE KEY" not in (mirror.mirror_path(good) / "config").read_bytes()
+
+        good.delete()
+        wrong = make_repository(
+            live_world.web, url, credentials_kind="ssh_key", credentials_ciphertext=crypto.encrypt(other)
+        )
+        failed = push(wrong, hello_repo.git("rev-parse", "HEAD"))
+        assert executor.run_execute(failed.pk) == Run.State.FAILED
+        failed.refresh_from_db()
+        assert failed.reason.startswith(f"Fetching {url} failed: ") and "Permission denied" in failed.reason
+        assert list(mirror.pipelines_dir().glob("key-*")) == []
+    finally:
+        server.close()
