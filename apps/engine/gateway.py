@@ -19,7 +19,6 @@ import binascii
 import json
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,7 @@ from urllib.parse import parse_qs, unquote
 
 from django.conf import settings
 
-from apps.engine.engine import CallSite, Outcome
+from apps.engine.engine import CallSite, Outcome, new_request_id
 from apps.engine.gateway_auth import TokenCache
 from apps.engine.routing import NotServed, Route, RouteVersion
 
@@ -104,7 +103,7 @@ class Gateway:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        request_id = _incoming_request_id(headers) or str(uuid.uuid4())
+        request_id = _incoming_request_id(headers) or new_request_id()
         started_at = datetime.now(UTC)
         parts = scope["path"][len(PREFIX) :].split("/", 4)
         if len(parts) < 4 or not all(parts[:4]):

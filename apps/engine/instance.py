@@ -61,6 +61,11 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+def _expire(future: asyncio.Future[Reply]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class Instance:
     def __init__(self, spawned: SpawnedInstance, spec: InstanceSpec) -> None:
         self.spawned = spawned
@@ -117,13 +122,18 @@ class Instance:
         if self.dead or self._writer is None:
             raise InstanceDied(self.exit_info, "the instance is not running")
         request_id = str(message["id"])
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         logs: list[LogLine] = []
         self._pending[request_id] = (future, logs)
+        # A timer on the future itself, not asyncio.wait_for (which wraps every request in
+        # one more task and its callbacks on the gateway's hot path).
+        timer = loop.call_later(timeout_s, _expire, future)
         try:
             self._writer.write(encode_frame(message))
-            return await asyncio.wait_for(future, timeout_s)
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(request_id, None)
 
     def logs_so_far(self, request_id: str) -> list[LogLine]:

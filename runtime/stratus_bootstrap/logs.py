@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sys
 import threading
 from collections.abc import Callable
@@ -19,21 +20,21 @@ from stratus_bootstrap.protocol import MAX_LOG_LINE, Channel
 
 
 class _Pump(threading.Thread):
-    def __init__(
-        self, read_fd: int, stream: str, channel: Channel, marker: bytes, current_id: Callable[[], str | None]
-    ) -> None:
+    """Reads one pipe, sends a ``log`` frame per line. Everything that touches the pipe and
+    ``buf`` happens under ``lock``, so ``drain()`` from the serving thread and this thread
+    never interleave: when a drain under the lock finds the pipe empty, every byte written
+    before it has been sent."""
+
+    def __init__(self, read_fd: int, stream: str, channel: Channel, current_id: Callable[[], str | None]) -> None:
         super().__init__(name=f"stratus-{stream}", daemon=True)
         self.read_fd = read_fd
         self.stream = stream
         self.channel = channel
-        self.marker = marker
         self.current_id = current_id
-        self.synced = 0
-        self.cond = threading.Condition()
-
-    def wait_synced(self, target: int, timeout: float) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.synced >= target, timeout=timeout)
+        self.lock = threading.Lock()
+        self.buf = b""
+        self.eof = False
+        os.set_blocking(read_fd, False)
 
     def _emit(self, line: bytes) -> None:
         text = line.decode("utf-8", errors="replace")
@@ -42,37 +43,43 @@ class _Pump(threading.Thread):
         with contextlib.suppress(OSError):
             self.channel.write({"type": "log", "id": self.current_id(), "stream": self.stream, "text": text})
 
-    def run(self) -> None:
-        buf = b""
-        while True:
+    def drain(self, *, partial: bool) -> None:
+        """Send every complete line the pipe holds now (and, with ``partial``, what follows
+        the last newline too); at end of file, everything. Call with ``lock`` held."""
+        while not self.eof:
             try:
                 chunk = os.read(self.read_fd, 65536)
+            except BlockingIOError:
+                break
             except OSError:
                 chunk = b""
             if not chunk:
-                if buf:
-                    self._emit(buf)
-                return
-            buf += chunk
+                self.eof = True
+                partial = True
+                break
+            self.buf += chunk
             while True:
-                nl = buf.find(b"\n")
-                mk = buf.find(self.marker)
-                if mk != -1 and (nl == -1 or mk < nl):
-                    if mk:
-                        self._emit(buf[:mk])
-                    buf = buf[mk + len(self.marker) :]
-                    with self.cond:
-                        self.synced += 1
-                        self.cond.notify_all()
-                elif nl != -1:
-                    self._emit(buf[:nl])
-                    buf = buf[nl + 1 :]
-                else:
-                    # Keep a possible partial marker; split overlong lines.
-                    while len(buf) > MAX_LOG_LINE + len(self.marker):
-                        self._emit(buf[:MAX_LOG_LINE])
-                        buf = buf[MAX_LOG_LINE:]
+                nl = self.buf.find(b"\n")
+                if nl == -1:
                     break
+                self._emit(self.buf[:nl])
+                self.buf = self.buf[nl + 1 :]
+            while len(self.buf) > MAX_LOG_LINE:  # split overlong lines
+                self._emit(self.buf[:MAX_LOG_LINE])
+                self.buf = self.buf[MAX_LOG_LINE:]
+        if partial and self.buf:
+            self._emit(self.buf)
+            self.buf = b""
+
+    def run(self) -> None:
+        # Output written between requests (a background thread, a subprocess) goes out as it
+        # comes; within a request the serving thread's sync() usually finds nothing to do.
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        while not self.eof:
+            poller.poll()
+            with self.lock:
+                self.drain(partial=False)
 
 
 class LogCapture:
@@ -81,9 +88,7 @@ class LogCapture:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.request_id: str | None = None
-        self.marker = b"\x00\x1bSTRATUS-SYNC-" + os.urandom(8).hex().encode() + b"\x00"
-        self._pumps: list[tuple[_Pump, int]] = []
-        self._requested = 0
+        self._pumps: list[_Pump] = []
         self.original_stderr = os.dup(2)
         os.set_inheritable(self.original_stderr, False)
 
@@ -93,28 +98,23 @@ class LogCapture:
             os.set_inheritable(read_fd, False)
             os.set_inheritable(write_fd, False)
             os.dup2(write_fd, target_fd)  # fds 1/2 stay inheritable for the user's subprocesses
-            pump = _Pump(read_fd, stream, self.channel, self.marker, lambda: self.request_id)
+            os.close(write_fd)
+            pump = _Pump(read_fd, stream, self.channel, lambda: self.request_id)
             pump.start()
-            self._pumps.append((pump, write_fd))
+            self._pumps.append(pump)
         sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
-    def sync(self, timeout: float = 2.0) -> None:
-        """Flush Python buffers and wait until the pumps have sent everything written so far."""
+    def sync(self) -> None:
+        """Flush Python buffers and send everything written so far to fds 1/2, before the
+        reply: the serving thread drains the pipes itself under each pump's lock (no
+        round trip through the pump threads; nothing at all when nothing was written)."""
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 if stream is not None:
                     stream.flush()
             except (OSError, ValueError):
                 pass
-        if not self._pumps:
-            return
-        self._requested += 1
-        target = self._requested
-        for _, write_fd in self._pumps:
-            try:
-                os.write(write_fd, self.marker)
-            except OSError:
-                return
-        for pump, _ in self._pumps:
-            pump.wait_synced(target, timeout)
+        for pump in self._pumps:
+            with pump.lock:
+                pump.drain(partial=True)

@@ -197,6 +197,51 @@ def test_prints_stderr_and_fd_writes_become_log_frames(start):
     assert inst.proc.stderr.read() == b""
 
 
+def test_a_burst_larger_than_the_pipe_and_a_childs_output_all_precede_the_reply_in_order(start):
+    # 5,000 lines (~150 KB) overflow the 64 KB pipe: the pump thread drains while the handler
+    # writes, the serving thread sends the rest before the reply; a child process writes to
+    # the same fd 1 and its line belongs to the request too.
+    inst = start(
+        """
+        import subprocess
+        import sys
+
+        def handler(event, context):
+            for i in range(5000):
+                print(f"line {i:05d} " + "x" * 16)
+            subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
+            print("tail without newline", end="")
+            return "done"
+        """
+    )
+    inst.ready()
+    assert inst.invoke({}, "burst-1")["result"] == "done"  # read_reply keeps the frames before it
+    texts = [log["text"] for log in inst.logs if log["id"] == "burst-1"]
+    assert texts[:5000] == [f"line {i:05d} " + "x" * 16 for i in range(5000)]
+    assert texts[5000:] == ["from a child", "tail without newline"]
+    assert all(log["id"] == "burst-1" for log in inst.logs)
+
+
+def test_output_between_requests_is_sent_without_a_request_id(start):
+    inst = start(
+        """
+        import threading
+        import time
+
+        def later():
+            time.sleep(0.3)
+            print("background tick")
+
+        def handler(event, context):
+            threading.Thread(target=later).start()
+            return "started"
+        """
+    )
+    inst.ready()
+    assert inst.invoke({}, "bg-1")["result"] == "started"
+    assert inst.read() == {"type": "log", "id": None, "stream": "stdout", "text": "background tick"}
+
+
 def test_import_error_reports_init_error_and_exits_1(start):
     inst = start("import no_such_module_here\n\ndef handler(event, context):\n    return 1\n")
     msg = inst.read_reply()
