@@ -34,14 +34,15 @@ def test_readyz_is_503_naming_the_broken_part(client, settings):
 
     # Read the broker before overriding settings: the first read of app.conf loads it from
     # them, and would otherwise "restore" the broken URL for every later test.
-    old = app.conf.broker_url
+    old, old_transport = app.conf.broker_url, app.conf.broker_transport
     settings.STRATUS_EMBEDDED_WORKER = False
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     app.conf.broker_url = "redis://127.0.0.1:1/0"
+    app.conf.broker_transport = None  # the embedded default names its in-memory transport
     try:
         response = client.get("/readyz")
     finally:
-        app.conf.broker_url = old
+        app.conf.broker_url, app.conf.broker_transport = old, old_transport
     body = response.json()
     assert response.status_code == 503
     assert body["status"] == "not ready"
