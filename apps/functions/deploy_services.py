@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +16,8 @@ from apps.functions.models import Binding, Function, TrafficChange, Version
 from apps.tenancy import permissions
 from apps.tenancy.models import Environment
 from apps.tenancy.services import environment_secret_values
+
+logger = logging.getLogger(__name__)
 
 
 def binding_url(binding: Binding) -> str:
@@ -163,6 +166,39 @@ def binding_target(binding: Binding) -> BindingTarget:
     )
 
 
+def deployed_versions(binding: Binding) -> list[DeployedVersion]:
+    """The versions ``binding``'s traffic names, as a backend receives them."""
+    numbers = binding.version_numbers()
+    by_number = {v.number: v for v in binding.function.versions.select_related("artifact").filter(number__in=numbers)}
+    return [
+        DeployedVersion(
+            number=n,
+            artifact_sha256=by_number[n].artifact.sha256,
+            config=by_number[n].config,
+            env=merged_env(version=by_number[n], environment=binding.environment),
+        )
+        for n in numbers
+    ]
+
+
+def bindings_refresh() -> tuple[int, int]:
+    """Let every backend renew what it handed out that expires (Knative: the signed artifact
+    URLs revisions read when they start), for each binding that serves something. One failing
+    binding is logged and does not stop the others. Returns (refreshed, failed)."""
+    refreshed = failed = 0
+    bindings = Binding.objects.exclude(backend="local").select_related("function", "environment__project__org")
+    for binding in bindings.order_by("pk"):
+        if not binding.version_numbers():
+            continue
+        try:
+            get_backend(binding.backend).refresh(binding_target(binding), deployed_versions(binding))
+            refreshed += 1
+        except Exception:
+            failed += 1
+            logger.exception("refreshing binding %s on %s failed", binding.pk, binding.backend)
+    return refreshed, failed
+
+
 def binding_apply_revision(*, binding_id: int, revision: int) -> Binding | None:
     """Prepare the binding's versions on its backend and apply its traffic, if ``revision``
     is still the binding's current one. Safe to run twice; a stale revision does nothing."""
@@ -171,16 +207,7 @@ def binding_apply_revision(*, binding_id: int, revision: int) -> Binding | None:
         return None
     backend = get_backend(binding.backend)
     target = binding_target(binding)
-    by_number = {v.number: v for v in binding.function.versions.select_related("artifact")}
-    versions = [
-        DeployedVersion(
-            number=n,
-            artifact_sha256=by_number[n].artifact.sha256,
-            config=by_number[n].config,
-            env=merged_env(version=by_number[n], environment=binding.environment),
-        )
-        for n in binding.version_numbers()
-    ]
+    versions = deployed_versions(binding)
     traffic = TrafficRules(
         weights=tuple((int(e["version"]), int(e["weight"])) for e in binding.traffic),
         tags={int(e["version"]): str(e["tag"]) for e in binding.traffic if e.get("tag")},

@@ -16,7 +16,8 @@ Knative's controllers, webhooks or schema validation: tests validate bodies agai
 schema themselves, and `set_status` plays the controller reporting readiness.
 
 Every request is RECORDED (method, path, query, parsed JSON body) in `requests` for assertions.
-`before_put` lets a test act between the client's GET and its PUT (a concurrent writer).
+`before_put` lets a test act between the client's GET and its PUT (a concurrent writer);
+`fail_next` makes the next matching request fail (an API server hiccup).
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ class FakeKube:
     before_put: Callable[[str, str, str], None] | None = None  # (kind, ns, name)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
+    failures: list[tuple[str, str, int]] = field(default_factory=list)  # (method, kind, status)
 
     # --- test helpers ------------------------------------------------------------------------
+    def fail_next(self, method: str, kind: str, status: int = 500) -> None:
+        """The next ``method`` request on ``kind`` answers ``status`` (an API server hiccup)."""
+        self.failures.append((method, kind, status))
+
     def calls(self, method: str | None = None, kind: str | None = None) -> list[Recorded]:
         out = []
         for r in self.requests:
@@ -114,6 +120,10 @@ class FakeKube:
         if len(rest) not in (2, 3) or rest[1] != kind:
             return _status(404, "NotFound", f"no route {parts.path}")
         ns, name = rest[0], (rest[2] if len(rest) == 3 else None)
+        for failure in self.failures:
+            if failure[:2] == (method, kind):
+                self.failures.remove(failure)
+                return _status(failure[2], "InternalError", "injected failure")
         if method == "PUT" and name and self.before_put:
             self.before_put(kind, ns, name)
         with self.lock:

@@ -480,3 +480,46 @@ def test_ttl_longer_than_the_setting_is_refused(artifact, settings):
     settings.STRATUS_ARTIFACT_URL_TTL_S = 60
     with pytest.raises(ValueError, match="exceeds STRATUS_ARTIFACT_URL_TTL_S"):
         artifact_urls.artifact_signed_url(artifact=artifact, ttl_s=61)
+
+
+def test_bindings_refresh_renews_artifact_urls_before_they_expire(fake, knative_binding, client, settings, monkeypatch):
+    """A revision that scales from zero hours after its deploy reads the URL from the Secret:
+    the periodic refresh keeps it valid (issued 50 minutes in, still good at 70 minutes, when
+    the deploy's own URL has expired)."""
+    settings.STRATUS_ARTIFACT_URL_TTL_S = 3600
+    binding = deploy_services.binding_apply_revision(binding_id=knative_binding.pk, revision=knative_binding.revision)
+    secret = f"{knative_name(binding)}-artifacts"
+    sha = binding.function.versions.get(number=1).artifact.sha256
+
+    def url_now() -> str:
+        data = fake.get("secrets", NS, secret)["data"]
+        return base64.b64decode(data[sha]).decode().removeprefix(settings.PUBLIC_URL)
+
+    deployed_url = url_now()
+    start = time.time()
+    monkeypatch.setattr(signing.time, "time", lambda: start + 50 * 60)
+    assert deploy_services.bindings_refresh() == (1, 0)
+    refreshed_url = url_now()
+    assert refreshed_url != deployed_url
+
+    monkeypatch.setattr(signing.time, "time", lambda: start + 70 * 60)
+    assert client.get(deployed_url).status_code == 403  # expired
+    assert client.get(refreshed_url).status_code == 200
+    assert fake.calls("PUT", "services") == []  # only the Secret changed: no new revision
+
+
+def test_bindings_refresh_goes_on_past_a_failing_binding(fake, knative_binding, world, settings, caplog):
+    binding = deploy_services.binding_apply_revision(binding_id=knative_binding.pk, revision=knative_binding.revision)
+    fake.fail_next("GET", "secrets", status=500)  # the API server fails once, then answers
+    assert deploy_services.bindings_refresh() == (0, 1)
+    assert f"refreshing binding {binding.pk} on knative failed" in caplog.text
+    assert deploy_services.bindings_refresh() == (1, 0)
+
+
+def test_the_refresh_runs_three_times_per_url_lifetime(settings):
+    from apps.functions import tasks
+    from console.celery import app
+
+    settings.STRATUS_ARTIFACT_URL_TTL_S = 3600
+    assert tasks.refresh_interval_s() == 1200
+    assert app.conf.beat_schedule["bindings-refresh"]["task"] == "apps.functions.tasks.bindings_refresh"

@@ -95,3 +95,7 @@ class ExecutionBackend(ABC):
     @abstractmethod
     def remove(self, target: BindingTarget) -> None:
         """Stop serving the binding and release what it holds. Safe to call twice."""
+
+    def refresh(self, target: BindingTarget, versions: Sequence[DeployedVersion]) -> None:  # noqa: B027
+        """Periodic upkeep of what the backend handed out that expires (a no-op unless a
+        backend has such a thing): called for every binding by the refresh task."""

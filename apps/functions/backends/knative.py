@@ -16,8 +16,8 @@ Two kinds of Secret per binding, both labelled ``stratus.dev/service=<service na
   the revision spec: the container reads it through ``secretKeyRef`` when it starts, and Stratus
   rewrites the Secret with fresh URLs (``refresh_artifact_urls``) on every prepare and apply.
   A container started after STRATUS_ARTIFACT_URL_TTL_S without an apply in between (scale from
-  zero hours later) would get an expired URL: a periodic task calling refresh_artifact_urls for
-  every knative binding more often than the TTL is still to come.
+  zero hours later) would get an expired URL, so the ``bindings_refresh`` task (beat, every
+  third of the TTL) calls ``refresh`` for every knative binding.
 """
 
 from __future__ import annotations
@@ -163,8 +163,8 @@ class KnativeBackend(ExecutionBackend):
         """Write fresh signed artifact URLs for ``versions`` into the binding's artifacts Secret.
 
         Keys of other versions are kept (an older revision may still scale up and must find its
-        key); their URLs are refreshed the next time they are applied. Called by prepare and apply;
-        a periodic refresh task (more often than STRATUS_ARTIFACT_URL_TTL_S) is still to come.
+        key); their URLs are refreshed the next time they are applied. Called by prepare, apply
+        and refresh (the periodic task, every third of STRATUS_ARTIFACT_URL_TTL_S).
         """
         urls = {v.artifact_sha256: _b64(self._artifact_url(v.artifact_sha256)) for v in versions}
         name = self.artifacts_secret_name(target)
@@ -266,6 +266,10 @@ class KnativeBackend(ExecutionBackend):
         artifact. Only the artifact URL must be in place before a revision can start."""
         self.refresh_artifact_urls(target, [version])
         return True
+
+    def refresh(self, target: BindingTarget, versions: Sequence[DeployedVersion]) -> None:
+        """Fresh artifact URLs for the versions the binding serves, before the old ones expire."""
+        self.refresh_artifact_urls(target, versions)
 
     def apply(self, target: BindingTarget, versions: Sequence[DeployedVersion], traffic: TrafficRules) -> ApplyResult:
         """Serve the weights (and tags) as the Service's traffic block. Header rules and the sticky key
