@@ -134,7 +134,8 @@ if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Channels' in-memory layer, made safe for sends from the worker's threads.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "apps.core.channel_layer.InMemoryChannelLayer"}}
     # kombu's in-memory transport: the broker lives inside this process, consumed by the
     # worker thread that `manage.py serve` starts (apps/core/worker.py).
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"

@@ -1,0 +1,59 @@
+"""The embedded default's in-memory channel layer, sent to from threads other than the
+receiver's (the worker and the records flusher publish that way)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from apps.core.channel_layer import InMemoryChannelLayer
+
+
+def _receiver_on_an_idle_loop(layer: Any, group: str | None = None) -> tuple[str, concurrent.futures.Future[Any]]:
+    """A receiver waiting on a plain asyncio loop of its own thread, with nothing else that
+    could wake that loop: only a proper hand-off from the sender can."""
+    ready: concurrent.futures.Future[str] = concurrent.futures.Future()
+    received: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    async def main() -> None:
+        channel = await layer.new_channel()
+        if group:
+            await layer.group_add(group, channel)
+        ready.set_result(channel)
+        received.set_result(await layer.receive(channel))
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True).start()
+    channel = ready.result(5)
+    time.sleep(0.1)  # it is waiting in the loop's select now
+    return channel, received
+
+
+@pytest.mark.parametrize("via_group", [False, True])
+def test_a_send_from_another_thread_wakes_the_receiver(via_group: bool) -> None:
+    layer = InMemoryChannelLayer()
+    channel, received = _receiver_on_an_idle_loop(layer, group="run.1" if via_group else None)
+    if via_group:
+        async_to_sync(layer.group_send)("run.1", {"type": "run.lines", "n": 1})
+    else:
+        async_to_sync(layer.send)(channel, {"type": "run.lines", "n": 1})
+    assert received.result(timeout=5) == {"type": "run.lines", "n": 1}
+
+
+def test_sends_on_the_receivers_own_loop_and_before_it_waits_still_arrive_in_order() -> None:
+    layer = InMemoryChannelLayer()
+
+    async def main() -> list[Any]:
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "x", "n": 1})  # no receiver yet
+        await asyncio.to_thread(async_to_sync(layer.send), channel, {"type": "x", "n": 2})
+        return [await layer.receive(channel), await layer.receive(channel)]
+
+    assert [m["n"] for m in asyncio.run(main())] == [1, 2]
+    assert layer.channels == {}  # drained queues are dropped
