@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apps.core import health, pages
 from apps.functions import artifact_urls
 from apps.pipelines import intake
+from apps.pipelines import pages as pipeline_pages
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.tenancy.api.urls")),
@@ -24,6 +25,12 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Pipeline pages (apps/pipelines/pages.py): runs, deliveries, one run's live log.
+    path("projects/<int:project_id>/pipeline/", pipeline_pages.pipeline_page, name="pipeline"),
+    path("projects/<int:project_id>/pipeline/run", pipeline_pages.pipeline_run, name="pipeline-run"),
+    path("deliveries/<int:delivery_id>/redeliver", pipeline_pages.delivery_redeliver, name="delivery-redeliver-page"),
+    path("runs/<int:run_id>/", pipeline_pages.run_page, name="run"),
+    path("runs/<int:run_id>/<str:action>", pipeline_pages.run_action, name="run-action"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     # Git host webhooks: signed, no session or CSRF (apps/pipelines/intake.py).

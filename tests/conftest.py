@@ -8,6 +8,11 @@ other (org): charlie owner, with project `secret-project`.
 from __future__ import annotations
 
 # The data directory and test-only environment: console/test_settings.py.
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass  # noqa: E402
 from typing import Any
 
@@ -88,3 +93,31 @@ def client_for():
         return client
 
     return make
+
+
+@contextmanager
+def serving_console() -> Iterator[str]:
+    """The whole ASGI app (gateway, Django, websockets) served by uvicorn on a free port in a
+    thread, lifespan off (the engine starts on first use); yields ``127.0.0.1:<port>``."""
+    import uvicorn
+
+    from console.asgi import application
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="websockets")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

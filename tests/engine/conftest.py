@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from apps.functions import services, version_services
 from apps.functions.deploy_services import binding_apply_revision, deploy
@@ -72,23 +70,12 @@ class Served:
 @pytest.fixture
 def served(engine: Any) -> Iterator[Served]:
     """The whole ASGI app (gateway + Django) on a real socket."""
-    from console.asgi import application
+    from tests.conftest import serving_console
 
-    port = free_port()
-    config = uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    result = Served(f"http://127.0.0.1:{port}")
-    yield result
-    result.client.close()
-    server.should_exit = True
-    thread.join(10)
+    with serving_console() as address:
+        result = Served(f"http://{address}")
+        yield result
+        result.client.close()
 
 
 def make_function(world: Any, name: str, files: dict[str, str | bytes], **config: Any) -> Function:

@@ -6,46 +6,25 @@ consumer on the server's loop at once, not whenever that loop next has I/O."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from websockets.sync.client import connect
 
 from apps.pipelines import executor
 from apps.tenancy import services as tenancy_services
-from tests.conftest import build_world
+from tests.conftest import build_world, serving_console
 from tests.pipelines.conftest import make_repository
 from tests.pipelines.test_runs import push
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def console_url(transactional_db: None) -> Iterator[str]:
-    from console.asgi import application
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="websockets")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving_console() as address:
+        yield address
 
 
 def _receive(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
