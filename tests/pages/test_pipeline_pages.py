@@ -21,7 +21,7 @@ from tests.conftest import build_world, serving_console
 from tests.pipelines.conftest import HELLO, WEBHOOK_SECRET, GitRepo, make_repository
 from tests.pipelines.hooks import body_of, push_payload, sign_headers
 
-STEPS = 'steps:\n  - name: test\n    run: for i in 1 2 3; do echo "tick $i"; sleep 0.4; done; echo oops >&2\n'
+STEPS = 'steps:\n  - name: test\n    run: for i in 1 2 3; do echo "tick $i"; sleep 0.8; done; echo oops >&2\n'
 TRIGGERS = "triggers:\n  - branch: main\n    environment: dev\n"
 FUNCTIONS = (
     "functions:\n  - name: hello\n    path: functions/hello\n    runtime: python3.11\n    handler: main.handler\n"
@@ -78,7 +78,7 @@ def test_the_run_page_shows_the_log_live_in_order_and_the_state_as_it_changes(br
 
         worker = threading.Thread(target=executor.run_execute, args=(pipeline.run.pk,))
         worker.start()
-        # Live: the first tick shows while the step still runs (the run takes > 1.2 s).
+        # Live: the first tick shows while the step still runs (the step takes > 2.4 s).
         page.locator("#log .line", has_text="tick 1").wait_for(timeout=10_000)
         assert Run.objects.get(pk=pipeline.run.pk).state == Run.State.RUNNING
         page.get_by_test_id("run-state").filter(has_text="succeeded").wait_for(timeout=30_000)

@@ -54,6 +54,6 @@ def test_lines_written_by_another_thread_reach_a_served_websocket_at_once(consol
             worker = threading.Thread(target=write)
             worker.start()
             worker.join()
-            message = _receive(ws, timeout=3.0)  # the server's loop is idle meanwhile
+            message = _receive(ws, timeout=10.0)  # the server's loop is idle meanwhile
             assert [line["text"] for line in message["lines"]] == [f"live {n}"]
             assert [line["seq"] for line in message["lines"]] == [n + 2]
