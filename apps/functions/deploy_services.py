@@ -240,9 +240,5 @@ def binding_apply_revision(*, binding_id: int, revision: int) -> Binding | None:
     Binding.objects.filter(pk=binding.pk, revision=revision).update(
         status=status, status_message=message, applied_revision=revision
     )
-    if binding.backend == "local":
-        from apps.engine.host import routes_changed
-
-        routes_changed(binding.pk)
     binding.refresh_from_db()
     return binding
