@@ -28,6 +28,7 @@ urlpatterns = [
     # Pipeline pages (apps/pipelines/pages.py): runs, deliveries, one run's live log.
     path("projects/<int:project_id>/pipeline/", pipeline_pages.pipeline_page, name="pipeline"),
     path("projects/<int:project_id>/pipeline/run", pipeline_pages.pipeline_run, name="pipeline-run"),
+    path("projects/<int:project_id>/pipeline/repository", pipeline_pages.pipeline_repository, name="pipeline-repo"),
     path("deliveries/<int:delivery_id>/redeliver", pipeline_pages.delivery_redeliver, name="delivery-redeliver-page"),
     path("runs/<int:run_id>/", pipeline_pages.run_page, name="run"),
     path("runs/<int:run_id>/<str:action>", pipeline_pages.run_action, name="run-action"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -51,19 +52,88 @@ def _refused(request: HttpRequest, exc: DomainError, back: str) -> HttpResponseR
     return redirect(back)
 
 
+class RepositoryForm(forms.Form):
+    """Connect or change the project's repository. The credentials are write-only: the page
+    never shows them back, only their kind."""
+
+    url = forms.CharField(max_length=500)
+    default_branch = forms.CharField(max_length=200, initial="main")
+    credentials = forms.ChoiceField(
+        choices=[
+            ("keep", "Keep what is stored"),
+            ("none", "None (a public repository)"),
+            (Repository.Credentials.TOKEN, "HTTPS token (token, or user:token)"),
+            (Repository.Credentials.SSH_KEY, "SSH deploy key (private key)"),
+        ],
+        initial="keep",
+    )
+    credentials_value = forms.CharField(required=False, max_length=16384, strip=False, widget=forms.Textarea)
+    rotate_secret = forms.BooleanField(required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if (
+            data.get("credentials") in (Repository.Credentials.TOKEN, Repository.Credentials.SSH_KEY)
+            and not (data.get("credentials_value") or "").strip()
+        ):
+            self.add_error("credentials_value", "Paste the token or the private key.")
+        return data
+
+
+def _pipeline_context(project: Any, **extra: Any) -> dict[str, Any]:
+    repository = Repository.objects.filter(project=project).first()
+    initial = {"url": repository.url, "default_branch": repository.default_branch} if repository else {}
+    return {
+        "project": project,
+        "repository": repository,
+        "form": RepositoryForm(initial=initial),
+        "webhooks": repository_services.webhook_urls(repository) if repository else {},
+        "runs": list(run_selectors.run_list(project=project)[:LIST_LIMIT]),
+        "deliveries": list(delivery_services.delivery_list(project=project).select_related("run")[:LIST_LIMIT]),
+        **extra,
+    }
+
+
 @login_required
 @require_GET
 def pipeline_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = _or_404(tenancy_selectors.project_get, user=request.user, project_id=project_id)
-    repository = Repository.objects.filter(project=project).first()
-    context = {
-        "project": project,
-        "repository": repository,
-        "webhooks": repository_services.webhook_urls(repository) if repository else {},
-        "runs": list(run_selectors.run_list(project=project)[:LIST_LIMIT]),
-        "deliveries": list(delivery_services.delivery_list(project=project).select_related("run")[:LIST_LIMIT]),
-    }
-    return render(request, "pipelines/pipeline.html", context)
+    return render(request, "pipelines/pipeline.html", _pipeline_context(project))
+
+
+@login_required
+@require_POST
+def pipeline_repository(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Connect or change the repository; a new webhook secret is shown on this answer only."""
+    project = _or_404(tenancy_selectors.project_get, user=request.user, project_id=project_id)
+    back = f"/projects/{project.pk}/pipeline/"
+    form = RepositoryForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(str(e) for e in errors)}")
+        return redirect(back)
+    data = form.cleaned_data
+    changes: dict[str, Any] = {}
+    if data["credentials"] == "none":
+        changes["credentials"] = None
+    elif data["credentials"] != "keep":
+        changes["credentials"] = {"kind": data["credentials"], "value": data["credentials_value"]}
+    try:
+        result = repository_services.repository_set(
+            actor=request.user,
+            project=project,
+            url=data["url"],
+            default_branch=data["default_branch"],
+            rotate_secret=data["rotate_secret"],
+            **changes,
+        )
+    except DomainError as exc:
+        return _refused(request, exc, back)
+    if result.webhook_secret is None:
+        messages.success(request, "Repository saved.")
+        return redirect(back)
+    # Rendered, not redirected: the secret goes into this page and nowhere else (no session).
+    return render(request, "pipelines/pipeline.html", _pipeline_context(project, webhook_secret=result.webhook_secret))
 
 
 @login_required

@@ -183,3 +183,73 @@ def test_a_viewer_sees_the_run_but_is_refused_its_actions_with_the_reason(pipeli
     assert "Canceling a run" in response.content.decode()
     assert Run.objects.get(pk=pipeline.run.pk).state == Run.State.QUEUED
     assert carol.post(f"/runs/{pipeline.run.pk}/explode").status_code == 404
+
+
+def test_an_admin_connects_a_repository_from_the_page_and_sees_the_secret_once(transactional_db: None) -> None:
+    from apps.core import crypto
+    from apps.pipelines.models import Repository
+
+    world = build_world()
+    alice = Client()
+    alice.force_login(world.alice)
+    page = f"/projects/{world.web.pk}/pipeline/"
+    assert "Connect a repository" in alice.get(page).content.decode()
+
+    response = alice.post(
+        page + "repository",
+        {
+            "url": "https://git.example/alpha/web.git",
+            "default_branch": "trunk",
+            "credentials": "token",
+            "credentials_value": "ghp-very-secret-token",
+        },
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    repository = Repository.objects.get(project=world.web)
+    secret = crypto.decrypt(repository.webhook_secret_ciphertext)
+    assert secret in html and f"/hooks/github/{repository.hook_id}/" in html
+    assert (repository.url, repository.default_branch, repository.credentials_kind) == (
+        "https://git.example/alpha/web.git",
+        "trunk",
+        "token",
+    )
+    assert crypto.decrypt(repository.credentials_ciphertext) == "ghp-very-secret-token"
+    assert "ghp-very-secret-token" not in html
+
+    later = alice.get(page).content.decode()  # the secret is gone; the token never shows
+    assert secret not in later and "ghp-very-secret-token" not in later
+    assert "Change the repository" in later
+
+    # Changing the branch keeps the stored credentials and the secret.
+    saved = alice.post(
+        page + "repository",
+        {"url": repository.url, "default_branch": "main", "credentials": "keep"},
+        follow=True,
+    )
+    assert "Repository saved." in saved.content.decode()
+    repository.refresh_from_db()
+    assert repository.default_branch == "main" and repository.credentials_kind == "token"
+    assert crypto.decrypt(repository.webhook_secret_ciphertext) == secret
+
+
+def test_the_repository_form_names_what_it_refuses(transactional_db: None) -> None:
+    from apps.pipelines.models import Repository
+
+    world = build_world()
+    page = f"/projects/{world.web.pk}/pipeline/"
+    alice, bob, charlie = Client(), Client(), Client()
+    alice.force_login(world.alice)
+    bob.force_login(world.bob)  # developer: may run, may not connect repositories
+    charlie.force_login(world.charlie)  # another org
+    body = {"url": "https://git.example/alpha/web.git", "default_branch": "main", "credentials": "keep"}
+
+    refused = bob.post(page + "repository", body, follow=True).content.decode()
+    assert "Connecting a repository" in refused
+    assert charlie.post(page + "repository", body).status_code == 404
+
+    bad_url = alice.post(page + "repository", {**body, "url": "ftp://x/y"}, follow=True).content.decode()
+    assert "Use an https://, ssh:// or git@host:path URL." in bad_url
+    no_token = alice.post(page + "repository", {**body, "credentials": "token"}, follow=True).content.decode()
+    assert "credentials_value: Paste the token or the private key." in no_token
+    assert not Repository.objects.filter(project=world.web).exists()
