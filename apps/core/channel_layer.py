@@ -27,6 +27,8 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
+HANDOFF_S = 5.0
+
 
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     def __init__(self, **kwargs: Any) -> None:
@@ -45,14 +47,22 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         running = asyncio.get_running_loop()
         with self._lock:
             owner = self._owners.get(channel)
-            if owner is None or owner is running or owner.is_closed():
+            # An owner loop that no longer runs (a server that stopped with a receive pending)
+            # would never put the message: nobody waits there, so put it here.
+            if owner is None or owner is running or not owner.is_running():
                 try:
                     self._queue(channel).put_nowait((time.time() + self.expiry, deepcopy(message)))
                 except asyncio.QueueFull:
                     raise ChannelFull(channel) from None
                 return
-        # The receiver's loop puts it, and so wakes the receiver the way asyncio expects.
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.send(channel, message), owner))
+        # The receiver's loop puts it, and so wakes the receiver the way asyncio expects. A loop
+        # that stops before it gets to it must not hang the sender: give up after HANDOFF_S.
+        handoff = asyncio.run_coroutine_threadsafe(self.send(channel, message), owner)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(handoff), HANDOFF_S)
+        except TimeoutError:
+            handoff.cancel()
+            raise ChannelFull(channel) from None
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         # The base class iterates the group's live dict, which a consumer on another thread

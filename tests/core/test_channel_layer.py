@@ -57,3 +57,27 @@ def test_sends_on_the_receivers_own_loop_and_before_it_waits_still_arrive_in_ord
 
     assert [m["n"] for m in asyncio.run(main())] == [1, 2]
     assert layer.channels == {}  # drained queues are dropped
+
+
+def test_a_receiver_whose_loop_stopped_does_not_hang_the_sender() -> None:
+    layer = InMemoryChannelLayer()
+    loop = asyncio.new_event_loop()
+    waiting = threading.Event()
+
+    async def receive_forever() -> None:
+        channel = "gone.inmemory!abc"
+        await layer.group_add("run.2", channel)
+        waiting.set()
+        await layer.receive(channel)
+
+    task = loop.create_task(receive_forever())
+    thread = threading.Thread(target=loop.run_until_complete, args=(asyncio.sleep(0.2),))
+    thread.start()
+    assert waiting.wait(5)
+    thread.join(5)  # the loop has stopped, its receive still pending
+    started = time.monotonic()
+    async_to_sync(layer.group_send)("run.2", {"type": "run.lines"})
+    assert time.monotonic() - started < 2
+    task.cancel()
+    loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    loop.close()
