@@ -8,12 +8,7 @@ class FunctionsConfig(AppConfig):
     def ready(self) -> None:
         # Beat sends the refresh every third of the artifact URL lifetime; the embedded worker
         # keeps a chain going from worker_ready.
+        from apps.core.periodic import beat_every
         from apps.functions import tasks
-        from console.celery import app
 
-        schedule = dict(app.conf.beat_schedule or {})
-        schedule.setdefault(
-            "bindings-refresh",
-            {"task": "apps.functions.tasks.bindings_refresh", "schedule": float(tasks.refresh_interval_s())},
-        )
-        app.conf.beat_schedule = schedule
+        beat_every("bindings-refresh", "apps.functions.tasks.bindings_refresh", tasks.refresh_interval_s())

@@ -9,13 +9,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
-from celery.signals import worker_ready
 from django.conf import settings
-from django.core.cache import cache
 
+from apps.core.periodic import chain_next, start_on_worker_ready
 from apps.functions.deploy_services import binding_apply_revision
 from apps.functions.deploy_services import bindings_refresh as refresh_all
 
@@ -36,14 +33,10 @@ def binding_apply(binding_id: int, revision: int) -> None:
 
 @shared_task
 def bindings_refresh(chain: bool = False) -> tuple[int, int]:
-    if chain:
-        interval = refresh_interval_s()
-        if not cache.add(_REFRESH_CHAIN_KEY, 1, timeout=interval // 2):
-            return (0, 0)  # another chain is alive
-        bindings_refresh.apply_async(kwargs={"chain": True}, countdown=interval)
+    interval = refresh_interval_s()
+    if chain and not chain_next(bindings_refresh, key=_REFRESH_CHAIN_KEY, interval_s=interval, gap_s=interval // 2):
+        return (0, 0)  # another chain is alive
     return refresh_all()
 
 
-@worker_ready.connect
-def _kick_refresh(sender: Any = None, **kwargs: Any) -> None:
-    bindings_refresh.apply_async(kwargs={"chain": bool(settings.STRATUS_EMBEDDED_WORKER)})
+start_on_worker_ready(bindings_refresh)

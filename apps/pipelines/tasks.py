@@ -11,13 +11,10 @@ the run is no longer in the state it was queued for).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
-from django.conf import settings
-from django.core.cache import cache
 
+from apps.core.periodic import chain_next, start_on_worker_ready
 from apps.pipelines import executor
 
 logger = logging.getLogger(__name__)
@@ -38,13 +35,9 @@ def run_resume(run_id: int) -> str | None:
 
 @shared_task
 def runs_reap(chain: bool = False) -> int:
-    if chain:
-        if not cache.add(_REAP_CHAIN_KEY, 1, timeout=REAP_INTERVAL_S // 2):
-            return 0  # another chain is alive
-        runs_reap.apply_async(kwargs={"chain": True}, countdown=REAP_INTERVAL_S)
+    if chain and not chain_next(runs_reap, key=_REAP_CHAIN_KEY, interval_s=REAP_INTERVAL_S, gap_s=REAP_INTERVAL_S // 2):
+        return 0  # another chain is alive
     return executor.runs_reap_stale()
 
 
-@worker_ready.connect
-def _kick_reap(sender: Any = None, **kwargs: Any) -> None:
-    runs_reap.apply_async(kwargs={"chain": bool(settings.STRATUS_EMBEDDED_WORKER)})
+start_on_worker_ready(runs_reap)

@@ -11,11 +11,7 @@ class ReleasesConfig(AppConfig):
         # every 10 s (gates of manual releases, auto steps whose task was lost). The embedded
         # default has no beat; there the worker_ready kick keeps a sweep chain going
         # (apps.releases.tasks).
+        from apps.core.periodic import beat_every
         from apps.releases.tasks import SWEEP_INTERVAL_S
-        from console.celery import app
 
-        schedule = dict(app.conf.beat_schedule or {})
-        schedule.setdefault(
-            "releases-sweep", {"task": "apps.releases.tasks.releases_sweep", "schedule": float(SWEEP_INTERVAL_S)}
-        )
-        app.conf.beat_schedule = schedule
+        beat_every("releases-sweep", "apps.releases.tasks.releases_sweep", SWEEP_INTERVAL_S)

@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
-from django.conf import settings
 from django.core.cache import cache
 
+from apps.core.periodic import chain_next, start_on_worker_ready
 from apps.releases.models import Release
 from apps.releases.services import release_tick
 
@@ -47,10 +45,10 @@ def releases_sweep(chain: bool = False) -> int:
     ``chain`` (the embedded default's kick): queue the next sweep in SWEEP_INTERVAL_S. A
     chained sweep that finds another chain ran less than SWEEP_MIN_GAP_S ago stops, and any
     sweep skips its evaluation when another one ran that recently."""
-    if chain:
-        if not cache.add(_SWEEP_CHAIN_KEY, 1, timeout=SWEEP_MIN_GAP_S):
-            return 0  # another chain is alive: this one ends here
-        releases_sweep.apply_async(kwargs={"chain": True}, countdown=SWEEP_INTERVAL_S)
+    if chain and not chain_next(
+        releases_sweep, key=_SWEEP_CHAIN_KEY, interval_s=SWEEP_INTERVAL_S, gap_s=SWEEP_MIN_GAP_S
+    ):
+        return 0  # another chain is alive: this one ends here
     if not cache.add(_SWEEP_RAN_KEY, 1, timeout=SWEEP_MIN_GAP_S):
         return 0
     return sweep_now()
@@ -66,8 +64,6 @@ def sweep_now() -> int:
     return len(ids)
 
 
-@worker_ready.connect
-def _kick_sweep(sender: Any = None, **kwargs: Any) -> None:
-    """A worker came up: sweep at once (catches tasks lost while it was down). Without beat
-    (the embedded worker) the sweep keeps itself going."""
-    releases_sweep.apply_async(kwargs={"chain": bool(settings.STRATUS_EMBEDDED_WORKER)})
+# A worker came up: sweep at once (catches tasks lost while it was down). Without beat (the
+# embedded worker) the sweep keeps itself going.
+start_on_worker_ready(releases_sweep)
