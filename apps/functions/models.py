@@ -20,6 +20,8 @@ class Kind(models.TextChoices):
 # Limits shared by every execution backend (the knobs mean the same on local and Knative).
 MEMORY_MB = (128, 3072)
 TIMEOUT_S = (1, 900)
+# Private /tmp of an instance (a tmpfs: it lives in memory and counts against the org's memory quota).
+EPHEMERAL_STORAGE_MB = (16, 10240)
 MAX_INSTANCES_CAP = 1000
 INSTANCE_CONCURRENCY_CAP = 1000
 
@@ -36,6 +38,11 @@ class Function(models.Model):
     )
     timeout_s = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(TIMEOUT_S[0]), MaxValueValidator(TIMEOUT_S[1])]
+    )
+    ephemeral_storage_mb = models.PositiveIntegerField(
+        default=128,
+        validators=[MinValueValidator(EPHEMERAL_STORAGE_MB[0]), MaxValueValidator(EPHEMERAL_STORAGE_MB[1])],
+        help_text="size of the instance's private /tmp",
     )
     env = models.JSONField(default=dict, blank=True)
     min_instances = models.PositiveIntegerField(default=0)
@@ -165,6 +172,25 @@ class Binding(models.Model):
 
     def version_numbers(self) -> list[int]:
         return [entry["version"] for entry in self.traffic]
+
+
+class ExecutionIdentity(models.Model):
+    """The OS identity a function's instances run as in one environment: uid
+    ``STRATUS_SANDBOX_UID_BASE + id`` (when the engine runs as root). Dev and prod of one
+    function are two identities, so neither can read, trace or signal the other's processes.
+    Made on first use (apps/functions/selectors.py ``execution_uid``); ids are never reused."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="+")
+    environment = models.ForeignKey("tenancy.Environment", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["function", "environment"], name="execution_identity_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"identity {self.pk} of function {self.function_id} in environment {self.environment_id}"
 
 
 class TrafficChange(models.Model):

@@ -20,6 +20,7 @@ CONFIG_FIELDS = (
     "kind",
     "memory_mb",
     "timeout_s",
+    "ephemeral_storage_mb",
     "env",
     "min_instances",
     "max_instances",

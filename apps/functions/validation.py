@@ -8,6 +8,7 @@ from typing import Any
 
 from apps.core.errors import DomainError
 from apps.functions.models import (
+    EPHEMERAL_STORAGE_MB,
     INSTANCE_CONCURRENCY_CAP,
     MAX_INSTANCES_CAP,
     MEMORY_MB,
@@ -36,8 +37,9 @@ def validate_function_config(config: dict[str, Any]) -> None:
         bad("handler", "A Python handler is 'module.function', e.g. 'main.handler'.")
     if runtime == Runtime.NODE20 and (not _NODE_HANDLER.match(handler) or ".." in handler):
         bad("handler", "A Node handler is 'file.export', e.g. 'index.handler'.")
-    for field, (low, high) in (("memory_mb", MEMORY_MB), ("timeout_s", TIMEOUT_S)):
-        if not low <= config[field] <= high:
+    limits = (("memory_mb", MEMORY_MB), ("timeout_s", TIMEOUT_S), ("ephemeral_storage_mb", EPHEMERAL_STORAGE_MB))
+    for field, (low, high) in limits:
+        if not low <= config.get(field, low) <= high:
             bad(field, f"Must be between {low} and {high}.")
     if not 1 <= config["max_instances"] <= MAX_INSTANCES_CAP:
         bad("max_instances", f"Must be between 1 and {MAX_INSTANCES_CAP}.")

@@ -54,6 +54,7 @@ FUNCTION_KEYS = (
     "kind",
     "memory_mb",
     "timeout_s",
+    "ephemeral_storage_mb",
     "env",
     "min_instances",
     "max_instances",
@@ -223,6 +224,7 @@ def parse_pipeline(text: str | bytes) -> dict[str, Any]:
         for key, low, high in (
             ("memory_mb", 64, 10240),
             ("timeout_s", 1, 900),
+            ("ephemeral_storage_mb", 16, 10240),
             ("min_instances", 0, 1000),
             ("max_instances", 1, 1000),
             ("instance_concurrency", 1, 1000),

@@ -25,6 +25,15 @@ var_name_validator = RegexValidator(
 class Organization(models.Model):
     slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=100)
+    # Quotas, set by the platform's operators (Django admin), never by the org itself; null
+    # means the STRATUS_ORG_QUOTA_* default. apps/tenancy/quotas.py enforces them.
+    quota_functions = models.PositiveIntegerField(null=True, blank=True, help_text="functions in all projects")
+    quota_instances = models.PositiveIntegerField(
+        null=True, blank=True, help_text="function instances running at once (reserved or on demand)"
+    )
+    quota_memory_mb = models.PositiveIntegerField(
+        null=True, blank=True, help_text="MB of memory (memory_mb + ephemeral_storage_mb) of running instances"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -163,6 +172,14 @@ class Environment(models.Model):
     execution_backend = models.CharField(max_length=32, blank=True)
     # Releases into this environment wait for a second person's approval before the first step.
     requires_release_approval = models.BooleanField(default=False)
+    # Pipeline steps with `secrets: true` get this environment's variables and secrets
+    # (after approval, in a protected environment). null: yes for unprotected environments,
+    # no for protected ones. Set in the console only: stratus.yaml cannot turn it on.
+    pipeline_secrets = models.BooleanField(null=True, blank=True)
+    # Loopback, link-local or private addresses that functions (and pipeline steps) of this
+    # environment may reach, e.g. ["10.0.3.7:5432", "192.168.1.0/24", "[fd00::5]:443"];
+    # everything else of the kind stays blocked (apps/core/isolation/egress.py).
+    egress_allow = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -174,6 +191,11 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project}/{self.name}"
+
+    def allows_pipeline_secrets(self) -> bool:
+        """Whether steps with `secrets: true` get this environment's secrets (unset: only
+        unprotected environments)."""
+        return self.pipeline_secrets if self.pipeline_secrets is not None else not self.protected
 
 
 class EnvironmentVariable(models.Model):

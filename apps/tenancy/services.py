@@ -22,6 +22,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from apps.audit.services import audit_record
 from apps.core import crypto
 from apps.core.errors import Conflict, DomainError, Forbidden, Gone, NotFound
+from apps.core.isolation.egress import parse_egress_rules, protected_endpoints
 from apps.tenancy import permissions, roles
 from apps.tenancy.models import (
     ApiToken,
@@ -441,10 +442,14 @@ def environment_update(
     protected: bool | None = None,
     execution_backend: str | None = None,
     requires_release_approval: bool | None = None,
+    pipeline_secrets: bool | None = None,
+    egress_allow: list[str] | None = None,
 ) -> Environment:
-    """Change protection, the execution backend and/or whether releases need a second
-    person's approval. A new backend applies to bindings created afterwards; existing
-    bindings keep the backend they were deployed on."""
+    """Change protection, the execution backend, whether releases need a second person's
+    approval, whether pipeline steps may use the environment's secrets, and which private
+    addresses its functions and steps may reach (``egress_allow``). A new backend applies
+    to bindings created afterwards; existing bindings keep the backend they were deployed
+    on. A new allow-list applies to instances and steps started afterwards."""
     permissions.require_project_permission(actor, environment.project, roles.CHANGE_PROJECT, "Changing an environment")
     if execution_backend not in (None, "") and execution_backend not in settings.STRATUS_EXECUTION_BACKENDS:
         known = ", ".join(sorted(settings.STRATUS_EXECUTION_BACKENDS))
@@ -462,8 +467,29 @@ def environment_update(
     if requires_release_approval is not None and requires_release_approval != environment.requires_release_approval:
         changes["requires_release_approval"] = [environment.requires_release_approval, requires_release_approval]
         environment.requires_release_approval = requires_release_approval
+    if pipeline_secrets is not None and pipeline_secrets != environment.pipeline_secrets:
+        changes["pipeline_secrets"] = [environment.pipeline_secrets, pipeline_secrets]
+        environment.pipeline_secrets = pipeline_secrets
+    if egress_allow is not None:
+        try:
+            rules = parse_egress_rules(egress_allow, protected_endpoints())
+        except ValueError as exc:
+            raise DomainError(f"egress_allow: {exc}", fields={"egress_allow": [str(exc)]}) from None
+        normalized = [str(rule) for rule in rules]
+        if normalized != environment.egress_allow:
+            changes["egress_allow"] = [environment.egress_allow, normalized]
+            environment.egress_allow = normalized
     if changes:
-        environment.save(update_fields=["protected", "execution_backend", "requires_release_approval", "updated_at"])
+        environment.save(
+            update_fields=[
+                "protected",
+                "execution_backend",
+                "requires_release_approval",
+                "pipeline_secrets",
+                "egress_allow",
+                "updated_at",
+            ]
+        )
         audit_record(
             actor=actor, org=environment.project.org, action="environment.update", target=environment, changes=changes
         )

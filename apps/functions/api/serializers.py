@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.functions.models import MEMORY_MB, TIMEOUT_S, Binding, Function, Kind, Runtime, TrafficChange
+from apps.functions.models import (
+    EPHEMERAL_STORAGE_MB,
+    MEMORY_MB,
+    TIMEOUT_S,
+    Binding,
+    Function,
+    Kind,
+    Runtime,
+    TrafficChange,
+)
 from apps.functions.services import CONFIG_FIELDS
 from apps.tenancy.models import slug_validator
 
@@ -25,6 +34,9 @@ class FunctionConfigSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Kind.choices, required=False)
     memory_mb = serializers.IntegerField(required=False, min_value=MEMORY_MB[0], max_value=MEMORY_MB[1])
     timeout_s = serializers.IntegerField(required=False, min_value=TIMEOUT_S[0], max_value=TIMEOUT_S[1])
+    ephemeral_storage_mb = serializers.IntegerField(
+        required=False, min_value=EPHEMERAL_STORAGE_MB[0], max_value=EPHEMERAL_STORAGE_MB[1]
+    )
     env = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=4096), required=False)
     min_instances = serializers.IntegerField(required=False, min_value=0)
     max_instances = serializers.IntegerField(required=False, min_value=1)

@@ -105,9 +105,24 @@ class InvitationAcceptSerializer(serializers.Serializer):
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
+    pipeline_secrets = serializers.SerializerMethodField()
+
     class Meta:
         model = Environment
-        fields = ["name", "protected", "execution_backend", "requires_release_approval", "created_at", "updated_at"]
+        fields = [
+            "name",
+            "protected",
+            "execution_backend",
+            "requires_release_approval",
+            "pipeline_secrets",
+            "egress_allow",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_pipeline_secrets(self, environment: Environment) -> bool:
+        """Effective: unset means yes for unprotected environments, no for protected ones."""
+        return environment.allows_pipeline_secrets()
 
 
 class EnvironmentCreateSerializer(serializers.Serializer):
@@ -119,6 +134,8 @@ class EnvironmentUpdateSerializer(serializers.Serializer):
     protected = serializers.BooleanField(required=False)
     execution_backend = serializers.CharField(max_length=32, required=False, allow_blank=True)
     requires_release_approval = serializers.BooleanField(required=False)
+    pipeline_secrets = serializers.BooleanField(required=False)
+    egress_allow = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=64)
 
 
 class ProjectSerializer(serializers.ModelSerializer):
