@@ -14,7 +14,10 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from apps.engine.gateway import Gateway  # noqa: E402
 from console.routing import websocket_urlpatterns  # noqa: E402
 
-# The function gateway (/fn/...) answers before Django's stack; everything else goes on.
+# The function gateway (/fn/...) answers before Django's stack; everything else goes on. It
+# also keeps the origins apart: on STRATUS_FUNCTIONS_URL's host nothing but /fn/ answers (no
+# console page, API or websocket), and /fn/ on the console's host is served cookieless and
+# sandboxed (apps/engine/gateway.py).
 application = Gateway(
     ProtocolTypeRouter(
         {

@@ -9,6 +9,7 @@ Setting DATABASE_URL / REDIS_URL switches the same code to PostgreSQL and Redis.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -44,6 +45,33 @@ ALLOWED_HOSTS = env_list("STRATUS_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env_list("STRATUS_CSRF_TRUSTED_ORIGINS")
 # Base URL used in links we send out (invitation emails).
 PUBLIC_URL = (env_str("STRATUS_PUBLIC_URL") or f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")
+# The origin tenant code (functions) is served from: a host name that shares no cookies with
+# the console and cannot set any for it (README "Origins"). The gateway serves only /fn/ on
+# it; the console's host still answers /fn/ for API clients, cookieless and sandboxed. In
+# production a registrable domain of its own (https://fn.example.net); in the embedded
+# default the other loopback name on the same port: browsers keep the cookies of 127.0.0.1
+# and localhost apart, and neither can set any for the other.
+_console_hostname = urlsplit(PUBLIC_URL).hostname or ""
+_loopback_name = "localhost" if _console_hostname.rstrip(".").split(".")[-1] != "localhost" else "127.0.0.1"
+STRATUS_FUNCTIONS_URL = (
+    env_str("STRATUS_FUNCTIONS_URL") or f"http://{_loopback_name}:{env_int('PORT', 8000)}"
+).rstrip("/")
+_functions_origin = urlsplit(STRATUS_FUNCTIONS_URL)
+try:
+    _functions_origin.port  # noqa: B018  (raises ValueError on a bad port)
+    _functions_origin_ok = bool(
+        _functions_origin.scheme in ("http", "https")
+        and _functions_origin.hostname
+        and not (_functions_origin.path or _functions_origin.query or _functions_origin.fragment)
+        and "@" not in _functions_origin.netloc
+    )
+except ValueError:
+    _functions_origin_ok = False
+if not _functions_origin_ok:
+    raise ImproperlyConfigured(
+        "STRATUS_FUNCTIONS_URL must be an origin, a scheme and a host name with no path "
+        f"(for example https://fn.example.net), got {STRATUS_FUNCTIONS_URL!r}"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -70,6 +98,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "apps.core.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.core.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -282,6 +311,11 @@ DEFAULT_FROM_EMAIL = env_str("STRATUS_FROM_EMAIL") or "stratus@localhost"
 
 # --- Security (production profile) ------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
+# Names of our own, not Django's defaults: the gateway strips the console's cookies from every
+# request to a function (apps/engine/gateway.py), which would otherwise also take a tenant
+# Django app's own "sessionid" and "csrftoken".
+SESSION_COOKIE_NAME = "stratus_session"
+CSRF_COOKIE_NAME = "stratus_csrftoken"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 if PRODUCTION:
@@ -339,9 +373,36 @@ STRATUS_SUPERVISOR_SOCKET = Path(env_str("STRATUS_SUPERVISOR_SOCKET") or DATA_DI
 # (each function under its own uid, STRATUS_SANDBOX_UID_BASE + function id).
 STRATUS_SANDBOX_DIR = Path(env_str("STRATUS_SANDBOX_DIR") or DATA_DIR / "sandbox")
 STRATUS_SANDBOX_UID_BASE = env_int("STRATUS_SANDBOX_UID_BASE", 200000)
+# Processes + threads all instances of one function in one environment may run together
+# (RLIMIT_NPROC of its uid; each instance also has its own cgroup pids.max of 64).
+STRATUS_IDENTITY_MAX_PROCESSES = env_int("STRATUS_IDENTITY_MAX_PROCESSES", 1024)
+# Addresses (same syntax as an environment's egress_allow) that no tenant rule may open,
+# beyond what the engine protects by itself (the console's port, database, Redis, metadata).
+STRATUS_EGRESS_DENY = env_list("STRATUS_EGRESS_DENY")
+# Ports the console's web processes listen on (`manage.py serve` adds its own): no tenant rule
+# reaches them on any address of this host. Set it for a supervisor whose web processes listen
+# on ports other than PORT and STRATUS_PUBLIC_URL's.
+STRATUS_LISTEN_PORTS = [int(p) for p in env_list("STRATUS_LISTEN_PORTS", [str(env_int("PORT", 8000))])]
 STRATUS_GATEWAY_MAX_BODY_BYTES = env_int("STRATUS_GATEWAY_MAX_BODY_BYTES", 6 * 1024 * 1024)
 STRATUS_GATEWAY_AUTH_CACHE_S = env_int("STRATUS_GATEWAY_AUTH_CACHE_S", 5)
 # How long a request waits for a busy function's instance before 429 Throttled.
 STRATUS_QUEUE_TIMEOUT_S = float(env_str("STRATUS_QUEUE_TIMEOUT_S") or 1.0)
 # Safety net beside the change announcements: reload the routing table this often.
 STRATUS_ROUTES_RESYNC_S = env_int("STRATUS_ROUTES_RESYNC_S", 30)
+
+# --- Organization quotas ----------------------------------------------------------------------
+# Defaults for organizations whose quota_* fields are empty (staff set those in the Django
+# admin, never the org itself). apps/tenancy/quotas.py refuses, with 403 quota_exceeded, a
+# function over STRATUS_ORG_QUOTA_FUNCTIONS, and traffic changes that would reserve
+# (min_instances of served versions) more instances or memory (memory_mb +
+# ephemeral_storage_mb per instance, in MB) than the quota; the engine caps running ones.
+STRATUS_ORG_QUOTA_FUNCTIONS = env_int("STRATUS_ORG_QUOTA_FUNCTIONS", 100)
+STRATUS_ORG_QUOTA_INSTANCES = env_int("STRATUS_ORG_QUOTA_INSTANCES", 50)
+STRATUS_ORG_QUOTA_MEMORY_MB = env_int("STRATUS_ORG_QUOTA_MEMORY_MB", 16384)
+for _quota_name, _quota_value in (
+    ("STRATUS_ORG_QUOTA_FUNCTIONS", STRATUS_ORG_QUOTA_FUNCTIONS),
+    ("STRATUS_ORG_QUOTA_INSTANCES", STRATUS_ORG_QUOTA_INSTANCES),
+    ("STRATUS_ORG_QUOTA_MEMORY_MB", STRATUS_ORG_QUOTA_MEMORY_MB),
+):
+    if _quota_value < 0:
+        raise ImproperlyConfigured(f"{_quota_name} must be 0 or more, got {_quota_value}")

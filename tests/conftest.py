@@ -106,6 +106,9 @@ def serving_console() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
+    from apps.engine.host import protect_console_port
+
+    protect_console_port(port)  # as `manage.py serve` does: tenant code cannot reach it
     server = uvicorn.Server(
         uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="websockets")
     )

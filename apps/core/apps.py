@@ -6,4 +6,6 @@ class CoreConfig(AppConfig):
     label = "core"
 
     def ready(self) -> None:
-        from apps.core import schema  # noqa: F401  registers the OpenAPI auth extension
+        # Imported for what they register: the deploy checks (origins; database and Redis
+        # credentials), the OpenAPI auth extension.
+        from apps.core import checks, schema, service_checks  # noqa: F401

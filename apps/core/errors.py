@@ -55,6 +55,14 @@ class Gone(DomainError):
     code = "gone"
 
 
+class QuotaExceeded(DomainError):
+    """An organization quota refuses the change (apps/tenancy/quotas.py). 403: the request is
+    understood and well formed, the organization is not allowed more; ``fields`` names the quota."""
+
+    status_code = 403
+    code = "quota_exceeded"
+
+
 def envelope(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -14,6 +16,14 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+# Informational sections of /readyz that other apps contribute (the engine's "isolation":
+# what confines tenant code on this host). They never make the answer 503.
+_reports: dict[str, Callable[[], Any]] = {}
+
+
+def register_report(name: str, report: Callable[[], Any]) -> None:
+    _reports[name] = report
 
 
 @require_GET
@@ -69,4 +79,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; report it
             ok = False
             checks[name] = f"failed: {type(exc).__name__}: {exc}"
-    return JsonResponse({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+    for name, report in _reports.items():
+        try:
+            body[name] = report()
+        except Exception as exc:  # noqa: BLE001 - informational: say what went wrong
+            body[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return JsonResponse(body, status=200 if ok else 503)

@@ -90,3 +90,38 @@ class BodySizeLimitMiddleware:
                     413, "request_too_large", f"Request body of {length} bytes exceeds the limit of {limit} bytes."
                 )
         return self.get_response(request)
+
+
+# The console's own pages load scripts, styles, images, fonts, workers and connections
+# (XHR, websockets) from its own origin only; no plugins, no <base> games, forms post only
+# here, and no other site may frame them. No inline script, handler or style: templates use
+# static files (htmx's indicator style is switched off in base.html's htmx-config).
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "worker-src 'self'",  # the WebIDE's editor (Monaco) runs language workers
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Sends the console's strict Content-Security-Policy on every response that does not set
+    its own. Functions never pass through here (the gateway answers /fn/ before Django)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -25,7 +26,8 @@ def home(request: HttpRequest) -> HttpResponse:
         {"org": org, "role": permissions.org_role(request.user, org), "projects": by_org.get(org.pk, [])}
         for org in orgs
     ]
-    return render(request, "home.html", {"rows": rows})
+    # Where functions answer: an origin of their own, which shares no cookies with the console.
+    return render(request, "home.html", {"rows": rows, "functions_url": settings.STRATUS_FUNCTIONS_URL})
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

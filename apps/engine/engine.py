@@ -139,6 +139,14 @@ class RoutedEngine:
     ) -> Outcome:
         raise NotImplementedError
 
+    async def isolation(self) -> dict[str, Any]:
+        """What confines function instances where this engine runs them (for /readyz)."""
+        raise NotImplementedError
+
+    async def refresh_firewall(self) -> None:
+        """Rebuild the firewall's platform rules, where this engine runs instances itself."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {}
 
@@ -148,6 +156,7 @@ class Engine(RoutedEngine):
         super().__init__(resync_s=resync_s)
         self.spawner = spawner
         self.pools: dict[tuple[Any, ...], Pool] = {}
+        self.org_limits: dict[int, tuple[int, int]] = {}  # org id -> (instances, memory_mb) quota
         self.maintenance_s = maintenance_s
         self._sink: Any = None
         self._running: set[asyncio.Task[Any]] = set()
@@ -198,7 +207,52 @@ class Engine(RoutedEngine):
                 logger.warning("pre-warming instances took longer than %s s; switching anyway", PREWARM_WAIT_S)
 
     async def _after_reload(self) -> None:
+        self._note_org_limits()
         await self._reconcile()
+        # After the pools (a spawn applies its own uid's rules first anyway): what changes
+        # here is the running instances' allow-lists.
+        await self._sync_egress()
+
+    async def isolation(self) -> dict[str, Any]:
+        return self.spawner.isolation.report()
+
+    async def refresh_firewall(self) -> None:
+        """Rebuild the firewall's platform rules (a new console port, a changed deny list)."""
+        firewall = self.spawner.firewall
+        if firewall is not None and firewall.available:
+            from apps.core.isolation.egress import protected_endpoints
+
+            await asyncio.to_thread(firewall.install, protected_endpoints())
+
+    def _note_org_limits(self) -> None:
+        """The organizations' current quotas, as the last route load read them."""
+        for route in self.routes.values():
+            for rv in route.versions.values():
+                if rv.spec.org_id is not None and rv.spec.org_quota is not None:
+                    self.org_limits[rv.spec.org_id] = rv.spec.org_quota
+
+    async def _sync_egress(self) -> None:
+        """Give every routed identity its environment's allow-list in the firewall now, so a
+        narrowed list closes for running instances too (not only for the next one)."""
+        firewall = self.spawner.firewall
+        if firewall is None or not firewall.available:
+            return
+        wanted: dict[int, tuple[str, ...]] = {}
+        for route in self.routes.values():
+            for rv in route.versions.values():
+                wanted[self.spawner.uid_of(rv.spec)] = rv.spec.egress_allow
+        changed = [(uid, allow) for uid, allow in wanted.items() if firewall.pending(uid, allow)]
+        if not changed:
+            return
+
+        def apply() -> None:
+            for uid, allow in changed:
+                try:
+                    firewall.allow(uid, allow)
+                except Exception:
+                    logger.exception("updating the egress rules of uid %s failed", uid)
+
+        await asyncio.to_thread(apply)
 
     async def _reconcile(self) -> None:
         wanted: dict[tuple[Any, ...], RouteVersion] = {}
@@ -238,11 +292,37 @@ class Engine(RoutedEngine):
     def pool_for(self, rv: RouteVersion) -> Pool:
         pool = self.pools.get(rv.pool_key)
         if pool is None or pool.draining:
-            pool = Pool(rv.pool_key, rv.spec, rv.policy, self._spawn)
+            pool = Pool(rv.pool_key, rv.spec, rv.policy, self._spawn, self._admit)
             self.pools[rv.pool_key] = pool
         elif pool.policy != rv.policy:
             pool.policy = rv.policy
         return pool
+
+    def _admit(self, spec: InstanceSpec) -> str | None:
+        """Whether the organization's quota lets one more instance of ``spec`` start: its
+        instances and their memory (memory_mb + the /tmp tmpfs) across every pool here."""
+        if spec.org_id is None or spec.org_quota is None:
+            return None
+        max_instances, max_mb = self.org_limits.get(spec.org_id, spec.org_quota)
+        running = used_mb = 0
+        for pool in self.pools.values():
+            if pool.spec.org_id != spec.org_id:
+                continue
+            count = pool.starting + sum(1 for i in pool.instances if not i.dead)
+            running += count
+            used_mb += count * (pool.spec.memory_mb + pool.spec.tmp_mb)
+        if running + 1 > max_instances:
+            return (
+                f"Organization quota reached: {running} of {max_instances} instances run "
+                "(quota_instances); ask the platform's operators to raise it"
+            )
+        wanted = spec.memory_mb + spec.tmp_mb
+        if used_mb + wanted > max_mb:
+            return (
+                f"Organization quota reached: {used_mb} MB of {max_mb} MB of memory in use, "
+                f"{wanted} MB more asked (quota_memory_mb); ask the platform's operators to raise it"
+            )
+        return None
 
     async def _spawn(self, spec: InstanceSpec) -> Any:
         if not spec.code_dir.is_dir():
@@ -282,7 +362,7 @@ class Engine(RoutedEngine):
             lease = await pool.acquire()
         except Throttled as exc:
             outcome.status = "throttled"
-            outcome.error = {"type": "Throttled", "message": str(exc), "stack": []}
+            outcome.error = {"type": "QuotaExceeded" if exc.quota else "Throttled", "message": str(exc), "stack": []}
         except InitFailed as exc:
             outcome.status = "error"
             outcome.error = {**exc.error, "type": exc.error.get("type") or "InitError", "init": True}

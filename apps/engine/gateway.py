@@ -9,6 +9,19 @@ for one, pick a version by weight, forward the request to an instance, answer.
 - `event` functions get an API-Gateway-proxy-style event (method, path, headers, query,
   body, isBase64Encoded; the fields Lambda and SCF handlers read); a returned dict with
   ``statusCode`` is the response, anything else becomes a JSON 200.
+
+Tenant code has an origin of its own (STRATUS_FUNCTIONS_URL), told apart by the request's
+Host: a function answering on the console's origin could read a signed-in visitor's session
+cookie or set one for the console.
+
+- On the functions host only /fn/ answers; the console (pages, API, admin, websockets,
+  webhooks) answers 404 there, so nobody signs in to the console on it.
+- On any other host (the console's) /fn/ still answers, for API clients and old URLs, but
+  the function gets no Cookie header, may not set one (Set-Cookie, Clear-Site-Data are
+  dropped), and its answer is sandboxed (``Content-Security-Policy: sandbox``: an opaque
+  origin, whose scripts cannot call the console's API with its cookies).
+- On every host the console's own cookies (session, CSRF, language, messages) are removed
+  before a function sees the request, in case a misconfiguration lets the browser send them.
 """
 
 from __future__ import annotations
@@ -17,15 +30,18 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
+from apps.core.checks import origin_problems
 from apps.engine.engine import CallSite, Outcome, new_request_id
 from apps.engine.gateway_auth import TokenCache
 from apps.engine.routing import NotServed, Route, RouteVersion
@@ -34,7 +50,39 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+log = logging.getLogger("stratus.gateway")
+
 PREFIX = "/fn/"
+# A function's answer on the console's host: the page gets an opaque origin (no access to the
+# console's cookies, storage or API) and is not sniffed into HTML or script.
+_SANDBOX_HEADERS = [(b"content-security-policy", b"sandbox"), (b"x-content-type-options", b"nosniff")]
+# What a function may not send on the console's host: cookies for the console's origin, or
+# an order to wipe them.
+_CONSOLE_HOST_DROP = {b"set-cookie", b"clear-site-data"}
+# What a browser may not load from /fn/ on the console's host (Sec-Fetch-Dest): the console's
+# strict CSP allows scripts, styles and workers from 'self', and tenant code must not become
+# one of them should a console page ever be tricked into loading it.
+_EMBEDDED_DESTINATIONS = {
+    "script",
+    "style",
+    "worker",
+    "sharedworker",
+    "serviceworker",
+    "audioworklet",
+    "paintworklet",
+    "xslt",
+    "object",
+    "embed",
+}
+# The cookie the messages framework stores messages in (CookieStorage.cookie_name).
+_MESSAGES_COOKIE = "messages"
+_ORIGIN_SETTINGS = {
+    "STRATUS_FUNCTIONS_URL",
+    "PUBLIC_URL",
+    "SESSION_COOKIE_NAME",
+    "CSRF_COOKIE_NAME",
+    "LANGUAGE_COOKIE_NAME",
+}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "application/x-www-form")
 # Connection-level headers the gateway owns (hop-by-hop or recomputed).
@@ -64,15 +112,78 @@ class Gateway:
         self.app = app
         self.max_body = int(settings.STRATUS_GATEWAY_MAX_BODY_BYTES)
         self.tokens = TokenCache()
+        self.configure_origins()
+        setting_changed.connect(self._setting_changed)  # tests override the origins
+
+    def configure_origins(self) -> None:
+        """Precompute what the hot path compares: the functions host as the Host header spells
+        it (lowercase, no port: browsers keep cookies per host name, whatever the port), and
+        the console's cookie names."""
+        for check_id, message in origin_problems(
+            console_url=settings.PUBLIC_URL,
+            functions_url=settings.STRATUS_FUNCTIONS_URL,
+            production=settings.PRODUCTION,
+        ):
+            log.warning(message, extra={"check": check_id})
+        functions = _host_key(urlsplit(settings.STRATUS_FUNCTIONS_URL).hostname or "")
+        console = _host_key(urlsplit(settings.PUBLIC_URL).hostname or "")
+        # On the console's own host the console must keep working: /fn/ is then only ever
+        # served the console-host way (cookieless, sandboxed); the system check says why.
+        self.functions_host: bytes | None = functions if functions and functions != console else None
+        self.console_cookies = frozenset(
+            name.encode("latin-1")
+            for name in (
+                settings.SESSION_COOKIE_NAME,
+                settings.CSRF_COOKIE_NAME,
+                settings.LANGUAGE_COOKIE_NAME,
+                _MESSAGES_COOKIE,
+            )
+            if name
+        )
+        self.refusal = (
+            "This host serves functions only (/fn/<org>/<project>/<environment>/<function>/); "
+            f"the console is at {settings.PUBLIC_URL}/."
+        )
+        self.embedded_refusal = (
+            "On the console's host a function is not loaded as a script, style sheet or worker; "
+            f"functions are served from {settings.STRATUS_FUNCTIONS_URL}/fn/."
+        )
+
+    def _setting_changed(self, *, setting: str, **kwargs: Any) -> None:
+        if setting in _ORIGIN_SETTINGS:
+            self.configure_origins()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
-            await self.serve(scope, receive, send)
-            return
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "lifespan":
             await self.lifespan(receive, send)
             return
+        if self.functions_host is not None and _request_host(scope["headers"]) == self.functions_host:
+            if kind == "http" and scope["path"].startswith(PREFIX):
+                await self.serve(scope, receive, send, console_host=False)
+            else:
+                await self.refuse(scope, receive, send)
+            return
+        if kind == "http" and scope["path"].startswith(PREFIX):
+            await self.serve(scope, receive, _sandboxed(send), console_host=True)
+            return
         await self.app(scope, receive, send)
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Anything but /fn/ on the functions host: 404, so that no console session ever
+        exists on the origin tenant code runs on."""
+        request_id = _incoming_request_id(scope["headers"]) or new_request_id()
+        headers, body = _error_response(404, "not_found", self.refusal, request_id)
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            if "websocket.http.response" in (scope.get("extensions") or {}):
+                await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:
+                await send({"type": "websocket.close", "code": 1008})
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         """With the server's lifespan on (`manage.py serve`), the engine runs on the server's
@@ -101,9 +212,13 @@ class Gateway:
             host = await asyncio.to_thread(get_host)
         return host
 
-    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
+    async def serve(self, scope: Scope, receive: Receive, send: Send, *, console_host: bool) -> None:
+        # From here on the request is what the function (and the routing rules) see.
+        headers = _strip_cookies(scope["headers"], None if console_host else self.console_cookies)
         request_id = _incoming_request_id(headers) or new_request_id()
+        if console_host and _header(headers, b"sec-fetch-dest") in _EMBEDDED_DESTINATIONS:
+            await _send_error(send, 404, "not_found", self.embedded_refusal, request_id)
+            return
         started_at = datetime.now(UTC)
         parts = scope["path"][len(PREFIX) :].split("/", 4)
         if len(parts) < 4 or not all(parts[:4]):
@@ -161,7 +276,8 @@ class Gateway:
             message = str(error.get("message") or "The function failed.")
             if outcome.status == "error":
                 message = f"{error.get('type', 'Error')}: {message}"
-            await _send_error(send, status, _CODE_FOR.get(outcome.status, "function_error"), message, request_id, extra)
+            code = "quota_exceeded" if error.get("type") == "QuotaExceeded" else _CODE_FOR.get(outcome.status)
+            await _send_error(send, status, code or "function_error", message, request_id, extra)
             return
         try:
             status, response_headers, body = _response_from(outcome.reply, rv.spec.kind)
@@ -178,6 +294,60 @@ class Gateway:
         response_headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
+
+
+# --- origins ----------------------------------------------------------------------------------
+
+
+def _host_key(hostname: str) -> bytes:
+    """A host name as the Host header spells it, without port or trailing dot."""
+    hostname = hostname.lower().rstrip(".")
+    if ":" in hostname:  # IPv6, bracketed in the Host header
+        return f"[{hostname}]".encode("ascii")
+    return hostname.encode("ascii") if hostname.isascii() else hostname.encode("idna")  # as browsers send it
+
+
+def _request_host(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request's host name, lowercase, without port or trailing dot (b"" when absent)."""
+    for key, value in headers:
+        if key == b"host":
+            value = value.lower()
+            if value.startswith(b"["):
+                return value.partition(b"]")[0] + b"]"
+            return value.partition(b":")[0].rstrip(b".")
+    return b""
+
+
+def _strip_cookies(headers: list[tuple[bytes, bytes]], names: frozenset[bytes] | None) -> list[tuple[bytes, bytes]]:
+    """``headers`` without any Cookie header (``names`` None) or without the cookies named in
+    ``names``; the same list when there is no cookie to remove."""
+    if not any(key.lower() == b"cookie" for key, _ in headers):
+        return headers
+    kept: list[tuple[bytes, bytes]] = []
+    for key, value in headers:
+        if key.lower() == b"cookie":
+            if names is None:
+                continue
+            crumbs = [crumb.strip() for crumb in value.split(b";")]
+            crumbs = [crumb for crumb in crumbs if crumb and crumb.partition(b"=")[0].strip() not in names]
+            if not crumbs:
+                continue
+            value = b"; ".join(crumbs)
+        kept.append((key, value))
+    return kept
+
+
+def _sandboxed(send: Send) -> Send:
+    """``send`` for an answer on the console's host: no cookie for (or wiping) the console's
+    origin, and the sandbox headers."""
+
+    async def sandboxed_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message["headers"] if h[0].lower() not in _CONSOLE_HOST_DROP]
+            message = {**message, "headers": headers + _SANDBOX_HEADERS}
+        await send(message)
+
+    return sandboxed_send
 
 
 # --- request side ---------------------------------------------------------------------------
@@ -358,6 +528,14 @@ async def _send_error(
     request_id: str,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
+    headers, body = _error_response(status, code, message, request_id, extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error_response(
+    status: int, code: str, message: str, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
     body = json.dumps({"error": {"code": code, "message": message, "fields": {}, "request_id": request_id}}).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -366,5 +544,4 @@ async def _send_error(
     ]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return headers, body

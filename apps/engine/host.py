@@ -186,6 +186,27 @@ def stop_host() -> None:
             _host = None
 
 
+def isolation_report() -> dict[str, Any]:
+    """What confines function instances: this process's engine, or the supervisor's."""
+    host = _host
+    if host is None or host.loop is None:
+        return {"complete": None, "status": "the engine has not started in this process yet"}
+    try:
+        return host.call_sync(host.engine.isolation(), timeout=5)
+    except Exception as exc:  # noqa: BLE001 - a supervisor that is down, for instance
+        return {"complete": None, "status": f"unknown ({type(exc).__name__}: {exc})"}
+
+
+def protect_console_port(port: int) -> None:
+    """The console now also listens on ``port``: keep tenant code off it (a server started
+    after this process's engine, as the tests do)."""
+    if port not in settings.STRATUS_LISTEN_PORTS:
+        settings.STRATUS_LISTEN_PORTS.append(port)
+    host = _host
+    if host is not None and host.loop is not None:
+        host.call_sync(host.engine.refresh_firewall(), timeout=30)
+
+
 def routes_changed(binding_id: int | None = None) -> None:
     """Announce a deploy or traffic change (call after commit)."""
     host = _host

@@ -32,9 +32,10 @@ INIT_BACKOFF_S = (1.0, 60.0)
 
 
 class Throttled(Exception):
-    def __init__(self, max_instances: int, concurrency: int) -> None:
+    def __init__(self, max_instances: int, concurrency: int, quota: str | None = None) -> None:
+        self.quota = quota  # the organization quota that kept a new instance from starting
         super().__init__(
-            f"Rate exceeded: all {max_instances} instance(s) x {concurrency} concurrent request(s) are busy"
+            quota or f"Rate exceeded: all {max_instances} instance(s) x {concurrency} concurrent request(s) are busy"
         )
 
 
@@ -63,11 +64,15 @@ class Pool:
         spec: InstanceSpec,
         policy: ScalingPolicy,
         spawn: Callable[[InstanceSpec], Awaitable[SpawnedInstance]],
+        admit: Callable[[InstanceSpec], str | None] | None = None,
     ) -> None:
         self.key = key
         self.spec = spec
         self.policy = policy
         self._spawn = spawn
+        # Whether one more instance may start now (the organization's quota across every
+        # pool of the engine): None, or the reason it may not.
+        self._admit = admit
         self.instances: list[Instance] = []
         self.starting = 0
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -84,6 +89,7 @@ class Pool:
     async def acquire(self) -> Lease:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.policy.queue_timeout_s
+        refused: str | None = None
         while True:
             self._raise_if_backing_off()
             instance = self._pick()
@@ -91,11 +97,13 @@ class Pool:
                 instance.in_flight += 1
                 return Lease(instance, False, None, [])
             if len(self.instances) + self.starting < self.policy.max_instances:
-                return await self._start_for_request()
+                refused = self._admit(self.spec) if self._admit is not None else None
+                if refused is None:
+                    return await self._start_for_request()
             remaining = deadline - loop.time()
             if remaining <= 0:
                 self.throttles += 1
-                raise Throttled(self.policy.max_instances, self.policy.concurrency)
+                raise Throttled(self.policy.max_instances, self.policy.concurrency, refused)
             waiter: asyncio.Future[None] = loop.create_future()
             self.waiters.append(waiter)
             try:
@@ -208,6 +216,17 @@ class Pool:
         self.instances = [i for i in self.instances if not i.dead]
         missing = self.policy.min_instances - len(self.instances) - self.starting
         if self.draining or missing <= 0 or time.monotonic() < self.backoff_until:
+            return
+        if self._admit is not None:
+            for admitted in range(missing):
+                refused = self._admit(self.spec)
+                if refused is not None:
+                    logger.warning("reserved instances not started: %s", refused, extra={"pool": str(self.key)})
+                    missing = admitted
+                    break
+                self.starting += 1  # counted by the next admission; undone below
+            self.starting -= missing
+        if missing <= 0:
             return
         results = await asyncio.gather(*(self._start_instance() for _ in range(missing)), return_exceptions=True)
         for result in results:

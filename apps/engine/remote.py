@@ -107,7 +107,7 @@ def _build_version_from_db(identity: dict[str, Any]) -> RouteVersion | None:
         return None
     return route_version(
         function=function,
-        environment_id=environment.pk,
+        environment=environment,
         version=version,
         env=merged_env(version=version, environment=environment),
         binding_id=identity["binding_id"],
@@ -159,6 +159,8 @@ class SupervisorServer:
             if message.get("op") == "reload":
                 await self.engine.reload_routes()
                 answer: dict[str, Any] = {"seq": seq, "ok": True}
+            elif message.get("op") == "isolation":
+                answer = {"seq": seq, "isolation": await self.engine.isolation()}
             else:
                 answer = {"seq": seq, "outcome": outcome_to_wire(await self._invoke(message))}
         except Exception as exc:
@@ -252,6 +254,10 @@ class RemoteEngine(RoutedEngine):
             return await asyncio.wait_for(future, timeout_s)
         finally:
             self._pending.pop(seq, None)
+
+    async def isolation(self) -> dict[str, Any]:
+        answer = await self._call({"op": "isolation"}, 5)
+        return dict(answer["isolation"])
 
     async def invoke(
         self, rv: RouteVersion, frame: dict[str, Any], *, site: CallSite, started_at: datetime | None = None

@@ -180,6 +180,9 @@ def spec_digest(spec: InstanceSpec, sha256: str) -> str:
         "handler": spec.handler,
         "memory_mb": spec.memory_mb,
         "timeout_s": spec.timeout_s,
+        "tmp_mb": spec.tmp_mb,
+        "identity": spec.identity,
+        "egress_allow": list(spec.egress_allow),
         "env": sorted(spec.env.items()),
         "artifact": sha256,
     }
@@ -187,11 +190,27 @@ def spec_digest(spec: InstanceSpec, sha256: str) -> str:
 
 
 def route_version(
-    *, function: Any, environment_id: int, version: Any, env: dict[str, str], binding_id: int | None, warm: int = 0
+    *,
+    function: Any,
+    environment: Any,
+    version: Any,
+    env: dict[str, str],
+    binding_id: int | None,
+    warm: int = 0,
+    identity: int | None = None,
+    org_quota: tuple[int, int] | None = None,
 ) -> RouteVersion:
-    """Build a RouteVersion from a Version row (its config snapshot) and the merged env."""
+    """Build a RouteVersion from a Version row (its config snapshot) and the merged env.
+    ``identity``: the function's execution identity in ``environment``; ``org_quota``: the
+    organization's (instances, memory_mb) quota (each looked up when not given)."""
+    from apps.functions.identities import execution_identity
+    from apps.tenancy.quotas import org_quota_limits
+
+    org_id = int(environment.project.org_id)  # the function's project is the environment's
+
     config = version.config
     sha = version.artifact.sha256
+    max_instances = max(1, int(config.get("max_instances", 10)))
     spec = InstanceSpec(
         runtime=config["runtime"],
         kind=config["kind"],
@@ -203,9 +222,17 @@ def route_version(
         memory_mb=int(config["memory_mb"]),
         timeout_s=float(config["timeout_s"]),
         env=env,
-        # RLIMIT_NPROC counts per uid, and a function's instances share its uid: the cap is
-        # per function, PROCESSES_PER_INSTANCE for each instance it may run.
-        max_processes=PROCESSES_PER_INSTANCE * max(1, int(config.get("max_instances", 10))),
+        identity=identity if identity is not None else execution_identity(function.pk, environment.pk),
+        max_processes=PROCESSES_PER_INSTANCE,
+        # RLIMIT_NPROC counts per uid, and all instances of an identity share its uid: a
+        # ceiling for them together that does not grow past the setting with max_instances.
+        identity_max_processes=min(
+            PROCESSES_PER_INSTANCE * max_instances, int(settings.STRATUS_IDENTITY_MAX_PROCESSES)
+        ),
+        tmp_mb=int(config.get("ephemeral_storage_mb", 128)),
+        egress_allow=tuple(environment.egress_allow or ()),
+        org_id=org_id,
+        org_quota=org_quota if org_quota is not None else org_quota_limits(org_id),
     )
     policy = ScalingPolicy(
         # "warm": instances a release pre-starts for a canary about to take a share.
@@ -215,7 +242,7 @@ def route_version(
         idle_timeout_s=float(config.get("idle_timeout_s", 300)),
         queue_timeout_s=min(float(settings.STRATUS_QUEUE_TIMEOUT_S), float(config["timeout_s"])),
     )
-    key = (binding_id, environment_id, function.pk, version.number, spec_digest(spec, sha))
+    key = (binding_id, environment.pk, function.pk, version.number, spec_digest(spec, sha))
     return RouteVersion(number=version.number, artifact_sha256=sha, spec=spec, policy=policy, pool_key=key)
 
 
@@ -240,7 +267,9 @@ def load_routes(binding_ids: Iterable[int] | None = None) -> dict[RouteKey, Rout
 
 
 def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
+    from apps.functions.identities import execution_identities
     from apps.functions.models import Binding, Version
+    from apps.tenancy.quotas import orgs_quota_limits
 
     bindings = (
         Binding.objects.filter(backend="local")
@@ -265,6 +294,8 @@ def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
             if (version.function_id, version.number) in wanted:
                 versions[(version.function_id, version.number)] = version
     env_cache: dict[int, dict[str, str]] = {}
+    identities = execution_identities((b.function_id, b.environment_id) for b in bindings_list)
+    quotas = orgs_quota_limits({b.environment.project.org_id for b in bindings_list})
     table: dict[RouteKey, Route] = {}
     for binding in bindings_list:
         environment = binding.environment
@@ -280,11 +311,13 @@ def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
             env = {**found.config.get("env", {}), **base_env}
             route_versions[found.number] = route_version(
                 function=binding.function,
-                environment_id=environment.pk,
+                environment=environment,
                 version=found,
                 env=env,
                 binding_id=binding.pk,
                 warm=warm.get(found.number, 0),
+                identity=identities[(binding.function_id, environment.pk)],
+                org_quota=quotas[project.org_id],
             )
         weights = [(e["version"], e["weight"]) for e in binding.traffic if e["version"] in route_versions]
         tags = {str(e["tag"]): int(e["version"]) for e in binding.traffic if e.get("tag")}

@@ -1,10 +1,40 @@
-"""Start function instances as sandboxed OS processes, fast.
+"""Start function instances as confined OS processes, fast.
 
-Python instances are forked by a pre-forked *zygote* (``runtime/stratus_bootstrap/zygote.py``)
-that has already imported the bootstrap; Node instances are started per instance as
-``node --max-old-space-size=<memory_mb> runtime/node/bootstrap.js``. Either way the instance
-speaks the frame protocol (``runtime/stratus_bootstrap/protocol.py``) on a socketpair whose
-other end is ``SpawnedInstance.sock``; the supervisor reads ``ready``/``init_error`` itself.
+Both runtimes are forked by a pre-started *zygote* (``runtime/stratus_bootstrap/zygote.py``):
+Python instances keep running the bootstrap the zygote already imported, Node instances
+``exec`` ``node --max-old-space-size=<memory_mb> runtime/node/bootstrap.js`` once confined.
+Either way the instance speaks the frame protocol (``runtime/stratus_bootstrap/protocol.py``)
+on a socketpair whose other end is ``SpawnedInstance.sock``; the supervisor reads
+``ready``/``init_error`` itself.
+
+Identity (when the engine runs as root: ``Spawner.sandboxing``)
+----------------------------------------------------------------
+Each function runs as a uid of its own *per environment*: ``uid_base + spec.identity``
+(``apps.functions.models.ExecutionIdentity``), with no supplementary groups, so the dev
+instances of a function cannot read, trace or signal its prod instances (whose environment
+holds prod's secrets), nor those of any other function. Instances are not dumpable (Python by
+``prctl``, Node by running an execute-only copy of the node binary, see ``_node_executable``):
+``/proc/<pid>/environ``, ``mem`` and ptrace are closed even to processes of the same uid.
+``no_new_privs``: no setuid binary gives anything back.
+
+Confinement, per instance (``runtime/stratus_bootstrap/confine.py``, in the forked child)
+-----------------------------------------------------------------------------------------
+* A private mount namespace: the whole tree read-only; ``/proc`` with ``hidepid=invisible``
+  (an instance sees its identity's processes only); ``/tmp`` (``spec.tmp_mb``, the function's
+  ``ephemeral_storage_mb``) and ``/dev/shm`` (``spec.shm_mb``) as private tmpfs owned by the
+  uid, ENOSPC past their size, gone with the instance; ``/run`` empty (no host Unix socket:
+  PostgreSQL's, MariaDB's, D-Bus's). HOME and TMPDIR are ``/tmp``.
+* A cgroup (``apps/core/isolation/cgroups.py``, v1 or v2, under ``stratus-instances``):
+  ``memory`` = memory_mb + the tmpfs sizes + ``CGROUP_OVERHEAD_MB`` (shared memory and tmpfs
+  pages count), ``pids`` = ``spec.max_processes``; removed (and every member killed, even one
+  that left the process group) when the instance exits. OOM kills are read from it.
+* The egress firewall (``apps/core/isolation/firewall.py``): the uid reaches the public
+  internet, and no loopback, private or link-local address and no address of this host,
+  except what its environment's ``egress_allow`` opens (never the console's own endpoints).
+
+Which of these the host allows is probed at ``start()`` (``Spawner.isolation``), logged, and
+shown by ``/readyz``; what is missing is named there. Without root: every instance runs as
+the console's uid, not dumpable and without new privileges, and nothing else applies.
 
 Limits, per instance
 --------------------
@@ -12,24 +42,23 @@ Limits, per instance
   the two log-pump thread stacks and a small slack (measured in the child, see the zygote). Too
   big an allocation is a ``MemoryError`` in the handler (an ``error`` frame) or, if the runtime
   itself cannot allocate, a crash. Node gets ``--max-old-space-size`` instead (V8 reserves huge
-  address ranges, so no RLIMIT_AS), and dies with "JavaScript heap out of memory".
+  address ranges, so no RLIMIT_AS), and dies with "JavaScript heap out of memory"; memory
+  outside its heap (Buffers) is caught by the cgroup.
 * ``RLIMIT_NOFILE`` = ``max_open_files``; ``RLIMIT_CORE`` = 0.
-* ``RLIMIT_NPROC`` = ``max_processes``. Linux counts it per *real uid* (threads included), so:
-  when sandboxing every function has its own uid and the cap is per function (shared by all
-  instances of that function); without root there is one uid for everything, so the limit is set
-  to "tasks this uid has now + max_processes", which bounds a fork bomb but is not a per-function
-  cap.
+* ``RLIMIT_NPROC`` = ``identity_max_processes``, counted per real uid, so for all instances of
+  the identity together (each also has its cgroup's ``pids.max``). Without root there is one
+  uid for everything, so the limit is "tasks this uid has now + max_processes".
 * Each instance runs in its own session/process group; ``kill()`` SIGKILLs the group, and the
-  group is SIGKILLed once more when the instance exits, so processes it left behind die with it.
+  group is SIGKILLed once more when the instance exits.
 
-Privilege drop (when the console runs as root: ``Spawner.sandboxing``)
------------------------------------------------------------------------
-The instance runs as uid = gid = ``uid_base + function_id`` with no supplementary groups. Its code
-is a private copy, ``sandbox_dir/<uid>/code/<basename of code_dir>/`` (copied once, atomically,
-owned by the uid, dirs 0500, files 0400 or 0500 when executable); HOME and TMPDIR are
-``sandbox_dir/<uid>/home`` (0700, owned by the uid); ``sandbox_dir/<uid>`` and ``sandbox_dir``
-are 0711 root. If ``sandbox_dir`` lies inside ``data_dir``, ``data_dir`` becomes 0711 and every
-other entry directly in it loses its group/other permissions (secret key, database, artifacts).
+Code and directories
+--------------------
+The code is a private copy, ``sandbox_dir/<uid>/code/<basename of code_dir>/`` (copied once,
+atomically, root-owned and readable through the uid's group: dirs 0550, files 0440 or 0550);
+``sandbox_dir/<uid>`` and ``sandbox_dir`` are 0711 root. If ``sandbox_dir`` lies inside
+``data_dir``, ``data_dir`` becomes 0711 and every other entry directly in it loses its
+group/other permissions (secret key, database, artifacts). Paths an instance needs that lie
+under ``/tmp`` (a test data directory) are bound back into its namespace.
 
 The environment of an instance is built from scratch: PATH, HOME, TMPDIR, LANG (and
 PYTHONUNBUFFERED/PYTHONDONTWRITEBYTECODE for Python), the function's own variables, the
@@ -44,14 +73,10 @@ users cannot read (e.g. a pyenv under /root), ``start()`` falls back, with a war
 ``python3.X`` of the same minor version in /usr/local/bin or /usr/bin, and raises RuntimeError if
 there is none. All instances forked from one zygote share its hash seed (PYTHONHASHSEED).
 
-Out of memory (``ExitInfo.out_of_memory``), best effort: the runtime's real stderr mentions
-MemoryError / "out of memory" / "JavaScript heap out of memory"; or SIGKILL not sent by
-``kill()`` while the kernel's OOM-kill counter moved; or SIGABRT/SIGSEGV/SIGBUS after a peak RSS
-(as last sampled by ``peak_rss_kb()``) of at least 90% of the limit.
-
-Not contained: a process that an instance starts and that leaves the instance's process group
-(``setsid()``) survives ``kill()``; disk use of HOME/TMPDIR is not limited. Both need cgroups or
-quotas.
+Out of memory (``ExitInfo.out_of_memory``): the runtime's real stderr mentions MemoryError /
+"out of memory" / "JavaScript heap out of memory"; or SIGKILL not sent by ``kill()`` while
+the instance's memory cgroup (or, without one, the host's) counted an OOM kill; or
+SIGABRT/SIGSEGV/SIGBUS after a peak RSS of at least 90% of the limit.
 """
 
 from __future__ import annotations
@@ -59,12 +84,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import itertools
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -73,14 +96,21 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apps.core.isolation import CONFINE_SCRIPT, RUNTIME_DIR, path_problem
+from apps.core.isolation.cgroups import Cgroup, CgroupFactory
+from apps.core.isolation.firewall import Firewall
+
 logger = logging.getLogger(__name__)
 
-RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime"
 NODE_BOOTSTRAP = RUNTIME_DIR / "node" / "bootstrap.js"
+CGROUP_PARENT = "stratus-instances"
+# A memory cgroup holds the runtime's own pages besides the handler's memory_mb (and the tmpfs
+# of /tmp and /dev/shm); RLIMIT_AS / V8's heap limit report a handler's excess first.
+CGROUP_OVERHEAD_MB = 64
 INSTANCE_PATH = "/usr/local/bin:/usr/bin:/bin"
 STDERR_TAIL_BYTES = 4096
 ZYGOTE_START_TIMEOUT_S = 15.0
@@ -107,8 +137,18 @@ class InstanceSpec:
     memory_mb: int
     timeout_s: float
     env: Mapping[str, str]  # the function's own variables (already merged); nothing else of the console's
-    max_processes: int = 64  # processes+threads cap for the instance (per function uid when sandboxing)
+    # The execution identity (function x environment, apps.functions.models.ExecutionIdentity):
+    # the instance runs as uid ``uid_base + identity`` when the engine is root.
+    identity: int
+    max_processes: int = 64  # processes+threads of one instance (its cgroup's pids.max)
+    # RLIMIT_NPROC of the identity's uid: all its instances together, whatever max_instances says.
+    identity_max_processes: int = 1024
     max_open_files: int = 1024
+    tmp_mb: int = 128  # the private /tmp (tmpfs: it counts against the instance's memory cgroup)
+    shm_mb: int = 64  # the private /dev/shm
+    egress_allow: tuple[str, ...] = ()  # the environment's allowed private addresses (egress.py)
+    org_id: int | None = None  # whose quota the instance counts against (apps/tenancy/quotas.py)
+    org_quota: tuple[int, int] | None = None  # (instances, memory_mb) when the route was loaded
 
 
 @dataclass
@@ -146,8 +186,17 @@ def _read_status_kb(pid: int, field: bytes) -> int | None:
 class SpawnedInstance:
     """A started instance: its pid, the supervisor's end of its control socket, its exit."""
 
-    def __init__(self, pid: int, sock: socket.socket, out_fd: int, memory_mb: int, runtime: str) -> None:
+    def __init__(
+        self,
+        pid: int,
+        sock: socket.socket,
+        out_fd: int,
+        memory_mb: int,
+        runtime: str,
+        cgroup: Cgroup | None = None,
+    ) -> None:
         self.pid = pid
+        self.cgroup = cgroup
         self.sock = sock
         self.sock.setblocking(False)
         self.memory_mb = memory_mb
@@ -214,17 +263,26 @@ class SpawnedInstance:
             await asyncio.wait_for(self._out_closed.wait(), 1.0)
         self._on_output()
         self._close_output()
+        info = self._exit_info(returncode, signum, known)  # reads the cgroup's OOM count first
+        if self.cgroup is not None:
+            # Whatever the instance started dies with it, even what left its process group.
+            group, self.cgroup = self.cgroup, None
+            await asyncio.to_thread(group.remove)
         if not self._done.done():
-            self._done.set_result(self._exit_info(returncode, signum, known))
+            self._done.set_result(info)
 
     def _exit_info(self, returncode: int | None, signum: int | None, known: bool) -> ExitInfo:
         tail = self._tail.decode("utf-8", errors="replace")
         oom = any(marker in tail for marker in _OOM_MARKERS)
         if not oom and signum is not None and not self._killed:
             if signum == signal.SIGKILL:
-                # Not our kill(): the kernel's OOM killer if its counter moved meanwhile.
-                now = _oom_kill_count()
-                oom = now is not None and self._oom_kills_at_start is not None and now > self._oom_kills_at_start
+                # Not our kill(): the kernel's OOM killer, in the instance's own memory cgroup
+                # or (without one) if the host's counter moved meanwhile.
+                if self.cgroup is not None and self.cgroup.memory_dir is not None:
+                    oom = self.cgroup.oom_kills() > 0
+                else:
+                    now = _oom_kill_count()
+                    oom = now is not None and self._oom_kills_at_start is not None and now > self._oom_kills_at_start
             elif signum in _CRASH_SIGNALS:
                 oom = self._peak_kb >= self.memory_mb * 1024 * 0.9
         if oom:
@@ -271,26 +329,14 @@ class _Pending:
     sock: socket.socket
     out_fd: int
     spec: InstanceSpec
+    cgroup: Cgroup | None = None
 
 
 class _ZygoteDied(Exception):
     pass
 
 
-def _path_problem(path: Path, *, readable: bool) -> Path | None:
-    """The first of ``path`` and its ancestors that other users cannot traverse (or, with
-    ``readable``, ``path`` itself if they cannot list it); None when all is well."""
-    path = path.resolve()
-    for ancestor in [*reversed(path.parents), path]:
-        try:
-            mode = ancestor.stat().st_mode
-        except OSError:
-            return ancestor
-        if not mode & stat.S_IXOTH:
-            return ancestor
-    if readable and not path.stat().st_mode & stat.S_IROTH:
-        return path
-    return None
+_path_problem = path_problem
 
 
 def _harden_tree(root: Path, gid: int) -> None:
@@ -327,16 +373,61 @@ def _count_tasks(uid: int) -> int:
     return total
 
 
-def _node_preexec(nofile: int, nproc: int, uid: int | None) -> None:
-    """In the forked child, before exec: limits (while still privileged), then drop privileges."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    os.umask(0o077)
+@dataclass
+class Isolation:
+    """What confines instances on this host (probed at start; see ``describe``)."""
+
+    identity: bool = False  # a uid per function x environment (root)
+    namespace: bool = False  # a private mount namespace per instance
+    readonly_root: bool = False
+    hidepid: bool = False
+    tmpfs: bool = False  # private, size-limited /tmp and /dev/shm
+    cgroups: str = "none"
+    network: str = "not enforced"
+    complete_cgroups: bool = False  # memory and pids limits both available
+    network_enforced: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def missing(self) -> list[str]:
+        """The protections this host does not give, each with why."""
+        described = self.describe()
+        return [
+            f"{name}: {described[name]}"
+            for name, complete in (
+                ("identity", self.identity),
+                ("filesystem", self.namespace and self.tmpfs and self.hidepid and self.readonly_root),
+                ("cgroups", self.complete_cgroups),
+                ("network", self.network_enforced),
+            )
+            if not complete
+        ]
+
+    def report(self) -> dict[str, Any]:
+        return {"complete": not self.missing(), **self.describe(), "missing": self.missing()}
+
+    def describe(self) -> dict[str, str]:
+        """One line per protection, for the start-up log and /readyz."""
+        if self.namespace:
+            fs = "private mounts: " + ", ".join(
+                part
+                for part, on in (
+                    ("read-only root", self.readonly_root),
+                    ("/proc shows only the identity's own processes (hidepid)", self.hidepid),
+                    ("private size-limited /tmp and /dev/shm", self.tmpfs),
+                    ("/run hidden", True),
+                )
+                if on
+            )
+        else:
+            fs = "not isolated (" + next((p for p in self.problems if p.startswith("mounts")), "not root") + ")"
+        return {
+            "identity": "one uid per function and environment, no groups, not dumpable, no new privileges"
+            if self.identity
+            else "every instance runs as the console's own uid (not root); not dumpable, no new privileges",
+            "filesystem": fs,
+            "cgroups": self.cgroups,
+            "network": self.network,
+        }
 
 
 class Spawner:
@@ -350,6 +441,7 @@ class Spawner:
         uid_base: int = 200000,
         python: str = sys.executable,
         node: str = "node",
+        firewall: Firewall | None = None,
     ) -> None:
         self.sandbox_dir = Path(os.path.abspath(sandbox_dir))
         self.data_dir = Path(os.path.abspath(data_dir))
@@ -357,13 +449,17 @@ class Spawner:
         self.python = python
         self.node = node
         self.sandboxing = os.geteuid() == 0
+        self.isolation = Isolation()
+        self.firewall = firewall
+        self._cgroups: CgroupFactory | None = None
+        self._node_exec: str | None = None
+        self._node_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._zygote: subprocess.Popen[bytes] | None = None
         self._zsock: socket.socket | None = None
         self._zygote_lock: asyncio.Lock | None = None
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._python_ok = False
-        self._node_ok = False
         self._pending: dict[int, _Pending] = {}
         self._children: dict[int, SpawnedInstance] = {}
         self._seq = itertools.count(1)
@@ -380,12 +476,67 @@ class Spawner:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Prepare the sandbox directories and start the Python zygote."""
+        """Prepare the sandbox directories, find out what confines instances on this host, and
+        start the Python zygote."""
         self._loop = asyncio.get_running_loop()
         self._zygote_lock = asyncio.Lock()
+        self._node_lock = asyncio.Lock()
         self._closed = False
         await asyncio.to_thread(self._prepare_base)
+        await asyncio.to_thread(self._probe_isolation)
         await self._ensure_zygote()
+
+    def _probe_isolation(self) -> None:
+        found = Isolation(identity=self.sandboxing)
+        if self.sandboxing:
+            result = subprocess.run(  # noqa: S603 - our own probe, fixed argv
+                [sys.executable, "-I", "-S", str(CONFINE_SCRIPT), "--probe"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            try:
+                probe = json.loads(result.stdout or "{}")
+            except ValueError:
+                probe = {}
+            found.namespace = probe.get("namespace") is True and probe.get("private") is True
+            found.tmpfs = probe.get("tmpfs") is True
+            found.hidepid = probe.get("hidepid") is True
+            found.readonly_root = probe.get("readonly_root") is True
+            failed = {k: v for k, v in probe.items() if v is not True}
+            if failed or not probe:
+                detail = ", ".join(f"{k}: {v}" for k, v in failed.items()) or result.stderr.strip()[-300:]
+                found.problems.append(f"mounts: {detail}")
+            self._cgroups = CgroupFactory(CGROUP_PARENT)
+            found.cgroups = self._cgroups.describe()
+            self._remove_stale_cgroups()
+        else:
+            found.problems.append("mounts: not root")
+            found.cgroups = "none (not root)"
+        if self.firewall is None:
+            self.firewall = Firewall(self.uid_base)
+            with contextlib.suppress(Exception):  # without Django settings: no protected list
+                from apps.core.isolation.egress import protected_endpoints
+
+                self.firewall.install(protected_endpoints())
+        found.network = self.firewall.describe()
+        found.complete_cgroups = self._cgroups is not None and self._cgroups.limits == {"memory", "pids"}
+        found.network_enforced = self.firewall.available
+        self.isolation = found
+        missing = found.missing()
+        if missing:
+            logger.warning("function instances are NOT fully isolated on this host: %s", "; ".join(missing))
+        else:
+            logger.info("function instances are isolated: %s", found.describe())
+
+    def _remove_stale_cgroups(self) -> None:
+        """Groups of a supervisor that is gone (killed before it could clean up)."""
+        assert self._cgroups is not None
+        for group in self._cgroups.existing("i-"):
+            owner = group.dirs[0].name.split("-")[1]
+            if owner.isdigit() and int(owner) != os.getpid() and not Path(f"/proc/{owner}").exists():
+                group.remove()
 
     async def close(self) -> None:
         """Stop the zygote. Instances keep running (the supervisor kills them); their exits are
@@ -401,27 +552,73 @@ class Spawner:
 
     # --- spawning -----------------------------------------------------------------------------
 
+    def uid_of(self, spec: InstanceSpec) -> int:
+        return self.uid_base + int(spec.identity)
+
     async def spawn(self, spec: InstanceSpec) -> SpawnedInstance:
         """Start one instance; returns as soon as the process exists."""
         if self._loop is None:
             raise RuntimeError("Spawner.start() has not been called")
         if self._closed:
             raise RuntimeError("the spawner is closed")
-        uid = self.uid_base + int(spec.function_id)
+        if not spec.runtime.startswith(("python", "node")):
+            raise ValueError(f"unknown runtime {spec.runtime!r}")
+        uid = self.uid_of(spec)
         task_root, home = await self._prepare_function(spec, uid)
-        if spec.runtime.startswith("python"):
-            return await self._spawn_python(spec, uid, task_root, home)
+        argv = None
         if spec.runtime.startswith("node"):
-            return await self._spawn_node(spec, uid, task_root, home)
-        raise ValueError(f"unknown runtime {spec.runtime!r}")
+            argv = [await self._node_executable(), f"--max-old-space-size={int(spec.memory_mb)}", str(NODE_BOOTSTRAP)]
+        if self.firewall is not None and self.firewall.available and self.firewall.pending(uid, spec.egress_allow):
+            await asyncio.to_thread(self.firewall.allow, uid, spec.egress_allow)
+        group = self._new_cgroup(spec, uid)
+        try:
+            return await self._spawn_in_zygote(spec, uid, task_root, home, argv, group)
+        except BaseException:
+            if group is not None:
+                await asyncio.to_thread(group.remove)
+            raise
 
     async def prepare(self, spec: InstanceSpec) -> None:
         """Make the function's private code copy and home now (on deploy), so its first
         instance does not pay for them."""
-        await self._prepare_function(spec, self.uid_base + int(spec.function_id))
+        await self._prepare_function(spec, self.uid_of(spec))
+
+    def _new_cgroup(self, spec: InstanceSpec, uid: int) -> Cgroup | None:
+        if self._cgroups is None or not self._cgroups.available:
+            return None
+        memory_mb = int(spec.memory_mb) + CGROUP_OVERHEAD_MB
+        if self.isolation.tmpfs:
+            memory_mb += int(spec.tmp_mb) + int(spec.shm_mb)
+        return self._cgroups.create(
+            f"i-{os.getpid()}-{uid}-{next(self._seq)}",
+            memory_bytes=memory_mb * 1024 * 1024,
+            pids_max=int(spec.max_processes),
+        )
+
+    def _confine_config(
+        self, spec: InstanceSpec, uid: int, group: Cgroup | None, keep: list[Path]
+    ) -> dict[str, Any]:
+        iso = self.isolation
+        return {
+            "uid": uid if self.sandboxing else None,
+            "gid": uid if self.sandboxing else None,
+            "cgroup_procs": group.procs_files if group is not None else [],
+            "namespace": iso.namespace,
+            "readonly_root": iso.readonly_root,
+            "hidepid": iso.hidepid,
+            "hide_run": True,
+            "keep": [str(p) for p in keep],
+            "tmp_mb": int(spec.tmp_mb) if iso.tmpfs else None,
+            "shm_mb": int(spec.shm_mb) if iso.tmpfs else None,
+            "dumpable": False,
+            "no_new_privs": True,
+        }
 
     def _instance_env(self, spec: InstanceSpec, home: Path, task_root: Path) -> dict[str, str]:
-        env = {"PATH": INSTANCE_PATH, "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8"}
+        # With private mounts, HOME and TMPDIR are the instance's own tmpfs: nothing it writes
+        # outlives it or reaches another instance.
+        scratch = "/tmp" if self.isolation.namespace and self.isolation.tmpfs else str(home)  # noqa: S108
+        env = {"PATH": INSTANCE_PATH, "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
         if spec.runtime.startswith("python"):
             env["PYTHONUNBUFFERED"] = "1"
             env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -442,22 +639,67 @@ class Spawner:
 
     def _nproc_limit(self, spec: InstanceSpec) -> int:
         if self.sandboxing:
-            return int(spec.max_processes)
+            # Per identity uid: all of the identity's instances together (each instance's own
+            # share is its cgroup's pids.max).
+            return int(spec.identity_max_processes)
         # Without root every instance shares our uid, and RLIMIT_NPROC counts all the tasks of
         # the real uid: the best available bound is "what this uid runs now + max_processes"
         # (contains a fork bomb, but is not a per-function cap; counted at each spawn, ~1 ms).
         return _count_tasks(os.getuid()) + int(spec.max_processes)
 
-    async def _spawn_python(self, spec: InstanceSpec, uid: int, task_root: Path, home: Path) -> SpawnedInstance:
+    async def _node_executable(self) -> str:
+        """An execute-only copy of node (mode 0111): an execve of a binary its user cannot read
+        leaves the process non-dumpable, as the Python instances are, so no process of the same
+        uid can read a Node instance's memory or environ or ptrace it."""
+        if self._node_exec is not None:
+            return self._node_exec
+        assert self._node_lock is not None
+        async with self._node_lock:
+            if self._node_exec is None:
+                self._node_exec = await asyncio.to_thread(self._copy_node)
+        return self._node_exec
+
+    def _copy_node(self) -> str:
+        source = shutil.which(self.node) or self.node
+        if not os.path.isfile(source):
+            raise RuntimeError(f"node is not installed ({self.node!r} not found)")
+        if self.sandboxing:
+            problem = _path_problem(NODE_BOOTSTRAP.parent, readable=True)
+            if problem is not None:
+                raise RuntimeError(f"{NODE_BOOTSTRAP} is not readable by sandboxed functions: {problem} lacks o+rx")
+        st = os.stat(source)
+        bin_dir = self.sandbox_dir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        os.chmod(bin_dir, 0o711)  # noqa: S103 - traversable by function uids, not listable
+        dest = bin_dir / f"node-{st.st_size}-{int(st.st_mtime)}"
+        if not dest.exists():
+            tmp = bin_dir / f".tmp-node-{uuid.uuid4().hex}"
+            shutil.copyfile(source, tmp)
+            os.chmod(tmp, 0o111)  # noqa: S103 - execute-only: see _node_executable
+            os.rename(tmp, dest)
+        return str(dest)
+
+    async def _spawn_in_zygote(
+        self,
+        spec: InstanceSpec,
+        uid: int,
+        task_root: Path,
+        home: Path,
+        argv: list[str] | None,
+        group: Cgroup | None,
+    ) -> SpawnedInstance:
         loop = asyncio.get_running_loop()
+        python = argv is None
         config = {
             "env": self._instance_env(spec, home, task_root),
             "cwd": str(task_root),
-            "uid": uid if self.sandboxing else None,
-            "gid": uid if self.sandboxing else None,
-            "memory_mb": int(spec.memory_mb),
+            "confine": self._confine_config(
+                spec, uid, group, [task_root, RUNTIME_DIR, *([Path(argv[0])] if argv else [])]
+            ),
+            "memory_mb": int(spec.memory_mb) if python else None,
             "nofile": int(spec.max_open_files),
             "nproc": self._nproc_limit(spec),
+            "exec": argv,
         }
         for attempt in (1, 2):
             zsock = await self._ensure_zygote()
@@ -466,7 +708,7 @@ class Spawner:
             parent, child = socket.socketpair()
             out_r, out_w = os.pipe()
             future: asyncio.Future[SpawnedInstance] = loop.create_future()
-            self._pending[seq] = _Pending(future, parent, out_r, spec)
+            self._pending[seq] = _Pending(future, parent, out_r, spec, group)
             try:
                 await self._zsend(zsock, payload, [child.fileno(), out_w])
             except OSError as exc:
@@ -510,57 +752,6 @@ class Spawner:
                     await writable
                 finally:
                     loop.remove_writer(sock.fileno())
-
-    async def _spawn_node(self, spec: InstanceSpec, uid: int, task_root: Path, home: Path) -> SpawnedInstance:
-        if self.sandboxing and not self._node_ok:
-            node_path = shutil.which(self.node) or self.node
-            for path in (Path(node_path), NODE_BOOTSTRAP):
-                problem = _path_problem(path.parent, readable=True)
-                if problem is not None:
-                    raise RuntimeError(f"{path} is not readable by sandboxed functions: {problem} lacks o+rx")
-            self._node_ok = True
-        parent, child = socket.socketpair()
-        out_r, out_w = os.pipe()
-        env = self._instance_env(spec, home, task_root)
-        env["STRATUS_CONTROL_FD"] = str(child.fileno())
-        preexec = functools.partial(
-            _node_preexec,
-            int(spec.max_open_files),
-            self._nproc_limit(spec),
-            uid if self.sandboxing else None,
-        )
-        try:
-            proc = await asyncio.create_subprocess_exec(  # noqa: S603 - fixed argv, no shell
-                self.node,
-                f"--max-old-space-size={int(spec.memory_mb)}",
-                str(NODE_BOOTSTRAP),
-                stdin=subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=out_w,
-                env=env,
-                cwd=str(task_root),
-                pass_fds=(child.fileno(),),
-                start_new_session=True,
-                preexec_fn=preexec,  # noqa: PLW1509 - rlimits + privilege drop must happen before exec
-            )
-        except BaseException:
-            parent.close()
-            os.close(out_r)
-            raise
-        finally:
-            child.close()
-            os.close(out_w)
-        instance = SpawnedInstance(proc.pid, parent, out_r, int(spec.memory_mb), spec.runtime)
-
-        async def watch() -> None:
-            code = await proc.wait()
-            if code < 0:
-                instance._set_exit(None, -code)
-            else:
-                instance._set_exit(code, None)
-
-        self._keep(asyncio.create_task(watch(), name=f"node-{proc.pid}"))
-        return instance
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -684,7 +875,7 @@ class Spawner:
                 return
             pid = int(message["pid"])
             instance = SpawnedInstance(
-                pid, pending.sock, pending.out_fd, int(pending.spec.memory_mb), pending.spec.runtime
+                pid, pending.sock, pending.out_fd, int(pending.spec.memory_mb), pending.spec.runtime, pending.cgroup
             )
             self._children[pid] = instance
             if pending.future.done():  # spawn() was cancelled or timed out: nobody owns it

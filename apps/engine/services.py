@@ -49,7 +49,7 @@ def invocation_target(
     serving = binding is not None and version.number in binding.version_numbers()
     rv = route_version(
         function=function,
-        environment_id=environment.pk,
+        environment=environment,
         version=version,
         env=merged_env(version=version, environment=environment),
         # A version the binding serves shares its warm instances; any other runs apart.

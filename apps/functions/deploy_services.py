@@ -13,7 +13,7 @@ from apps.core.errors import Conflict, DomainError
 from apps.functions.backends.base import BindingTarget, DeployedVersion, HeaderMatch, TrafficRules
 from apps.functions.backends.registry import backend_name_for, get_backend
 from apps.functions.models import Binding, Function, TrafficChange, Version
-from apps.tenancy import permissions
+from apps.tenancy import permissions, quotas
 from apps.tenancy.models import Environment
 from apps.tenancy.services import environment_secret_values
 
@@ -21,9 +21,11 @@ logger = logging.getLogger(__name__)
 
 
 def binding_url(binding: Binding) -> str:
+    """The binding's invoke URL, on the functions' own origin (never the console's: a function
+    there would receive a signed-in visitor's cookies; apps/engine/gateway.py)."""
     project = binding.environment.project
     path = f"{project.org.slug}/{project.slug}/{binding.environment.name}/{binding.function.name}"
-    return f"{settings.PUBLIC_URL}/fn/{path}/"
+    return f"{settings.STRATUS_FUNCTIONS_URL}/fn/{path}/"
 
 
 def environment_config_snapshot(*, function: Function, environment: Environment) -> dict[str, Any]:
@@ -58,6 +60,34 @@ def _validate_traffic(binding: Binding, traffic: list[dict[str, Any]]) -> None:
         raise DomainError(f"Versions {missing} do not exist.", code="not_found", status_code=404)
 
 
+# How a refusal names the change: "<verb> 'checkout' v3 in 'prod' adds 12".
+_QUOTA_VERBS: dict[str, str] = {
+    TrafficChange.Reason.DEPLOY: "deploying",
+    TrafficChange.Reason.RELEASE_START: "starting the release of",
+    TrafficChange.Reason.STEP: "this release step of",
+    TrafficChange.Reason.COMPLETE: "completing the release of",
+    TrafficChange.Reason.ROLLBACK: "rolling back",
+    TrafficChange.Reason.PROMOTE: "promoting",
+    TrafficChange.Reason.RULES: "the header rules of",
+}
+
+
+def _check_quotas(binding: Binding, traffic: list[dict[str, Any]], reason: str, version: Version | None) -> None:
+    """The org's reserved instances and memory (min_instances of every version a binding
+    serves) must still fit its quotas after this change (apps/tenancy/quotas.py; it locks the
+    org's row after this binding's). binding_rules_set saves the new header rules on the row
+    before calling traffic_apply, so for a rules change the "before" counts the traffic's
+    versions only: a rule naming a version outside the traffic counts as newly reserved."""
+    rules_before = [] if reason == TrafficChange.Reason.RULES else binding.header_rules
+    what = f"'{binding.function.name}'" + (f" v{version.number}" if version is not None else "")
+    quotas.check_binding_change(
+        binding=binding,
+        before_versions=quotas.served_versions(binding.traffic, rules_before),
+        after_versions=quotas.served_versions(traffic, binding.header_rules),
+        action=f"{_QUOTA_VERBS.get(reason, 'this change of')} {what} in '{binding.environment.name}'",
+    )
+
+
 def traffic_apply(
     *,
     actor: Any,
@@ -69,9 +99,10 @@ def traffic_apply(
     note: str = "",
 ) -> Binding:
     """The one way a binding's traffic changes (deploys, release steps, aborts, rollbacks):
-    in the caller's transaction, lock the binding, set the traffic, bump the revision, record
-    the change on the timeline and in the audit log; after commit, announce the new routes
-    (the gateway serves them at once) and let the backend apply them.
+    in the caller's transaction, lock the binding, check the org's quotas (403
+    quota_exceeded when its reserved totals would exceed them), set the traffic, bump the
+    revision, record the change on the timeline and in the audit log; after commit, announce
+    the new routes (the gateway serves them at once) and let the backend apply them.
 
     ``traffic`` entries: {"version": n, "weight": w} plus optional "tag" ("stable" |
     "canary") and "warm" (instances to pre-start for that version)."""
@@ -80,6 +111,7 @@ def traffic_apply(
         Binding.objects.select_for_update().select_related("function", "environment__project__org").get(pk=binding.pk)
     )
     _validate_traffic(binding, traffic)
+    _check_quotas(binding, traffic, reason, version)
     old = binding.traffic
     binding.traffic = traffic
     binding.revision += 1

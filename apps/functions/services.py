@@ -10,7 +10,7 @@ from apps.audit.services import audit_record
 from apps.core.errors import Conflict
 from apps.functions.models import Function
 from apps.functions.validation import validate_function_config
-from apps.tenancy import permissions, roles
+from apps.tenancy import permissions, quotas, roles
 from apps.tenancy.models import Project
 
 CONFIG_FIELDS = (
@@ -40,6 +40,9 @@ def function_create(*, actor: Any, project: Project, name: str, **config: Any) -
         raise Conflict(f"Function '{name}' already exists in project '{project}'.", code="already_exists")
     function = Function(project=project, name=name, created_by=actor, **config)
     validate_function_config(_config_of(function))
+    # Counting takes the org's row lock: two creates racing for the last slot queue here.
+    org = quotas.check_function_create(org_id=project.org_id, name=name)
+    quotas.check_function_config(org=org, name=name, config=_config_of(function))
     function.save()
     audit_record(
         actor=actor,
@@ -59,6 +62,7 @@ def function_update(*, actor: Any, function: Function, **changes: Any) -> Functi
     before = _config_of(function)
     after = {**before, **{k: v for k, v in changes.items() if k in CONFIG_FIELDS}}
     validate_function_config(after)
+    quotas.check_function_config(org=function.project.org, name=function.name, config=after, before=before)
     diff = {k: [before[k], after[k]] for k in CONFIG_FIELDS if before[k] != after[k]}
     if diff:
         for field, value in after.items():

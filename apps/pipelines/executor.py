@@ -10,20 +10,45 @@
   branch x": checks (the steps) still run, packaging and deploying are skipped. A push to a
   branch the pipeline does not deploy is then still tested.
 - Each step: ``bash -c <run>`` (``sh`` without bash) in its own session (process group),
-  and its own cgroup where the host allows (step_cgroup.py), cwd the workspace, rlimits
+  confined like a function instance (step_sandbox.py: its own cgroup, step_cgroup.py; a
+  private mount namespace with only the workspace writable and private /tmp and /dev/shm;
+  the run's own uid; no new privileges; the egress firewall with the target environment's
+  allow-list), cwd the workspace, rlimits
   (DATA = the step's memory_mb, NOFILE 4096, NPROC generous, CORE 0), a scrubbed environment
   (PATH, HOME=<workspace>/.home, LANG, CI, STRATUS_*; the step's env; the target
-  environment's variables and secrets only with ``secrets: true``). stdout+stderr are read
+  environment's variables and secrets only with ``secrets: true``, see below). stdout+stderr are read
   line by line, written as RunLogLine rows in small batches (every ``FLUSH_S``) and
   published to the channel-layer group ``run.<id>``. A timeout or a cancel SIGKILLs the
   whole process group and cgroup; so does the end of the step (no stray background
   processes, not even one that left the group with setsid).
 - A failing step fails the run: later steps are skipped and nothing is deployed.
+- Secrets (checked after checkout, before any step runs, ``_secrets_rule``): when a step has
+  ``secrets: true`` and the trigger targets an environment,
+  * the environment's ``pipeline_secrets`` setting (``allows_pipeline_secrets()``: unset =
+    yes when unprotected, no when protected; set in the console only, stratus.yaml has no
+    key for it) says no → the run fails before any step, its steps skipped, with a reason
+    naming the rule;
+  * it says yes and the environment is protected → the run parks in ``waiting_approval``
+    before its first step (``run.pipeline["approval"] = "steps"``), as GitHub holds a job
+    for an environment's required reviewers. ``run_approve`` (deploy right there, not the
+    pusher) resumes it: ``run_resume`` exports the commit again (the workspace went with
+    the worker), re-checks the setting, runs the steps with the secrets, packages (as the
+    pipeline) and deploys as the approver with no second approval;
+  * unprotected → the steps get them now. Previews are created unprotected.
+  ``_environment_values`` loads the values once per run and is a second lock (nothing for a
+  protected environment unless approved). Each secret value, and each line of a multi-line
+  one, is masked as ``***`` by the LogWriter in every line before it is stored or
+  published, and in the run's reason (``_finish(..., log=log)``; step notes are log lines):
+  the rows, the log API and the websocket carry only masked text, for every reader. Values
+  shorter than ``MIN_MASK_LEN`` (4) are not masked (they would blank ordinary text); the log
+  says so by the secret's name. Masking is a safety net, not a boundary: a step that
+  transforms a value (base64, reversed) prints it unmasked; the approval is the boundary.
 - Package: each function's directory becomes a version (source ``git``). Deploy: into the
   trigger's environment (``preview-<branch>`` created for preview triggers) directly, or by
   ``release_start`` with the trigger's plan when a version already serves there. A protected
-  environment parks the run in ``waiting_approval``; ``run_approve`` resumes it
-  (``run_resume``) and the deploy runs as the approver.
+  environment parks the run in ``waiting_approval`` before the deploy
+  (``run.pipeline["approval"] = "deploy"``), unless it was approved before its steps;
+  ``run_approve`` resumes it (``run_resume``) and the deploy runs as the approver.
 - Worker death: ``runs_reap_stale`` fails RUNNING runs without a heartbeat for
   ``STALE_AFTER_S`` ("worker vanished (no heartbeat since …)") and starts the lane's next.
 """
@@ -35,6 +60,7 @@ import functools
 import logging
 import os
 import queue
+import re
 import resource
 import shutil
 import signal
@@ -53,7 +79,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.core.errors import DomainError
-from apps.pipelines import mirror, run_services, step_cgroup
+from apps.core.isolation import path_problem
+from apps.pipelines import mirror, run_services, step_cgroup, step_sandbox
 from apps.pipelines.models import Repository, Run, RunLogLine, RunStep
 from apps.pipelines.pipeline_config import FILENAME, parse_pipeline, trigger_for
 from apps.pipelines.step_cgroup import StepCgroup
@@ -69,11 +96,16 @@ MAX_LINE = 8192
 MAX_PACKAGE_BYTES = 50 * 1024 * 1024
 MAX_PACKAGE_FILES = 10000
 STEP_MAX_PIDS = 4096  # processes+threads of a whole step, where the cgroup has the pids controller
-# Steps of project p run as uid PIPELINE_UID_BASE + p (when root). Far above the function
-# uids (STRATUS_SANDBOX_UID_BASE 200000 + function id), so the two ranges never meet; a uid
-# is 32 bits.
+# The steps of run r run as uid PIPELINE_UID_BASE + r (when root). Far above the function
+# uids (STRATUS_SANDBOX_UID_BASE 200000 + execution identity), so the two ranges never meet;
+# a uid is 32 bits.
 PIPELINE_UID_BASE = 1_000_000_000
 SKIP_DIRS = {".git", ".home", "__pycache__", "node_modules/.cache"}
+# Secret values (and lines of multi-line values) at least this long are masked in the log;
+# shorter ones would mask ordinary text (GitLab asks 8 for masked variables; 4 still
+# catches PINs and short tokens while leaving words like "on" or "1" alone).
+MIN_MASK_LEN = 4
+MASK = "***"
 
 
 def workspace_path(run_id: int) -> Path:
@@ -92,7 +124,16 @@ class RunStopped(Exception):
 
 
 class LogWriter:
-    """Numbers a run's lines, writes them in small batches, publishes each batch."""
+    """Numbers a run's lines, masks secret values in them, writes them in small batches and
+    publishes each batch.
+
+    Masking happens here and only here, before a line is stored or published, so the
+    database rows, the log API and the websocket all carry the masked text, for every
+    reader; the run's reason is masked with the same ``mask`` (``_finish(..., log=log)``).
+    Each secret value given to ``mask_secrets`` (and each line of a multi-line value,
+    stripped) becomes ``***``; values shorter than ``MIN_MASK_LEN`` are left alone: they
+    would mask ordinary text everywhere (a one-character secret would blank every
+    occurrence of that character), and the caller says so in the log."""
 
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
@@ -100,6 +141,28 @@ class LogWriter:
         self.pending: list[RunLogLine] = []
         self.step_id: int | None = None
         self.last_flush = time.monotonic()
+        self.masked: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def mask_secrets(self, secrets: dict[str, str]) -> list[str]:
+        """Mask these values from now on; returns the names of the values too short to mask."""
+        short = []
+        for name, value in secrets.items():
+            # A log line holds no line break: a multi-line value is masked line by line.
+            lines = value.splitlines()
+            parts = [value, value.strip()] if len(lines) <= 1 else [line.strip() for line in lines]
+            usable = {part for part in parts if len(part) >= MIN_MASK_LEN}
+            if not usable and value:
+                short.append(name)
+            self.masked |= usable
+        if self.masked:
+            # Longest first: where one value contains another, the whole of it is masked.
+            alternatives = sorted(self.masked, key=lambda v: (-len(v), v))
+            self._pattern = re.compile("|".join(re.escape(v) for v in alternatives))
+        return short
+
+    def mask(self, text: str) -> str:
+        return self._pattern.sub(MASK, text) if self._pattern is not None else text
 
     def add(self, text: str, stream: str = "stdout") -> None:
         self.seq += 1
@@ -110,7 +173,7 @@ class LogWriter:
                 seq=self.seq,
                 ts=timezone.now(),
                 stream=stream,
-                text=text[:MAX_LINE],
+                text=self.mask(text)[:MAX_LINE],  # masked before it is cut: no half secret
             )
         )
         if len(self.pending) >= 500:
@@ -200,7 +263,22 @@ def claim(run_id: int, worker: str) -> Run | None:
     return run
 
 
-def _finish(run: Run, state: str, reason: str = "", *, from_states: tuple[str, ...] = (Run.State.RUNNING,)) -> bool:
+def _finish(
+    run: Run,
+    state: str,
+    reason: str = "",
+    *,
+    from_states: tuple[str, ...] = (Run.State.RUNNING,),
+    log: LogWriter | None = None,
+) -> bool:
+    """End the run (steps not yet done are skipped). With ``log``: its pending lines are
+    stored first (a reader gets them before the final state) and the reason is masked."""
+    if log is not None:
+        try:
+            log.flush()
+        except Exception:  # noqa: BLE001 - the lines are best effort; the final state is not
+            logger.exception("storing the last lines of run %s failed", run.pk)
+        reason = log.mask(reason)
     now = timezone.now()
     with transaction.atomic():
         done = Run.objects.filter(pk=run.pk, state__in=from_states).update(
@@ -221,12 +299,14 @@ def _still_running(run_id: int) -> bool:
 
 
 def step_uid(run: Run) -> int | None:
-    """The uid steps of this run's project run as (root only: uid = base + project id, with no
-    supplementary groups), like function instances; None when not root (steps then run as
-    the worker's own uid)."""
+    """The uid this run's steps run as (root only: base + run id, with no supplementary
+    groups), like a function identity: two runs, even of one project, cannot reach each
+    other's workspace or processes, and the firewall rules of one run (its target
+    environment's egress_allow) are its own. None when not root (steps then run as the
+    worker's own uid)."""
     if os.geteuid() != 0:
         return None
-    return int(getattr(settings, "STRATUS_PIPELINE_UID_BASE", PIPELINE_UID_BASE)) + int(run.project_id)
+    return int(getattr(settings, "STRATUS_PIPELINE_UID_BASE", PIPELINE_UID_BASE)) + int(run.pk)
 
 
 def _harden_for_steps(workspace: Path, uid: int) -> None:
@@ -255,9 +335,7 @@ def _harden_for_steps(workspace: Path, uid: int) -> None:
                 os.chmod(entry.path, mode & ~0o077)
     _chown_tree(workspace, uid)
     os.chmod(workspace, 0o700)
-    from apps.engine.sandbox import _path_problem
-
-    problem = _path_problem(workspace.parent, readable=False)
+    problem = path_problem(workspace.parent, readable=False)
     if problem is not None:
         raise DomainError(
             f"the run workspace {workspace} is not reachable by the step user (uid {uid}): {problem} is not "
@@ -274,9 +352,9 @@ def _chown_tree(root: Path, uid: int) -> None:
                 os.lchown(os.path.join(dirpath, name), uid, uid)
 
 
-def _preexec(uid: int | None, memory_mb: int | None, cgroup_fd: int | None) -> None:
-    if cgroup_fd is not None:  # join the step's cgroup while still allowed to (before setuid)
-        os.write(cgroup_fd, str(os.getpid()).encode())
+def _preexec(memory_mb: int | None) -> None:
+    """Limits only (plain os calls): the cgroup, the mounts and the uid are the launcher's
+    (step_sandbox.py), which runs next, still as root."""
     os.umask(0o022)
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -293,10 +371,6 @@ def _preexec(uid: int | None, memory_mb: int | None, cgroup_fd: int | None) -> N
         nproc = min(nproc, hard)
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, hard if hard != resource.RLIM_INFINITY else nproc))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
 
 
 def _shell() -> list[str]:
@@ -322,31 +396,34 @@ def run_command(
     memory_mb: int | None = None,
     cgroup_name: str | None = None,
 ) -> tuple[int, str]:
-    """Run one step; returns (exit code, failure reason or ""). With ``cgroup_name`` the step
-    gets its own cgroup (where this host allows it), so nothing it starts survives it, even
-    a process that left its process group."""
-    cgroup = StepCgroup.create(cgroup_name, memory_mb=memory_mb, max_pids=STEP_MAX_PIDS) if cgroup_name else None
-    cgroup_fd = cgroup.enter_fd() if cgroup is not None else None
+    """Run one step, confined (step_sandbox.py); returns (exit code, failure reason or "").
+    With ``cgroup_name`` the step gets its own cgroup (where this host allows it), so nothing
+    it starts survives it, even a process that left its process group."""
+    confinement = step_sandbox.confinement(uid=uid, workspace=cwd, cgroup_procs=[], memory_mb=memory_mb or 2048)
+    cgroup = None
+    if cgroup_name:
+        group_mb = None
+        if memory_mb is not None:  # the step's processes and its private /tmp and /dev/shm
+            group_mb = memory_mb + (confinement["tmp_mb"] or 0) + (confinement["shm_mb"] or 0)
+        cgroup = StepCgroup.create(cgroup_name, memory_mb=group_mb, max_pids=STEP_MAX_PIDS)
+    if cgroup is not None:
+        confinement["cgroup_procs"] = cgroup.procs_files
     try:
         proc = subprocess.Popen(  # noqa: S603 - the pipeline's own command, by design
-            [*_shell(), command],
+            step_sandbox.launcher(confinement, [*_shell(), command]),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # rlimits, the cgroup and the uid only: os calls, no locks
-            preexec_fn=functools.partial(_preexec, uid, memory_mb, cgroup_fd),  # noqa: PLW1509
-            close_fds=True,  # after preexec_fn: the cgroup fd is still open there (and CLOEXEC)
+            preexec_fn=functools.partial(_preexec, memory_mb),  # noqa: PLW1509 - rlimits only: os calls, no locks
+            close_fds=True,
         )
     except BaseException:
         if cgroup is not None:
             cgroup.kill_and_remove()
         raise
-    finally:
-        if cgroup_fd is not None:
-            os.close(cgroup_fd)
     pgid = proc.pid
 
     def kill_all() -> None:
@@ -462,7 +539,12 @@ def _step_end(step: RunStep, started: float, state: str, exit_code: int | None, 
 # --- environment --------------------------------------------------------------------------
 
 
-def step_env(*, run: Run, workspace: Path, step: dict[str, Any], environment: Environment | None) -> dict[str, str]:
+def step_env(
+    *, run: Run, workspace: Path, step: dict[str, Any], environment_values: dict[str, str] | None
+) -> dict[str, str]:
+    """A step's scrubbed environment. ``environment_values`` are the target environment's
+    variables and secrets as ``_environment_values`` loaded them (None when they may not
+    reach this run's steps); a step gets them only with ``secrets: true``."""
     home = workspace / ".home"
     home.mkdir(exist_ok=True)
     env = {
@@ -479,13 +561,54 @@ def step_env(*, run: Run, workspace: Path, step: dict[str, Any], environment: En
         "STRATUS_ENVIRONMENT": run.environment,
         "PYTHONUNBUFFERED": "1",
     }
-    if step.get("secrets") and environment is not None:
-        from apps.tenancy.services import environment_secret_values
-
-        env.update({v.name: v.value for v in environment.variables.all()})
-        env.update(environment_secret_values(environment=environment))
+    if step.get("secrets") and environment_values is not None:
+        env.update(environment_values)
     env.update(step.get("env") or {})
     return env
+
+
+def _secrets_rule(pipeline: dict[str, Any], environment: Environment | None) -> tuple[str, str] | None:
+    """May this run start its steps? ``("refuse", why)`` when a step asks for the secrets of
+    an environment that does not give them to pipelines (its ``pipeline_secrets`` setting,
+    off by default when protected: stratus.yaml cannot turn it on); ``("approval", why)``
+    when they are a protected environment's: the steps wait for an approval, as GitHub's
+    environments with required reviewers do; None when the steps may run now."""
+    asking = [spec["name"] for spec in pipeline["steps"] if spec.get("secrets")]
+    if not asking or environment is None:
+        return None
+    name = environment.name
+    if not environment.allows_pipeline_secrets():
+        return "refuse", (
+            f"step '{asking[0]}' asks for the secrets of environment '{name}' (secrets: true), but '{name}' "
+            "does not let pipeline steps use its secrets (environment setting pipeline_secrets)"
+        )
+    if environment.protected:
+        return "approval", (
+            f"waiting for approval to run steps with {name}'s secrets (step '{asking[0]}' has secrets: true; "
+            f"the deploy to {name} then needs no second approval)"
+        )
+    return None
+
+
+def _environment_values(
+    *, environment: Environment | None, pipeline: dict[str, Any], log: LogWriter, approved: bool
+) -> dict[str, str] | None:
+    """The variables and secrets that steps with ``secrets: true`` get, or None when none may:
+    no step asks, no target environment, its setting forbids it, or it is protected and the
+    run is not approved (``_secrets_rule`` stops such a run before its steps; this is the
+    second lock). From here on, the secret values are masked in the run's log."""
+    if environment is None or not any(spec.get("secrets") for spec in pipeline["steps"]):
+        return None
+    if not environment.allows_pipeline_secrets() or (environment.protected and not approved):
+        return None
+    from apps.tenancy.services import environment_secret_values
+
+    secrets = environment_secret_values(environment=environment)
+    for name in log.mask_secrets(secrets):
+        log.system(f"secret {name} is shorter than {MIN_MASK_LEN} characters: it is not masked in this log")
+    values = {v.name: v.value for v in environment.variables.all()}
+    values.update(secrets)
+    return values
 
 
 # --- package / deploy ------------------------------------------------------------------------
@@ -595,12 +718,14 @@ def run_execute(run_id: int) -> str | None:
     heartbeat.start()
     lane = run_services._lane(run)
     workspace = workspace_path(run_id)
+    log: LogWriter | None = None
     state: str | None = None
     try:
-        state = _execute(run, workspace, heartbeat)
+        log = LogWriter(run_id)
+        state = _execute(run, workspace, heartbeat, log)
     except Exception as exc:  # noqa: BLE001 - the run records why it failed
         logger.exception("run %s failed", run_id)
-        _finish(run, Run.State.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        _finish(run, Run.State.FAILED, f"internal error: {type(exc).__name__}: {exc}", log=log)
         state = Run.State.FAILED
     finally:
         heartbeat.stop()
@@ -610,8 +735,17 @@ def run_execute(run_id: int) -> str | None:
     return state
 
 
-def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
-    log = LogWriter(run.pk)
+def _export(run: Run, repository: Repository, workspace: Path, log: LogWriter) -> None:
+    """The exact commit from the mirror (fetched first) into a fresh workspace."""
+    mirror.mirror_fetch(repository)
+    if not mirror.has_commit(repository, run.commit_sha):
+        raise DomainError(f"commit {run.commit_sha} is not in {repository.url}", code="no_commit")
+    shutil.rmtree(workspace, ignore_errors=True)
+    count = mirror.export_commit(repository, run.commit_sha, workspace)
+    log.add(f"exported {count} files of {run.commit_sha[:12]}", "system")
+
+
+def _execute(run: Run, workspace: Path, heartbeat: Heartbeat, log: LogWriter) -> str:
     repository = Repository.objects.get(pk=run.repository_id)
     run = Run.objects.select_related("project__org").get(pk=run.pk)
     log.system(f"run {run.number}: {run.branch or run.tag} @ {run.commit_sha[:12]} on {run.worker}")
@@ -620,21 +754,16 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
     checkout = RunStep.objects.create(run=run, index=0, name="checkout", kind="checkout", command=run.commit_sha)
     started = _step_start(checkout, log)
     try:
-        mirror.mirror_fetch(repository)
-        if not mirror.has_commit(repository, run.commit_sha):
-            raise DomainError(f"commit {run.commit_sha} is not in {repository.url}", code="no_commit")
+        _export(run, repository, workspace, log)
         info = mirror.resolve_commit(repository, run.commit_sha)
         if info is not None:  # the commit's own message and author, not the webhook's say-so
             run.commit_message, run.commit_author = info["message"][:10000], info["author"][:200]
             run.save(update_fields=["commit_message", "commit_author"])
-        shutil.rmtree(workspace, ignore_errors=True)
-        count = mirror.export_commit(repository, run.commit_sha, workspace)
-        log.add(f"exported {count} files of {run.commit_sha[:12]}", "system")
         pipeline = _load_pipeline(run, repository)
     except DomainError as exc:
         log.add(exc.message, "stderr")
         _step_end(checkout, started, RunStep.State.FAILED, None, log)
-        _finish(run, Run.State.FAILED, exc.message)
+        _finish(run, Run.State.FAILED, exc.message, log=log)
         return Run.State.FAILED
     trigger = trigger_for(pipeline, branch=run.branch, tag=run.tag)
     environment: Environment | None = None
@@ -658,15 +787,42 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
             run=run, index=n + 1, name=f"deploy to {run.environment}", kind="deploy", command=run.environment
         )
 
-    uid = step_uid(run)
-    if uid is not None and steps:
-        (workspace / ".home").mkdir(exist_ok=True)
-        try:
-            _harden_for_steps(workspace, uid)
-        except DomainError as exc:
-            log.add(exc.message, "stderr")
-            _finish(run, Run.State.FAILED, exc.message)
-            return Run.State.FAILED
+    # Before any step runs: a protected environment's secrets reach approved steps only.
+    rule = _secrets_rule(pipeline, environment)
+    if rule is not None and rule[0] == "refuse":
+        log.add(rule[1], "stderr")
+        _finish(run, Run.State.FAILED, rule[1], log=log)
+        return Run.State.FAILED
+    if rule is not None:
+        return _park_for_approval(run, log, reason=rule[1], before_steps=True)
+    return _steps_and_deploy(
+        run,
+        workspace,
+        heartbeat,
+        log,
+        repository=repository,
+        pipeline=pipeline,
+        trigger=trigger,
+        environment=environment,
+        steps=steps,
+        package=package,
+        deploy=deploy,
+        approver=None,
+    )
+
+
+def _run_steps(
+    run: Run,
+    workspace: Path,
+    heartbeat: Heartbeat,
+    log: LogWriter,
+    *,
+    steps: list[RunStep],
+    pipeline: dict[str, Any],
+    values: dict[str, str] | None,
+    uid: int | None,
+) -> str | None:
+    """Each step in turn; the run's final state if one ended it (failed, canceled), else None."""
     for step, spec in zip(steps, pipeline["steps"], strict=True):
         if not _still_running(run.pk):
             _finish(run, Run.State.CANCELED, "canceled", from_states=())
@@ -676,7 +832,7 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
             run_id=run.pk,
             command=spec["run"],
             cwd=workspace,
-            env=step_env(run=run, workspace=workspace, step=spec, environment=environment),
+            env=step_env(run=run, workspace=workspace, step=spec, environment_values=values),
             timeout_s=spec["timeout_s"],
             log=log,
             heartbeat=heartbeat,
@@ -689,18 +845,58 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
             if reason == "canceled":
                 _finish(run, Run.State.CANCELED, "canceled", from_states=())  # already canceled: skip steps
                 return Run.State.CANCELED
-            _finish(run, Run.State.FAILED, f"step {spec['name']} {reason}")
+            _finish(run, Run.State.FAILED, f"step {spec['name']} {reason}", log=log)
             return Run.State.FAILED
         _step_end(step, started, RunStep.State.SUCCEEDED, code, log)
+    return None
+
+
+def _steps_and_deploy(
+    run: Run,
+    workspace: Path,
+    heartbeat: Heartbeat,
+    log: LogWriter,
+    *,
+    repository: Repository,
+    pipeline: dict[str, Any],
+    trigger: dict[str, Any] | None,
+    environment: Environment | None,
+    steps: list[RunStep],
+    package: RunStep | None,
+    deploy: RunStep | None,
+    approver: Any,
+) -> str:
+    """Everything after checkout: steps, package, deploy. Run by ``_execute``, or by
+    ``run_resume`` for a run whose steps waited for approval (``approver`` set): the steps
+    then get the protected environment's secrets and the deploy, as the approver, needs
+    no second approval."""
+    values = _environment_values(environment=environment, pipeline=pipeline, log=log, approved=approver is not None)
+    uid = step_uid(run)
+    if uid is not None and steps:
+        (workspace / ".home").mkdir(exist_ok=True)
+        try:
+            _harden_for_steps(workspace, uid)
+        except DomainError as exc:
+            log.add(exc.message, "stderr")
+            _finish(run, Run.State.FAILED, exc.message, log=log)
+            return Run.State.FAILED
+    # The run's uid reaches what its target environment allows, for as long as its steps run.
+    step_sandbox.allow_egress(uid, tuple(environment.egress_allow or ()) if environment is not None else ())
+    try:
+        ended = _run_steps(run, workspace, heartbeat, log, steps=steps, pipeline=pipeline, values=values, uid=uid)
+    finally:
+        step_sandbox.forget_egress(uid)
+    if ended is not None:
+        return ended
 
     if trigger is None:
         what = f"branch {run.branch}" if run.branch else f"tag {run.tag}"
         reason = f"no trigger matches {what}"
         log.system(reason + ": nothing deployed")
-        _finish(run, Run.State.SUCCEEDED, reason)
+        _finish(run, Run.State.SUCCEEDED, reason, log=log)
         return Run.State.SUCCEEDED
     if package is None or deploy is None:
-        _finish(run, Run.State.SUCCEEDED, "no functions to deploy")
+        _finish(run, Run.State.SUCCEEDED, "no functions to deploy", log=log)
         return Run.State.SUCCEEDED
 
     if uid is not None and steps:
@@ -712,6 +908,8 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
     if not _still_running(run.pk):  # canceled (or reaped) between steps
         _finish(run, Run.State.CANCELED, "canceled", from_states=())
         return Run.State.CANCELED
+    # Packaging is the pipeline's own work even after an approval: an approver may hold only
+    # the deploy right on the environment, not the right to create functions and versions.
     actor = run_services.pipeline_actor(run.project)
     started = _step_start(package, log)
     versions: dict[str, int] = {}
@@ -752,7 +950,7 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
     except DomainError as exc:
         log.add(exc.message, "stderr")
         _step_end(package, started, RunStep.State.FAILED, None, log)
-        _finish(run, Run.State.FAILED, f"package: {exc.message}")
+        _finish(run, Run.State.FAILED, f"package: {exc.message}", log=log)
         return Run.State.FAILED
     run.pipeline = {**run.pipeline, "versions": versions}
     run.save(update_fields=["pipeline"])
@@ -765,11 +963,13 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat) -> str:
     try:
         environment = _target_environment(run, trigger, create=True)
     except DomainError as exc:
-        _finish(run, Run.State.FAILED, f"deploy: {exc.message}")
+        _finish(run, Run.State.FAILED, f"deploy: {exc.message}", log=log)
         return Run.State.FAILED
     if environment is None:
         _finish(run, Run.State.FAILED, f"deploy: environment '{run.environment}' does not exist in {run.project}")
         return Run.State.FAILED
+    if approver is not None:  # approved before its steps: one approval covers the deploy
+        return deploy_step(run, deploy, approver, log)
     if environment.protected:
         return _park_for_approval(run, log)
     return deploy_step(run, deploy, actor, log)
@@ -789,19 +989,22 @@ def deploy_step(run: Run, step: RunStep, actor: Any, log: LogWriter) -> str:
     except DomainError as exc:
         log.add(exc.message, "stderr")
         _step_end(step, started, RunStep.State.FAILED, None, log)
-        _finish(run, Run.State.FAILED, f"deploy: {exc.message}")
+        _finish(run, Run.State.FAILED, f"deploy: {exc.message}", log=log)
         return Run.State.FAILED
     for note in notes:
         log.add(note, "system")
     _step_end(step, started, RunStep.State.SUCCEEDED, 0, log)
-    _finish(run, Run.State.SUCCEEDED, "; ".join(notes)[:500])
+    _finish(run, Run.State.SUCCEEDED, "; ".join(notes)[:500], log=log)
     log.system(f"run {run.number} succeeded")
     return Run.State.SUCCEEDED
 
 
-def _park_for_approval(run: Run, log: LogWriter) -> str:
-    """Protected target: wait for approval. A newer queued run of the lane supersedes this
-    one at once (it would deploy an older commit)."""
+def _park_for_approval(run: Run, log: LogWriter, *, reason: str = "", before_steps: bool = False) -> str:
+    """Protected target: wait for approval, before the deploy or (``before_steps``: a step
+    asks for the environment's secrets) before the first step; ``run.pipeline["approval"]``
+    says which ("deploy" or "steps") for ``run_resume``. A newer queued run of the lane
+    supersedes this one at once (it would deploy an older commit)."""
+    reason = reason or f"waiting for approval to deploy to {run.environment}"
     with transaction.atomic():
         run_services._lock_project(run.project_id)
         newer = (
@@ -821,23 +1024,29 @@ def _park_for_approval(run: Run, log: LogWriter) -> str:
             run.steps.filter(state=RunStep.State.PENDING).update(state=RunStep.State.SKIPPED)
             state: str = Run.State.CANCELED
         else:
+            run.pipeline = {**run.pipeline, "approval": "steps" if before_steps else "deploy"}
             Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(
                 state=Run.State.WAITING_APPROVAL,
-                reason=f"waiting for approval to deploy to {run.environment}",
+                reason=log.mask(reason),
                 worker="",
+                pipeline=run.pipeline,
             )
             state = Run.State.WAITING_APPROVAL
-    log.system(
-        f"environment {run.environment} is protected: waiting for approval"
-        if state == Run.State.WAITING_APPROVAL
-        else f"superseded by run {newer.number if newer else '?'}"
-    )
+    if newer is not None:
+        log.system(f"superseded by run {newer.number}")
+    elif before_steps:
+        log.system(f"environment {run.environment} is protected: waiting for approval before steps use its secrets")
+    else:
+        log.system(f"environment {run.environment} is protected: waiting for approval")
     run_services.publish_state(run.pk)
     return state
 
 
 def run_resume(run_id: int) -> str | None:
-    """After approval: deploy as the approver (the run is RUNNING, set by run_approve)."""
+    """After approval (``run_approve`` set the run RUNNING), as the approver: the deploy of a
+    run that waited before its deploy; or, for a run that waited before its steps for a
+    protected environment's secrets, the workspace exported again (a worker's workspace goes
+    when it lets go of a run), the steps with those secrets, packaging and the deploy."""
     worker = worker_name()
     with transaction.atomic():
         run = (
@@ -854,25 +1063,65 @@ def run_resume(run_id: int) -> str | None:
     heartbeat = Heartbeat(run_id, worker)
     heartbeat.start()
     lane = run_services._lane(run)
+    workspace = workspace_path(run_id)
+    log: LogWriter | None = None
     state: str | None
     try:
         log = LogWriter(run_id)
         log.system(f"approved by {run.approved_by.get_username()}")
-        step = run.steps.filter(kind="deploy").first()
-        if step is None:
-            _finish(run, Run.State.FAILED, "no deploy step to resume")
-            state = Run.State.FAILED
+        if (run.pipeline or {}).get("approval") == "steps":
+            state = _resume_steps(run, workspace, heartbeat, log)
         else:
-            state = deploy_step(run, step, run.approved_by, log)
+            step = run.steps.filter(kind="deploy").first()
+            if step is None:
+                _finish(run, Run.State.FAILED, "no deploy step to resume", log=log)
+                state = Run.State.FAILED
+            else:
+                state = deploy_step(run, step, run.approved_by, log)
     except Exception as exc:  # noqa: BLE001
         logger.exception("resuming run %s failed", run_id)
-        _finish(run, Run.State.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        _finish(run, Run.State.FAILED, f"internal error: {type(exc).__name__}: {exc}", log=log)
         state = Run.State.FAILED
     finally:
         heartbeat.stop()
+        shutil.rmtree(workspace, ignore_errors=True)
         close_old_connections()
     run_services.branch_advance(**lane)
     return state
+
+
+def _resume_steps(run: Run, workspace: Path, heartbeat: Heartbeat, log: LogWriter) -> str:
+    """An approved run's steps, package and deploy, following the pipeline stored at its
+    checkout: what the approver saw, even if the console-held pipeline changed since."""
+    repository = Repository.objects.get(pk=run.repository_id)
+    pipeline = {key: run.pipeline.get(key) or [] for key in ("functions", "steps", "triggers")}
+    trigger = run.pipeline.get("trigger")
+    environment = _target_environment(run, trigger, create=False) if trigger else None
+    rule = _secrets_rule(pipeline, environment)
+    if rule is not None and rule[0] == "refuse":  # the setting was turned off while it waited
+        log.add(rule[1], "stderr")
+        _finish(run, Run.State.FAILED, rule[1], log=log)
+        return Run.State.FAILED
+    try:
+        _export(run, repository, workspace, log)
+    except DomainError as exc:
+        log.add(exc.message, "stderr")
+        _finish(run, Run.State.FAILED, f"checkout: {exc.message}", log=log)
+        return Run.State.FAILED
+    return _steps_and_deploy(
+        run,
+        workspace,
+        heartbeat,
+        log,
+        repository=repository,
+        pipeline=pipeline,
+        trigger=trigger,
+        environment=environment,
+        steps=list(run.steps.filter(kind="run").order_by("index")),
+        package=run.steps.filter(kind="package").first(),
+        deploy=run.steps.filter(kind="deploy").first(),
+        approver=run.approved_by,
+    )
 
 
 # --- worker death ---------------------------------------------------------------------------

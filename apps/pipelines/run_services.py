@@ -9,7 +9,10 @@ per project, serialised by a row lock on the project.
 Who acts: pipelines act as the built-in user ``stratus:pipeline`` (inactive, cannot sign
 in, not a member of any org) holding, in memory only, the deploy right on unprotected
 environments of the run's project. Deploys into protected environments wait for a person
-with the deploy right there; the deploy then runs as that approver.
+with the deploy right there; the deploy then runs as that approver. A run with a step that
+asks for a protected environment's secrets (``secrets: true``, allowed by the environment's
+``pipeline_secrets``) waits before its first step instead: the one approval covers the steps,
+which then get the secrets, and the deploy.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError, Forbidden, NotFound
-from apps.pipelines.models import Repository, Run
+from apps.pipelines.models import Repository, Run, RunStep
 from apps.tenancy import permissions, roles
 from apps.tenancy.models import Environment, Project
 from apps.tenancy.roles import Role
@@ -146,6 +149,8 @@ def _create_run(
             superseded_by=run,
             finished_at=now,
         )
+        # A run waiting for approval may not have started its steps: they will never run.
+        RunStep.objects.filter(run_id=old.pk, state=RunStep.State.PENDING).update(state=RunStep.State.SKIPPED)
         _publish_state_after_commit(old.pk)
     _queue_execute(run.pk)
     return run
@@ -298,6 +303,8 @@ def run_cancel(*, actor: Any, run: Run) -> Run:
         locked.reason = f"canceled by {actor.get_username()}"
         locked.finished_at = timezone.now()
         locked.save(update_fields=["state", "reason", "finished_at"])
+        if was != Run.State.RUNNING:  # a running run's executor skips its own steps
+            locked.steps.filter(state=RunStep.State.PENDING).update(state=RunStep.State.SKIPPED)
         audit_record(
             actor=actor,
             org=run.project.org,
@@ -340,7 +347,16 @@ def _approval_target(actor: Any, run: Run, action: str) -> Environment:
     return environment
 
 
+def _approval_for(run: Run) -> str:
+    """What a waiting run waits to do: "steps" (a step asks for a protected environment's
+    secrets: the approval lets the steps run with them, then deploy) or "deploy"."""
+    return "steps" if (run.pipeline or {}).get("approval") == "steps" else "deploy"
+
+
 def run_approve(*, actor: Any, run: Run) -> Run:
+    """Approve a run waiting for a protected environment (the deploy right there, and not its
+    pusher when the repository asks so). It resumes as the approver: the deploy, or the
+    steps with the environment's secrets and then the deploy, with no second approval."""
     with transaction.atomic():
         locked = Run.objects.select_for_update().select_related("repository", "project__org").get(pk=run.pk)
         _approval_target(actor, locked, "Approving")
@@ -353,7 +369,7 @@ def run_approve(*, actor: Any, run: Run) -> Run:
             org=locked.project.org,
             action="run.approve",
             target=locked.project,
-            changes={"run": locked.number, "environment": locked.environment},
+            changes={"run": locked.number, "environment": locked.environment, "for": _approval_for(locked)},
         )
         run_id = locked.pk
         from apps.pipelines.tasks import run_resume
@@ -364,14 +380,17 @@ def run_approve(*, actor: Any, run: Run) -> Run:
 
 
 def run_reject(*, actor: Any, run: Run) -> Run:
-    from apps.pipelines.models import RunStep
-
     with transaction.atomic():
         locked = Run.objects.select_for_update().select_related("repository", "project__org").get(pk=run.pk)
         _approval_target(actor, locked, "Rejecting")
         now = timezone.now()
         locked.state = Run.State.CANCELED
-        locked.reason = f"deploy to '{locked.environment}' rejected by {actor.get_username()}"
+        what = (
+            f"steps with the secrets of '{locked.environment}'"
+            if _approval_for(locked) == "steps"
+            else f"deploy to '{locked.environment}'"
+        )
+        locked.reason = f"{what} rejected by {actor.get_username()}"
         locked.finished_at = now
         locked.save(update_fields=["state", "reason", "finished_at"])
         locked.steps.filter(state__in=(RunStep.State.PENDING, RunStep.State.RUNNING)).update(
@@ -382,7 +401,7 @@ def run_reject(*, actor: Any, run: Run) -> Run:
             org=locked.project.org,
             action="run.reject",
             target=locked.project,
-            changes={"run": locked.number, "environment": locked.environment},
+            changes={"run": locked.number, "environment": locked.environment, "for": _approval_for(locked)},
         )
         lane = _lane(locked)
         _publish_state_after_commit(locked.pk)

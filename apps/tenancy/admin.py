@@ -1,13 +1,40 @@
 from django.contrib import admin
 from guardian.admin import GuardedModelAdmin
 
+from apps.tenancy import quotas
 from apps.tenancy.models import ApiToken, Environment, Invitation, Membership, Organization, Project, ProjectGrant, Team
 
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "created_at"]
+    """Staff set organizations' quotas here (the API refuses an org's own attempt)."""
+
+    list_display = ["slug", "name", "quota_functions", "quota_instances", "quota_memory_mb", "created_at"]
     search_fields = ["slug", "name"]
+    readonly_fields = ["quota_usage"]
+    fieldsets = [
+        (None, {"fields": ["slug", "name"]}),
+        (
+            "Quotas",
+            {
+                "fields": ["quota_functions", "quota_instances", "quota_memory_mb", "quota_usage"],
+                "description": "Empty: the platform's default (STRATUS_ORG_QUOTA_FUNCTIONS, "
+                "STRATUS_ORG_QUOTA_INSTANCES, STRATUS_ORG_QUOTA_MEMORY_MB). Lowering a quota below what is in "
+                "use refuses only changes that would use more.",
+            },
+        ),
+    ]
+
+    @admin.display(description="in use")
+    def quota_usage(self, org: Organization) -> str:
+        if org.pk is None:
+            return "-"
+        usage = quotas.org_quota_usage(org)
+        limits, reserved = usage.limits, usage.reserved
+        return (
+            f"functions {usage.functions} of {limits.functions}; reserved instances {reserved.instances} of "
+            f"{limits.instances}; reserved memory {reserved.memory_mb} of {limits.memory_mb} MB"
+        )
 
 
 @admin.register(Membership)

@@ -63,12 +63,25 @@ def org_create(*, actor: Any, slug: str, name: str) -> Organization:
 
 
 @transaction.atomic
-def org_update(*, actor: Any, org: Organization, name: str) -> Organization:
+def org_update(
+    *, actor: Any, org: Organization, name: str | None = None, quotas: dict[str, Any] | None = None
+) -> Organization:
+    """Rename the organization (owners). ``quotas``: quota values the caller tried to set,
+    always refused: an organization's quotas are the platform's operators' to set (Django
+    admin), or an owner could lift their own limits."""
     permissions.require_org_role(actor, org, Role.OWNER, "Changing organization settings")
-    old = org.name
-    org.name = name
-    org.save(update_fields=["name"])
-    audit_record(actor=actor, org=org, action="org.update", target=org, changes={"name": [old, name]})
+    if quotas:
+        names = sorted(quotas)
+        message = "set by the platform's operators (Django admin), not by the organization"
+        raise Forbidden(
+            f"Organization quotas ({', '.join(names)}) are {message}; ask them to change one.",
+            fields={key: [message] for key in names},
+        )
+    if name is not None:
+        old = org.name
+        org.name = name
+        org.save(update_fields=["name"])
+        audit_record(actor=actor, org=org, action="org.update", target=org, changes={"name": [old, name]})
     return org
 
 
@@ -479,6 +492,11 @@ def environment_update(
         if normalized != environment.egress_allow:
             changes["egress_allow"] = [environment.egress_allow, normalized]
             environment.egress_allow = normalized
+            # The engine reloads its routes (the allow-list is part of each instance's spec)
+            # and updates the firewall now, rather than at its next periodic resync.
+            from apps.engine.host import routes_changed
+
+            transaction.on_commit(routes_changed)
     if changes:
         environment.save(
             update_fields=[

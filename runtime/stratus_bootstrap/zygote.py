@@ -16,8 +16,9 @@ supervisor -> zygote
   instance's end of its control socketpair and the write end of a pipe that becomes the
   instance's real stdout/stderr. ``config`` keys: ``env`` (the complete environment of the
   instance, including the ``STRATUS_*`` variables but not ``STRATUS_CONTROL_FD``), ``cwd``,
-  ``uid``/``gid`` (null: keep the zygote's), ``memory_mb`` (null: no RLIMIT_AS), ``nofile``,
-  ``nproc``.
+  ``confine`` (``stratus_bootstrap.confine``: cgroups, mount namespace, uid/gid, dumpable),
+  ``memory_mb`` (null: no RLIMIT_AS), ``nofile``, ``nproc``, and ``exec`` (an argv: run that
+  program, e.g. Node, instead of the Python bootstrap, once confined).
 
 zygote -> supervisor
   ``{"type": "hello", "pid": .., "version": "3.11.7", "stdlib": "/usr/lib/python3.11",
@@ -29,6 +30,8 @@ End of file on the socket: the zygote exits (its children keep running; each one
 its own control channel closes).
 
 The zygote never starts a thread: the log pumps (``LogCapture``) start in the forked child.
+Both runtimes are started here, so every instance is confined by the same code in a
+single-threaded parent (no ``preexec_fn`` in the threaded console).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ import urllib.parse
 import uuid
 from typing import Any
 
+import stratus_bootstrap.confine
 import stratus_bootstrap.context
 import stratus_bootstrap.httpapp
 import stratus_bootstrap.logs
@@ -91,6 +95,7 @@ _PRELOADED = (
     typing,
     urllib.parse,
     uuid,
+    stratus_bootstrap.confine,
     stratus_bootstrap.context,
     stratus_bootstrap.httpapp,
     stratus_bootstrap.logs,
@@ -149,7 +154,7 @@ def _child(config: dict[str, Any], ctl_fd: int, out_fd: int) -> int:
     os.set_inheritable(_real_stderr, False)
 
     # Limits, set while still privileged so the hard limits can be whatever was asked.
-    memory_mb = config.get("memory_mb")
+    memory_mb = config.get("memory_mb") if not config.get("exec") else None
     if memory_mb:
         limit = _vm_size_bytes() + 2 * _thread_stack_bytes() + (int(memory_mb) + AS_SLACK_MB) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -160,15 +165,18 @@ def _child(config: dict[str, Any], ctl_fd: int, out_fd: int) -> int:
         resource.setrlimit(resource.RLIMIT_NPROC, (int(nproc), int(nproc)))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    uid, gid = config.get("uid"), config.get("gid")
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(int(gid if gid is not None else uid))
-        os.setuid(int(uid))
+    # cgroups, private mounts, the uid, no new privileges, not dumpable: any failure ends
+    # the child here (reported on its real stderr), before a line of tenant code runs.
+    stratus_bootstrap.confine.confine(config.get("confine") or {})
     os.umask(0o077)
 
     env = {str(k): str(v) for k, v in (config.get("env") or {}).items()}
     env["STRATUS_CONTROL_FD"] = str(ctl_fd)
+    argv = config.get("exec")
+    if argv:  # another runtime (Node): it inherits the control socket and stdout/stderr
+        os.set_inheritable(ctl_fd, True)
+        os.chdir(config.get("cwd") or "/")
+        os.execve(argv[0], [str(a) for a in argv], env)  # noqa: S606 - the runtime, fixed argv
     cfg = _loop.read_config(env)  # removes STRATUS_*, sets AWS_LAMBDA_*
     os.environ.clear()
     os.environ.update(env)
@@ -231,6 +239,7 @@ def _reap(sock: socket.socket) -> None:
 
 
 def main() -> None:
+    stratus_bootstrap.confine.load_libc()  # dlopen once here, not in every child
     fd = int(os.environ.pop("STRATUS_ZYGOTE_FD"))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fd)
     sock.set_inheritable(False)

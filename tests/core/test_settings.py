@@ -19,11 +19,11 @@ PRODUCTION_ENV = {
 
 
 def manage(*args, env, tmp_path):
-    # A clean environment: no STRATUS_* of the test run, and no async-unsafe switch that
-    # page tests set (check --deploy rightly rejects it).
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("STRATUS_") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"
-    }
+    # A clean environment: no STRATUS_* of the test run, no async-unsafe switch that page
+    # tests set, and not the test run's database and Redis (password-less local servers):
+    # check --deploy rightly rejects all three.
+    inherited_out = {"DJANGO_ALLOW_ASYNC_UNSAFE", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUS_") and k not in inherited_out}
     full_env.update(env)
     full_env["STRATUS_DATA_DIR"] = str(tmp_path)
     return subprocess.run(

@@ -165,8 +165,11 @@ def test_gateway_split_override_rules_and_sticky(world, engine, served):
     assert served.get(url(fn), headers={"x-stratus-version": "stable"}).headers["x-stratus-version"] == "1"
     bad = served.get(url(fn), headers={"x-stratus-version": "7"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "version_not_served"
+    # Cookies reach a function (and its cookie rules) on the functions host only.
+    on_functions_host = served.base_url.replace("127.0.0.1", "localhost") + url(fn)
     assert all(
-        served.get(url(fn), headers={"cookie": "a=1; beta=yes"}).headers["x-stratus-version"] == "2" for _ in range(20)
+        served.get(on_functions_host, headers={"cookie": "a=1; beta=yes"}).headers["x-stratus-version"] == "2"
+        for _ in range(20)
     )
     for user in ("ada", "bob", "cy", "dee", "eve"):
         seen = {served.get(url(fn), headers={"x-user": user}).headers["x-stratus-version"] for _ in range(15)}
@@ -247,3 +250,34 @@ def test_twenty_switches_under_load_drop_nothing(world, engine, served):
     assert {"1", "2", "3"} <= set(versions)
     assert TrafficChange.objects.filter(binding__function=fn).count() == 21
     wait_for(lambda: True)
+
+
+@pytest.mark.django_db
+def test_each_function_gets_an_identity_per_environment_and_a_process_ceiling_apart_from_max_instances(world):
+    from apps.engine.routing import route_version
+    from apps.functions.identities import execution_identities
+    from apps.tenancy.models import Environment
+    from tests.engine.conftest import make_function
+
+    world.alpha.quota_instances = 1000  # an operator lets this org run that many
+    world.alpha.save(update_fields=["quota_instances"])
+    big = make_function(world, "big", {"main.py": "def handler(e, c):\n    return 1\n"}, max_instances=1000)
+    small = make_function(world, "small", {"main.py": "def handler(e, c):\n    return 1\n"}, max_instances=2)
+    dev, prod = (Environment.objects.get(project=world.web, name=n) for n in ("dev", "prod"))
+
+    specs = {
+        (fn.name, env.name): route_version(
+            function=fn, environment=env, version=fn.versions.get(), env={}, binding_id=None
+        ).spec
+        for fn in (big, small)
+        for env in (dev, prod)
+    }
+
+    identities = [spec.identity for spec in specs.values()]
+    assert len(set(identities)) == 4  # dev and prod of one function are two identities
+    assert execution_identities([(big.pk, dev.pk)]) == {(big.pk, dev.pk): specs[("big", "dev")].identity}
+    # RLIMIT_NPROC of the identity: 64 per instance it may run, never past the setting.
+    assert specs[("big", "dev")].identity_max_processes == 1024
+    assert specs[("small", "dev")].identity_max_processes == 128
+    assert specs[("big", "dev")].max_processes == 64  # each instance's own cgroup pids.max
+    assert specs[("big", "dev")].org_id == world.alpha.pk

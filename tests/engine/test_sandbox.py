@@ -74,11 +74,12 @@ class Conn:
 
 
 class Env:
-    """Directories for one test: base (0711, under /tmp so a dropped uid can traverse it),
-    data_dir inside it, sandbox_dir inside data_dir (as the console lays them out)."""
+    """Directories for one test: base (0711, under /var/tmp so a dropped uid can traverse it,
+    and outside /tmp, which instances see as their own private tmpfs), data_dir inside it,
+    sandbox_dir inside data_dir (as the console lays them out)."""
 
     def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="stratus-sandbox-", dir="/tmp"))
+        self.base = Path(tempfile.mkdtemp(prefix="stratus-sandbox-", dir="/var/tmp"))
         os.chmod(self.base, 0o711)
         self.data_dir = self.base / "data"
         self.data_dir.mkdir()
@@ -105,6 +106,7 @@ class Env:
             "memory_mb": 128,
             "timeout_s": 5,
             "env": {},
+            "identity": function_id,
         }
         values.update(overrides)
         return InstanceSpec(**values)
@@ -265,7 +267,10 @@ def test_environment_is_scrubbed_and_only_own_vars_reach_the_function(env, monke
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        assert Path(home).is_relative_to(env.sandbox_dir)
+        if spawner.isolation.namespace:
+            assert home == "/tmp"  # its own tmpfs
+        else:
+            assert Path(home).is_relative_to(env.sandbox_dir)
 
     run(env, body)
 
@@ -307,7 +312,11 @@ def test_privilege_drop_hides_secrets_and_other_functions_code(env):
         my_copy = env.sandbox_dir / "200001" / "code" / "1"
         assert result["cwd"] == str(my_copy)
         assert result["code_writable"] is False
-        assert (env.sandbox_dir / "200001" / "home" / "scratch.txt").read_text() == "writable"
+        if spawner.isolation.namespace:  # HOME is the instance's private /tmp: nothing lands on the host
+            assert result["env"]["HOME"] == "/tmp"
+            assert not Path("/tmp/scratch.txt").exists()
+        else:
+            assert (env.sandbox_dir / "200001" / "home" / "scratch.txt").read_text() == "writable"
         assert oct(my_copy.stat().st_mode & 0o777) == oct(0o550)
         assert oct((my_copy / "index.py").stat().st_mode & 0o777) == oct(0o440)
         # Owned by root, readable through the function's group: readable, not changeable.

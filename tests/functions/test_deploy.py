@@ -38,7 +38,7 @@ def test_developer_deploys_to_dev_and_the_binding_serves_it(world, client_for, f
     body = response.json()
     assert body["environment"] == "dev"
     assert body["traffic"] == [{"version": 2, "weight": 100}]
-    assert body["url"] == "http://127.0.0.1:8000/fn/alpha/web/dev/hello/"
+    assert body["url"] == "http://localhost:8000/fn/alpha/web/dev/hello/"
     assert (body["auth_mode"], body["backend"], body["status"], body["revision"]) == ("token", "local", "pending", 1)
     assert len(callbacks) == 2  # route announcement + apply task, queued after commit, not before
 
@@ -149,8 +149,8 @@ def test_bindings_list_shows_traffic_and_urls(world, client_for, fn):
     listing = client_for(world.carol).get(f"/api/v1/functions/{fn.pk}/bindings/").json()
 
     assert [(b["environment"], b["traffic"], b["auth_mode"], b["url"]) for b in listing["results"]] == [
-        ("dev", [{"version": 1, "weight": 100}], "token", "http://127.0.0.1:8000/fn/alpha/web/dev/hello/"),
-        ("prod", [{"version": 2, "weight": 100}], "public", "http://127.0.0.1:8000/fn/alpha/web/prod/hello/"),
+        ("dev", [{"version": 1, "weight": 100}], "token", "http://localhost:8000/fn/alpha/web/dev/hello/"),
+        ("prod", [{"version": 2, "weight": 100}], "public", "http://localhost:8000/fn/alpha/web/prod/hello/"),
     ]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from asgiref.testing import ApplicationCommunicator
+from django.conf import settings
 from django.test import Client
 
 from apps.pipelines import executor, run_services
@@ -155,7 +156,8 @@ def test_session_user_can_watch(live: Any) -> None:
     write(run.pk, ["hello"])
     client = Client()
     client.force_login(world.bob)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    name = settings.SESSION_COOKIE_NAME
+    cookie = f"{name}={client.cookies[name].value}".encode()
 
     async def scenario() -> None:
         comm = await connect(f"/ws/runs/{run.pk}/", headers=[(b"cookie", cookie)])

@@ -207,7 +207,7 @@ def _log_value(run: Run, key: str) -> str:
 
 
 needs_cgroups = pytest.mark.skipif(
-    not step_cgroup.available(), reason="this host lets this user make no cgroup v2 (steps keep their process group)"
+    not step_cgroup.available(), reason="this host lets this user make no cgroup (steps keep their process group)"
 )
 
 
@@ -241,7 +241,7 @@ def test_the_reaper_kills_what_a_vanished_workers_steps_left(repo: Any) -> None:
     Run.objects.filter(pk=a.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
     assert executor.runs_reap_stale() == 1
     assert orphan.wait(5) == -9
-    assert not group.path.exists()
+    assert not any(d.exists() for d in group.group.dirs)
 
 
 def test_step_memory_is_limited_without_breaking_node(live_world: Any, git_repo: GitRepo) -> None:
@@ -260,7 +260,7 @@ def test_step_memory_is_limited_without_breaking_node(live_world: Any, git_repo:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="steps change uid only when the worker runs as root")
-def test_steps_run_as_the_project_uid_and_cannot_read_the_data_dir(
+def test_steps_run_as_the_runs_own_uid_and_cannot_read_the_data_dir(
     live_world: Any, git_repo: GitRepo, settings: Any
 ) -> None:
     secret = Path(settings.DATA_DIR) / "pretend-secret.txt"
@@ -275,7 +275,8 @@ def test_steps_run_as_the_project_uid_and_cannot_read_the_data_dir(
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
     assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
     out = list(run.log_lines.filter(stream="stdout").values_list("text", flat=True))
-    assert out[0] == str(executor.PIPELINE_UID_BASE + live_world.web.pk)
+    if os.geteuid() == 0:
+        assert out[0] == str(executor.PIPELINE_UID_BASE + run.pk)
     assert "top secret" not in out and "no-secret" in out and "no-mirrors" in out and "wrote" in out
 
 
@@ -318,7 +319,8 @@ def test_secrets_only_reach_steps_that_ask(live_world: Any, git_repo: GitRepo) -
     assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
     texts = list(run.log_lines.filter(stream="stdout").values_list("text", flat=True))
     assert texts[0].startswith("plain=none none ") and texts[0].endswith("/.home")
-    assert texts[1] == "asks=s3cret blue"
+    assert texts[1] == "asks=*** blue"  # the step had the secret; the log masks it
+    assert "s3cret" not in " ".join(run.log_lines.values_list("text", flat=True))
 
 
 def test_protected_environment_waits_for_an_approver_who_is_not_the_pusher(live_world: Any, git_repo: GitRepo) -> None:

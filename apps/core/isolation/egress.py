@@ -226,9 +226,7 @@ def protected_endpoints() -> tuple[Protected, ...]:
     ]
     public = urlsplit(settings.PUBLIC_URL)
     ports = {public.port or (443 if public.scheme == "https" else 80)}
-    listen = getattr(settings, "STRATUS_LISTEN_PORT", None)
-    if listen:
-        ports.add(int(listen))
+    ports.update(int(p) for p in getattr(settings, "STRATUS_LISTEN_PORTS", []))
     for port in sorted(ports):
         found.append(Protected(None, (port, port), "the console"))
         found += [_single(a, port, "the console") for a in ("127.0.0.1", "::1")]

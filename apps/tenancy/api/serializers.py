@@ -4,9 +4,10 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.tenancy import permissions
+from apps.tenancy import permissions, quotas
 from apps.tenancy.models import (
     ApiToken,
     Environment,
@@ -42,13 +43,45 @@ class OrgSerializer(serializers.ModelSerializer):
         return permissions.org_role(self.context["request"].user, org)
 
 
+class QuotaUsedSerializer(serializers.Serializer):
+    limit = serializers.IntegerField()
+    used = serializers.IntegerField()
+
+
+class QuotaReservedSerializer(serializers.Serializer):
+    limit = serializers.IntegerField()
+    reserved = serializers.IntegerField()
+
+
+class OrgQuotasSerializer(serializers.Serializer):
+    """Limits (the org's quota fields or the platform's defaults) and what is in use:
+    functions, and the instances and memory (MB) its bindings keep reserved."""
+
+    functions = QuotaUsedSerializer()
+    instances = QuotaReservedSerializer()
+    memory_mb = QuotaReservedSerializer()
+
+
+class OrgDetailSerializer(OrgSerializer):
+    """One organization, with its quotas (a few queries: only on the detail, never per row)."""
+
+    quotas = serializers.SerializerMethodField()
+
+    class Meta(OrgSerializer.Meta):
+        fields = [*OrgSerializer.Meta.fields, "quotas"]
+
+    @extend_schema_field(OrgQuotasSerializer)
+    def get_quotas(self, org: Organization) -> dict[str, dict[str, int]]:
+        return quotas.org_quota_usage(org).as_json()
+
+
 class OrgCreateSerializer(serializers.Serializer):
     slug = serializers.CharField(max_length=50, validators=[slug_validator])
     name = serializers.CharField(max_length=100)
 
 
 class OrgUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = serializers.CharField(max_length=100, required=False)
 
 
 class MemberSerializer(serializers.ModelSerializer):

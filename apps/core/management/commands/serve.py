@@ -36,6 +36,9 @@ class Command(BaseCommand):
             # Started by the ASGI lifespan on the server's loop, before the first request:
             # reserved (min_instances) instances come back up from the database at once.
             self.stdout.write("local engine: embedded (starts with the server)")
+        # Before the engine starts (lifespan): its firewall keeps tenant code off this port.
+        if options["port"] not in settings.STRATUS_LISTEN_PORTS:
+            settings.STRATUS_LISTEN_PORTS.append(options["port"])
         self.stdout.write(f"Stratus console: http://{options['host']}:{options['port']}/")
         uvicorn.run(
             "console.asgi:application",

@@ -1,7 +1,8 @@
 """Seed the demo: org `demo` (alice owner, bob developer, carol viewer), project `shop`
 with dev/staging/prod, and dave, owner of another org `acme`. Idempotent: a second run
-changes nothing and prints the same lines. Demo tokens are derived from the secret key
-(HMAC), so they can be printed again although only their hash is stored."""
+changes nothing and prints the same lines (the last one: where functions are served from).
+Demo tokens are derived from the secret key (HMAC), so they can be printed again although
+only their hash is stored."""
 
 from __future__ import annotations
 
@@ -66,6 +67,11 @@ class Command(BaseCommand):
             if not ApiToken.objects.filter(token_hash=services.token_hash(plaintext)).exists():
                 services.token_import(user=users[username], name=TOKEN_NAME, scopes=ALL_SCOPES, plaintext=plaintext)
             self.stdout.write(f"user={username} password={password} token={plaintext}")
+        # Next to the console's URL (`make run` prints it): where invoke URLs point.
+        self.stdout.write(
+            f"Functions are served from {settings.STRATUS_FUNCTIONS_URL} "
+            "(/fn/<org>/<project>/<environment>/<function>/: an origin of their own, no console cookie reaches them)"
+        )
 
 
 def demo_token(username: str) -> str:
