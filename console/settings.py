@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.core.origins import parse_functions_url
 from console.datadir import ensure_dir, ensure_private_dir, generated_encryption_key, generated_secret_key
 from console.env import env_bool, env_int, env_list, env_str
 
@@ -46,32 +47,22 @@ CSRF_TRUSTED_ORIGINS = env_list("STRATUS_CSRF_TRUSTED_ORIGINS")
 # Base URL used in links we send out (invitation emails).
 PUBLIC_URL = (env_str("STRATUS_PUBLIC_URL") or f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")
 # The origin tenant code (functions) is served from: a host name that shares no cookies with
-# the console and cannot set any for it (README "Origins"). The gateway serves only /fn/ on
-# it; the console's host still answers /fn/ for API clients, cookieless and sandboxed. In
-# production a registrable domain of its own (https://fn.example.net); in the embedded
-# default the other loopback name on the same port: browsers keep the cookies of 127.0.0.1
-# and localhost apart, and neither can set any for the other.
+# the console and cannot set any for it (README "Origins", apps/core/origins.py). The gateway
+# serves only functions on it; the console's host still answers /fn/ for API clients,
+# cookieless and sandboxed. In production a registrable domain of its own: paths on one host
+# (https://fn.example.net) or a host per function
+# (https://{function}.{env}.{project}.{org}.fn.example.net); in the embedded default the other
+# loopback name on the same port: browsers keep the cookies of 127.0.0.1 and localhost apart,
+# and neither can set any for the other.
 _console_hostname = urlsplit(PUBLIC_URL).hostname or ""
 _loopback_name = "localhost" if _console_hostname.rstrip(".").split(".")[-1] != "localhost" else "127.0.0.1"
 STRATUS_FUNCTIONS_URL = (
     env_str("STRATUS_FUNCTIONS_URL") or f"http://{_loopback_name}:{env_int('PORT', 8000)}"
 ).rstrip("/")
-_functions_origin = urlsplit(STRATUS_FUNCTIONS_URL)
 try:
-    _functions_origin.port  # noqa: B018  (raises ValueError on a bad port)
-    _functions_origin_ok = bool(
-        _functions_origin.scheme in ("http", "https")
-        and _functions_origin.hostname
-        and not (_functions_origin.path or _functions_origin.query or _functions_origin.fragment)
-        and "@" not in _functions_origin.netloc
-    )
-except ValueError:
-    _functions_origin_ok = False
-if not _functions_origin_ok:
-    raise ImproperlyConfigured(
-        "STRATUS_FUNCTIONS_URL must be an origin, a scheme and a host name with no path "
-        f"(for example https://fn.example.net), got {STRATUS_FUNCTIONS_URL!r}"
-    )
+    parse_functions_url(STRATUS_FUNCTIONS_URL)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -92,9 +92,11 @@ def origin_problems(*, console_url: str, functions_url: str, production: bool) -
 
 @register(Tags.security, deploy=True)
 def check_function_origin(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from apps.core.origins import functions_origin
+
     problems = origin_problems(
         console_url=settings.PUBLIC_URL,
-        functions_url=settings.STRATUS_FUNCTIONS_URL,
+        functions_url=functions_origin().check_url,
         production=settings.PRODUCTION,
     )
     return [CheckWarning(message, id=check_id) for check_id, message in problems]

@@ -42,6 +42,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 from apps.core.checks import origin_problems
+from apps.core.origins import functions_origin, host_key
 from apps.engine.engine import CallSite, Outcome, new_request_id
 from apps.engine.gateway_auth import TokenCache
 from apps.engine.routing import NotServed, Route, RouteVersion
@@ -119,17 +120,19 @@ class Gateway:
         """Precompute what the hot path compares: the functions host as the Host header spells
         it (lowercase, no port: browsers keep cookies per host name, whatever the port), and
         the console's cookie names."""
+        origin = functions_origin()
         for check_id, message in origin_problems(
             console_url=settings.PUBLIC_URL,
-            functions_url=settings.STRATUS_FUNCTIONS_URL,
+            functions_url=origin.check_url,
             production=settings.PRODUCTION,
         ):
             log.warning(message, extra={"check": check_id})
-        functions = _host_key(urlsplit(settings.STRATUS_FUNCTIONS_URL).hostname or "")
-        console = _host_key(urlsplit(settings.PUBLIC_URL).hostname or "")
+        console = host_key(urlsplit(settings.PUBLIC_URL).hostname or "")
         # On the console's own host the console must keep working: /fn/ is then only ever
         # served the console-host way (cookieless, sandboxed); the system check says why.
-        self.functions_host: bytes | None = functions if functions and functions != console else None
+        self.functions_host: bytes | None = origin.host if origin.host and origin.host != console else None
+        # A host per function: its whole path space is the function's (no /fn/ prefix).
+        self.per_function = origin if origin.per_function and self.functions_host is not None else None
         self.console_cookies = frozenset(
             name.encode("latin-1")
             for name in (
@@ -141,8 +144,12 @@ class Gateway:
             if name
         )
         self.refusal = (
-            "This host serves functions only (/fn/<org>/<project>/<environment>/<function>/); "
-            f"the console is at {settings.PUBLIC_URL}/."
+            (
+                f"No function is deployed at this host ({origin.url}/ names one); "
+                if origin.per_function
+                else "This host serves functions only (/fn/<org>/<project>/<environment>/<function>/); "
+            )
+            + f"the console is at {settings.PUBLIC_URL}/."
         )
         self.embedded_refusal = (
             "On the console's host a function is not loaded as a script, style sheet or worker; "
@@ -158,7 +165,16 @@ class Gateway:
         if kind == "lifespan":
             await self.lifespan(receive, send)
             return
-        if self.functions_host is not None and _request_host(scope["headers"]) == self.functions_host:
+        if self.per_function is not None:
+            host = _request_host(scope["headers"])
+            if self.per_function.owns(host):
+                key = self.per_function.route_of(host)
+                if kind == "http" and key is not None:
+                    await self.serve(scope, receive, send, console_host=False, key=key)
+                else:  # the functions' own domain, or a name no function has
+                    await self.refuse(scope, receive, send)
+                return
+        elif self.functions_host is not None and _request_host(scope["headers"]) == self.functions_host:
             if kind == "http" and scope["path"].startswith(PREFIX):
                 await self.serve(scope, receive, send, console_host=False)
             else:
@@ -212,7 +228,17 @@ class Gateway:
             host = await asyncio.to_thread(get_host)
         return host
 
-    async def serve(self, scope: Scope, receive: Receive, send: Send, *, console_host: bool) -> None:
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        console_host: bool,
+        key: tuple[str, str, str, str] | None = None,
+    ) -> None:
+        """One function request: by ``/fn/<org>/<project>/<env>/<function>/`` path, or (``key``)
+        on the function's own host, where the whole path is the function's."""
         # From here on the request is what the function (and the routing rules) see.
         headers = _strip_cookies(scope["headers"], None if console_host else self.console_cookies)
         request_id = _incoming_request_id(headers) or new_request_id()
@@ -220,12 +246,16 @@ class Gateway:
             await _send_error(send, 404, "not_found", self.embedded_refusal, request_id)
             return
         started_at = datetime.now(UTC)
-        parts = scope["path"][len(PREFIX) :].split("/", 4)
-        if len(parts) < 4 or not all(parts[:4]):
-            await _send_error(send, 404, "not_found", "No function is deployed at this URL.", request_id)
-            return
-        org, project, environment, function = parts[:4]
-        rest = parts[4] if len(parts) == 5 else ""
+        if key is not None:
+            org, project, environment, function = key
+            rest, prefix_segments = scope["path"][1:], 0
+        else:
+            parts = scope["path"][len(PREFIX) :].split("/", 4)
+            if len(parts) < 4 or not all(parts[:4]):
+                await _send_error(send, 404, "not_found", "No function is deployed at this URL.", request_id)
+                return
+            org, project, environment, function = parts[:4]
+            rest, prefix_segments = (parts[4] if len(parts) == 5 else ""), 5
         host = await self.host()
         route: Route | None = host.engine.routes.get((org, project, environment, function))
         if route is None:
@@ -252,9 +282,9 @@ class Gateway:
         except NotServed as exc:
             await _send_error(send, 400, "version_not_served", str(exc), request_id)
             return
-        root_path = PREFIX + "/".join(parts[:4])
+        root_path = PREFIX + "/".join((org, project, environment, function)) if prefix_segments else ""
         frame = (
-            _http_frame(scope, headers, body, request_id, root_path, rest)
+            _http_frame(scope, headers, body, request_id, root_path, rest, prefix_segments)
             if rv.spec.kind == "http"
             else {
                 "type": "invoke",
@@ -297,14 +327,6 @@ class Gateway:
 
 
 # --- origins ----------------------------------------------------------------------------------
-
-
-def _host_key(hostname: str) -> bytes:
-    """A host name as the Host header spells it, without port or trailing dot."""
-    hostname = hostname.lower().rstrip(".")
-    if ":" in hostname:  # IPv6, bracketed in the Host header
-        return f"[{hostname}]".encode("ascii")
-    return hostname.encode("ascii") if hostname.isascii() else hostname.encode("idna")  # as browsers send it
 
 
 def _request_host(headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -397,12 +419,20 @@ async def _read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit
 
 
 def _http_frame(
-    scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes, request_id: str, root_path: str, rest: str
+    scope: Scope,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    request_id: str,
+    root_path: str,
+    rest: str,
+    prefix_segments: int = 5,
 ) -> dict[str, Any]:
     raw_path = scope.get("raw_path") or scope["path"].encode()
     raw = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(raw_path)
-    # The part after the function prefix, in its original (percent-encoded) form.
-    encoded_rest = raw.split("/", 6)[6] if raw.count("/") >= 6 else rest
+    # The part after the function prefix (/fn/<org>/<project>/<env>/<function>, or nothing on
+    # the function's own host), in its original (percent-encoded) form.
+    n = prefix_segments + 1
+    encoded_rest = raw.split("/", n)[n] if raw.count("/") >= n else rest
     return {
         "type": "http",
         "id": request_id,

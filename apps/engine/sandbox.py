@@ -107,6 +107,7 @@ from apps.core.isolation.firewall import Firewall
 logger = logging.getLogger(__name__)
 
 NODE_BOOTSTRAP = RUNTIME_DIR / "node" / "bootstrap.js"
+NODE_CACHE_DIR = Path("/var/cache/stratus")  # execute-only copies of node (see _node_executable)
 CGROUP_PARENT = "stratus-instances"
 # A memory cgroup holds the runtime's own pages besides the handler's memory_mb (and the tmpfs
 # of /tmp and /dev/shm); RLIMIT_AS / V8's heap limit report a handler's excess first.
@@ -668,8 +669,10 @@ class Spawner:
             if problem is not None:
                 raise RuntimeError(f"{NODE_BOOTSTRAP} is not readable by sandboxed functions: {problem} lacks o+rx")
         st = os.stat(source)
-        bin_dir = self.sandbox_dir / "bin"
-        bin_dir.mkdir(exist_ok=True)
+        # Shared by every engine of the host (one copy of ~100 MB per node binary), root's
+        # when root: no function uid may replace it.
+        bin_dir = NODE_CACHE_DIR if self.sandboxing else self.sandbox_dir / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(bin_dir, 0o711)  # noqa: S103 - traversable by function uids, not listable
         dest = bin_dir / f"node-{st.st_size}-{int(st.st_mtime)}"
         if not dest.exists():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError
+from apps.core.origins import functions_origin
 from apps.functions.backends.base import BindingTarget, DeployedVersion, HeaderMatch, TrafficRules
 from apps.functions.backends.registry import backend_name_for, get_backend
 from apps.functions.models import Binding, Function, TrafficChange, Version
@@ -24,8 +24,9 @@ def binding_url(binding: Binding) -> str:
     """The binding's invoke URL, on the functions' own origin (never the console's: a function
     there would receive a signed-in visitor's cookies; apps/engine/gateway.py)."""
     project = binding.environment.project
-    path = f"{project.org.slug}/{project.slug}/{binding.environment.name}/{binding.function.name}"
-    return f"{settings.STRATUS_FUNCTIONS_URL}/fn/{path}/"
+    return functions_origin().url_for(
+        org=project.org.slug, project=project.slug, env=binding.environment.name, function=binding.function.name
+    )
 
 
 def environment_config_snapshot(*, function: Function, environment: Environment) -> dict[str, Any]:

@@ -15,7 +15,9 @@
         memory_mb: 2048             # 64..16384, default 2048: per process, and the step's
                                     # whole tree where the host's cgroups allow it
         env: {PYTHONUNBUFFERED: "1"}
-        secrets: false              # true: the target environment's variables and secrets
+        secrets: false              # true: the target environment's variables and secrets,
+                                    # if its pipeline_secrets setting allows (console only);
+                                    # a protected one's only after the run is approved
     triggers:                       # the first match wins
       - branch: main                # fnmatch pattern; or tag: "v*"
         environment: prod

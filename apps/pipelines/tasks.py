@@ -2,7 +2,8 @@
 the run is no longer in the state it was queued for).
 
 - ``run_execute(run_id)``: claim a queued run and execute it (apps.pipelines.executor).
-- ``run_resume(run_id)``: deploy an approved run.
+- ``run_resume(run_id)``: resume an approved run: its deploy, or (when it waited before its
+  steps for a protected environment's secrets) its steps with those secrets, then the deploy.
 - ``runs_reap``: every ``REAP_INTERVAL_S`` (beat, set in apps.pipelines.apps) and when a
   worker comes up: fail runs whose worker vanished, start queued runs whose task was lost.
   Without beat (the embedded worker) each reap queues the next, as the releases sweep does.

@@ -284,3 +284,70 @@ def test_the_gateway_warns_at_start_about_a_shared_origin(settings, caplog):
     assert [(r.getMessage()[:61], r.check) for r in caplog.records] == [
         ("STRATUS_FUNCTIONS_URL (http://127.0.0.1:9000) is on the conso", "stratus.W001")
     ]
+
+
+# --- a host per function ----------------------------------------------------------------------
+
+PATH_ECHO = """
+import json
+
+def app(environ, start_response):
+    start_response("200 OK", [("content-type", "application/json"), ("set-cookie", "own=1; Path=/")])
+    return [json.dumps({"script_name": environ["SCRIPT_NAME"], "path": environ["PATH_INFO"],
+                        "query": environ["QUERY_STRING"], "cookie": environ.get("HTTP_COOKIE")}).encode()]
+"""
+
+
+def test_a_host_per_function_gives_each_function_an_origin_of_its_own(world, engine, served, settings, client_for):
+    port = served.base_url.rsplit(":", 1)[1]
+    settings.STRATUS_FUNCTIONS_URL = f"http://{{function}}.{{env}}.{{project}}.{{org}}.fn.localhost:{port}"
+    fn = make_function(world, "echo", {"web.py": PATH_ECHO}, kind="http", handler="web.app")
+    other = make_function(world, "other", {"web.py": PATH_ECHO}, kind="http", handler="web.app")
+    deploy_latest(world, fn)
+    deploy_latest(world, other)
+    wait_routed(engine, fn)
+    wait_routed(engine, other)
+
+    bindings = client_for(world.alice).get(f"/api/v1/functions/{fn.pk}/bindings/").json()["results"]
+    assert [b["url"] for b in bindings] == [f"http://echo.dev.web.alpha.fn.localhost:{port}/"]
+
+    def on(host: str, path: str, **headers: str) -> httpx.Response:
+        return served.get(path, headers={"host": f"{host}:{port}", **headers})
+
+    # The whole path space of the host is the function's, even paths the console has.
+    answer = on("echo.dev.web.alpha.fn.localhost", "/api/v1/projects/?a=1", cookie=f"own=1; {CONSOLE_COOKIES}")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"script_name": "", "path": "/api/v1/projects/", "query": "a=1", "cookie": "own=1"}
+    assert "own=1; Path=/" in set_cookies(answer)
+    assert "content-security-policy" not in answer.headers
+    assert on("other.dev.web.alpha.fn.localhost", "/").json()["path"] == "/"
+
+    # The functions' own domain and names no function has serve nothing, the console included.
+    for host, path in (("fn.localhost", "/"), ("fn.localhost", "/api/v1/projects/"), ("gone.dev.web.alpha.fn.localhost", "/")):
+        refused = on(host, path)
+        assert refused.status_code == 404, (host, path, refused.text)
+        assert refused.json()["error"]["code"] == "not_found"
+    # The console keeps its host, and /fn/ there stays sandboxed and cookieless.
+    assert served.get("/login/").status_code == 200
+    sandboxed = served.get(url(fn, path="x"), headers={"cookie": "own=1"})
+    assert sandboxed.json()["cookie"] is None
+    assert sandboxed.headers.get_list("content-security-policy") == ["sandbox"]
+
+
+def test_a_host_per_function_must_name_every_part_as_a_whole_label():
+    from apps.core.origins import parse_functions_url
+
+    origin = parse_functions_url("https://{function}.{env}.{project}.{org}.fn.example.net")
+    assert origin.route_of(b"hello.prod.shop.acme.fn.example.net") == ("acme", "shop", "prod", "hello")
+    assert origin.route_of(b"fn.example.net") is None and origin.owns(b"fn.example.net")
+    assert origin.url_for(org="acme", project="shop", env="prod", function="hello") == (
+        "https://hello.prod.shop.acme.fn.example.net/"
+    )
+    for bad in (
+        "https://{function}.{env}.{org}.fn.example.net",  # {project} missing
+        "https://x{function}.{env}.{project}.{org}.fn.example.net",  # not a whole label
+        "https://{function}.{env}.{project}.{org}",  # no domain of the functions' own
+        "https://fn.example.net/prefix",  # a path
+    ):
+        with pytest.raises(ValueError, match="STRATUS_FUNCTIONS_URL"):
+            parse_functions_url(bad)

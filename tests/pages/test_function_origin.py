@@ -180,6 +180,36 @@ def test_a_signed_in_visitor_opening_another_orgs_function_hands_it_nothing(brow
         context.close()
 
 
+def test_with_a_host_per_function_the_function_is_an_origin_of_its_own(browser, console, settings, tmp_path):
+    # Chromium resolves every *.localhost name to loopback, as a wildcard DNS name would.
+    base = console["base"]
+    port = base.rsplit(":", 1)[1]
+    settings.STRATUS_FUNCTIONS_URL = f"http://{{function}}.{{env}}.{{project}}.{{org}}.fn.localhost:{port}"
+    own_url = f"http://evil.dev.secret-project.other.fn.localhost:{port}/"
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        sign_in(page, base, "alice")
+        page.goto(own_url)
+        page.wait_for_selector("body[data-done='1']")
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "function-on-its-own-host.png"), full_page=True)
+
+        # Its page sees only what it set for itself; the console's API is unreachable: the
+        # host's /api/v1/projects/ is the function's own path (its page again), and the
+        # console answers no other origin's script.
+        assert page.inner_text("#cookie") == "none"
+        assert page.inner_text("#same").startswith("status 200: <!doctype html>")
+        assert page.inner_text("#console") == "failed: TypeError: Failed to fetch"
+        assert VICTIM_SLUG not in page.content()
+        # The cookies it set belong to its host alone: not the console's, not another function's.
+        cookies = {(c["domain"], c["name"]) for c in context.cookies()}
+        assert ("evil.dev.secret-project.other.fn.localhost", "stratus_session") in cookies
+        assert not {c for c in context.cookies(f"http://other.dev.web.alpha.fn.localhost:{port}/")}
+        assert {c["value"] for c in context.cookies(base) if c["name"] == "stratus_session"} != {"planted"}
+    finally:
+        context.close()
+
+
 def test_the_consoles_pages_run_under_their_csp_without_a_violation(browser, console, tmp_path):
     base, victim, run = console["base"], console["victim"], console["run"]
     shots = screenshot_dir(tmp_path)
