@@ -100,7 +100,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apps.core.isolation import CONFINE_SCRIPT, RUNTIME_DIR, path_problem
+from apps.core.isolation import RUNTIME_DIR, path_problem, probe_host
 from apps.core.isolation.cgroups import Cgroup, CgroupFactory
 from apps.core.isolation.firewall import Firewall
 
@@ -490,24 +490,14 @@ class Spawner:
     def _probe_isolation(self) -> None:
         found = Isolation(identity=self.sandboxing)
         if self.sandboxing:
-            result = subprocess.run(  # noqa: S603 - our own probe, fixed argv
-                [sys.executable, "-I", "-S", str(CONFINE_SCRIPT), "--probe"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            try:
-                probe = json.loads(result.stdout or "{}")
-            except ValueError:
-                probe = {}
+            probe = probe_host()
             found.namespace = probe.get("namespace") is True and probe.get("private") is True
             found.tmpfs = probe.get("tmpfs") is True
             found.hidepid = probe.get("hidepid") is True
             found.readonly_root = probe.get("readonly_root") is True
             failed = {k: v for k, v in probe.items() if v is not True}
             if failed or not probe:
-                detail = ", ".join(f"{k}: {v}" for k, v in failed.items()) or result.stderr.strip()[-300:]
+                detail = ", ".join(f"{k}: {v}" for k, v in failed.items()) or "the probe failed (see the log)"
                 found.problems.append(f"mounts: {detail}")
             self._cgroups = CgroupFactory(CGROUP_PARENT)
             found.cgroups = self._cgroups.describe()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from functools import cache
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.core.isolation import CONFINE_SCRIPT
+from apps.core.isolation import CONFINE_SCRIPT, probe_host
 from apps.core.isolation.firewall import Firewall
 
 logger = logging.getLogger(__name__)
@@ -38,23 +37,13 @@ STEP_SHM_MB = 64
 
 @cache
 def host_support() -> dict[str, Any]:
-    """What confine.py can do here (probed in a throwaway process), {} without root."""
+    """What confine.py can do here (probed once per worker process), {} without root."""
     if os.geteuid() != 0:
         return {}
-    result = subprocess.run(  # noqa: S603 - our own probe, fixed argv
-        [sys.executable, "-I", "-S", str(CONFINE_SCRIPT), "--probe"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    try:
-        found = dict(json.loads(result.stdout or "{}"))
-    except ValueError:
-        found = {}
+    found = probe_host()
     failed = {k: v for k, v in found.items() if v is not True}
     if failed or not found:
-        logger.warning("pipeline steps run without private mounts: %s", failed or result.stderr.strip()[-300:])
+        logger.warning("pipeline steps run without private mounts: %s", failed or "the probe failed")
     return found
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -341,32 +340,7 @@ def test_memory_outside_the_heap_is_capped_by_the_cgroup(world, engine, served):
 # --- network ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def listener():
-    """A TCP service on a loopback port (what a function might legitimately need)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    server.close()
-
-
-def test_functions_reach_no_host_service_and_no_private_address(world, engine, served, listener):
+def test_functions_reach_no_host_service_and_no_private_address(world, engine, served, tcp_listener):
     need(engine, "firewall")
     fn = probe_function(world, "netprobe")
     deploy_latest(world, fn)
@@ -376,7 +350,7 @@ def test_functions_reach_no_host_service_and_no_private_address(world, engine, s
         ["127.0.0.1", console_port],  # the console
         ["127.0.0.1", 5432],  # PostgreSQL
         ["127.0.0.1", 6379],  # Redis
-        ["127.0.0.1", listener],  # a loopback service nobody allowed
+        ["127.0.0.1", tcp_listener],  # a loopback service nobody allowed
         ["10.1.2.3", 80],  # a private address
         ["169.254.169.254", 80],  # the cloud metadata service
         ["::1", 6379],
@@ -389,15 +363,15 @@ def test_functions_reach_no_host_service_and_no_private_address(world, engine, s
         # EHOSTUNREACH, IPv6 EACCES), not a timeout, not "connection refused".
         assert outcome in ("EHOSTUNREACH", "EACCES") and seconds < 2, (target, outcome, seconds)
     # The same connections from the console's own uid work: the rules touch tenant uids only.
-    for port in (console_port, 5432, 6379, listener):
+    for port in (console_port, 5432, 6379, tcp_listener):
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
 
 
-def test_an_environments_allow_list_opens_exactly_its_entries(world, engine, served, listener):
+def test_an_environments_allow_list_opens_exactly_its_entries(world, engine, served, tcp_listener):
     need(engine, "firewall")
     dev = Environment.objects.get(project=world.web, name="dev")
-    environment_update(actor=world.alice, environment=dev, egress_allow=[f"127.0.0.1:{listener}", "127.0.0.0/8"])
+    environment_update(actor=world.alice, environment=dev, egress_allow=[f"127.0.0.1:{tcp_listener}", "127.0.0.0/8"])
     fn = probe_function(world, "allowed")
     other_env_fn = probe_function(world, "elsewhere")
     deploy_latest(world, fn)
@@ -406,21 +380,21 @@ def test_an_environments_allow_list_opens_exactly_its_entries(world, engine, ser
     wait_routed(engine, other_env_fn, "staging")
     console_port = int(served.base_url.rsplit(":", 1)[1])
 
-    result = call(served, fn, op="connect", targets=[["127.0.0.1", listener], ["127.0.0.1", console_port]])
-    elsewhere = call(served, other_env_fn, "staging", op="connect", targets=[["127.0.0.1", listener]])
+    result = call(served, fn, op="connect", targets=[["127.0.0.1", tcp_listener], ["127.0.0.1", console_port]])
+    elsewhere = call(served, other_env_fn, "staging", op="connect", targets=[["127.0.0.1", tcp_listener]])
 
-    assert result[f"127.0.0.1:{listener}"][0] == "connected"
+    assert result[f"127.0.0.1:{tcp_listener}"][0] == "connected"
     # 127.0.0.0/8 is allowed, but the console's port stays protected inside it.
     assert result[f"127.0.0.1:{console_port}"][0] == "EHOSTUNREACH"
-    assert elsewhere[f"127.0.0.1:{listener}"][0] == "EHOSTUNREACH"  # another environment, another uid
+    assert elsewhere[f"127.0.0.1:{tcp_listener}"][0] == "EHOSTUNREACH"  # another environment, another uid
 
     # Taking the entry away closes it for the next instance.
     environment_update(actor=world.alice, environment=dev, egress_allow=[])
     engine.call_sync(_kill_all(engine, fn))
     wait_routed(engine, fn)
     _wait_spec_allow(engine, fn, ())
-    closed = call(served, fn, op="connect", targets=[["127.0.0.1", listener]])
-    assert closed[f"127.0.0.1:{listener}"][0] == "EHOSTUNREACH"
+    closed = call(served, fn, op="connect", targets=[["127.0.0.1", tcp_listener]])
+    assert closed[f"127.0.0.1:{tcp_listener}"][0] == "EHOSTUNREACH"
 
 
 # --- helpers ----------------------------------------------------------------------------------

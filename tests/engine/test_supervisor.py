@@ -75,6 +75,9 @@ def test_web_process_forwards_to_the_supervisor(world, supervisor, client_for):
         )
         assert body["status"] == "ok" and body["result"] == {"pid": pid}
         assert body["logs"][0]["text"] == f"from {pid}"
+        # /readyz of a web process tells what confines the supervisor's instances.
+        isolation = served.get("/readyz").json()["isolation"]
+        assert isolation == supervisor_host.engine.spawner.isolation.report()  # type: ignore[attr-defined]
     finally:
         served.client.close()
         server.should_exit = True

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from typing import Any
 
 import pytest
@@ -57,30 +56,6 @@ def live_world(transactional_db: None) -> Any:
     return build_world()
 
 
-@pytest.fixture
-def listener():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    server.close()
-
-
 def _outputs(run: Run) -> dict[str, str]:
     found = {}
     for text in run.log_lines.filter(stream="stdout").values_list("text", flat=True):
@@ -90,7 +65,7 @@ def _outputs(run: Run) -> dict[str, str]:
 
 
 def test_a_step_reaches_no_host_service_and_only_what_its_environment_allows(
-    live_world: Any, git_repo: GitRepo, listener: int, settings: Any
+    live_world: Any, git_repo: GitRepo, tcp_listener: int, settings: Any
 ) -> None:
     import json
 
@@ -106,9 +81,9 @@ def test_a_step_reaches_no_host_service_and_only_what_its_environment_allows(
     other.listen(1)
     console_port = settings.STRATUS_LISTEN_PORTS[0]
     dev = Environment.objects.get(project=live_world.web, name="dev")
-    environment_update(actor=live_world.alice, environment=dev, egress_allow=[f"127.0.0.1:{listener}"])
+    environment_update(actor=live_world.alice, environment=dev, egress_allow=[f"127.0.0.1:{tcp_listener}"])
     targets = [
-        ["127.0.0.1", listener],
+        ["127.0.0.1", tcp_listener],
         ["127.0.0.1", other.getsockname()[1]],
         ["127.0.0.1", console_port],
         ["127.0.0.1", 5432],
@@ -127,7 +102,7 @@ def test_a_step_reaches_no_host_service_and_only_what_its_environment_allows(
         other.close()
 
     out = _outputs(run)
-    assert out[f"net 127.0.0.1:{listener}"] == "connected"  # allow-listed for dev, the target
+    assert out[f"net 127.0.0.1:{tcp_listener}"] == "connected"  # allow-listed for dev, the target
     for host, port in targets[1:]:
         assert out[f"net {host}:{port}"] == "EHOSTUNREACH", (host, port, out)
     assert out["procs"] == "1"  # hidepid: the step sees its own process only

@@ -9,8 +9,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import stat
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime"
 CONFINE_SCRIPT = RUNTIME_DIR / "stratus_bootstrap" / "confine.py"
@@ -30,3 +37,21 @@ def path_problem(path: Path, *, readable: bool) -> Path | None:
     if readable and not path.stat().st_mode & stat.S_IROTH:
         return path
     return None
+
+
+def probe_host() -> dict[str, Any]:
+    """What ``confine.py`` can do on this host, tried in a throwaway process (as root): each
+    of namespace, private, tmpfs, hidepid, readonly_root is True or the reason it failed; {}
+    when the probe itself failed (the reason is logged)."""
+    result = subprocess.run(  # noqa: S603 - our own probe, fixed argv
+        [sys.executable, "-I", "-S", str(CONFINE_SCRIPT), "--probe"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    try:
+        return dict(json.loads(result.stdout or "{}"))
+    except ValueError:
+        logger.warning("the confinement probe failed: %s", result.stderr.strip()[-300:])
+        return {}
