@@ -6,7 +6,8 @@ Called while still root, in this order:
 1. **cgroups**: write our pid into each ``cgroup.procs`` the supervisor prepared (memory,
    pids; on a hybrid host one per v1 hierarchy plus the v2 group used to kill everything).
    Children are born there; an unprivileged process cannot leave.
-2. **mount namespace** (``unshare(CLONE_NEWNS)``, propagation private, so nothing leaks back):
+2. **mount and IPC namespaces** (``unshare(CLONE_NEWNS | CLONE_NEWIPC)``, propagation private,
+   so nothing leaks back; System V IPC of others out of reach):
    - the whole tree read-only (``mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)``), except the
      ``writable`` paths (a step's workspace), which get a writable bind mount of their own;
    - ``/proc`` mounted afresh with ``hidepid=invisible``: only our own uid's processes exist;
@@ -44,6 +45,7 @@ import sys
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -158,7 +160,9 @@ def _make_path(path: str) -> None:
 
 def isolate_filesystem(config: dict[str, Any]) -> None:
     uid, gid = config.get("uid"), config.get("gid")
-    _check(_c().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # A mount namespace, and an IPC one: System V shared memory, semaphores and message
+    # queues of other instances and of the host are out of reach too.
+    _check(_c().unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None, "making / private")
     if config.get("readonly_root", True):
         _set_readonly("/", recursive=True, readonly=True)
@@ -235,7 +239,9 @@ def probe() -> dict[str, Any]:
         found[name] = True
         return True
 
-    if not attempt("namespace", lambda: _check(_c().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")):
+    if not attempt(
+        "namespace", lambda: _check(_c().unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
+    ):
         return found
     if not attempt("private", lambda: _mount("none", "/", None, MS_REC | MS_PRIVATE, None, "making / private")):
         return found

@@ -93,6 +93,17 @@ def fill(path, limit_mb):
             pass
 
 
+SHM_KEY = 0x5354  # a System V shared memory segment, world-readable: only the IPC namespace keeps it
+
+
+def shm(create):
+    segment = libc.shmget(SHM_KEY, 4096, (0o1000 | 0o666) if create else 0)  # IPC_CREAT
+    if segment < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return segment
+
+
 def handler(event, context):
     req = json.loads(event.get("body") or "{}")
     op = req.get("op")
@@ -100,6 +111,8 @@ def handler(event, context):
         planted = f"/tmp/planted-{os.getpid()}.txt"
         with open(planted, "w") as f:
             f.write("planted by " + os.environ.get("WHO", "?"))
+        if req.get("plant_shm"):
+            shm(create=True)
         return {"pid": os.getpid(), "uid": os.getuid(), "home": os.environ["HOME"], "planted": planted,
                 "secret": os.environ.get("DB_PASSWORD"),
                 "visible": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
@@ -114,6 +127,7 @@ def handler(event, context):
             "ptrace": attempt(lambda: ptrace(pid)),
             "signal0": attempt(lambda: os.kill(pid, 0)),
             "kill": attempt(lambda: os.kill(pid, signal.SIGKILL)),
+            "sysv_shm": attempt(lambda: shm(create=False)),
             "visible": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
         }
     if op == "connect":
@@ -182,6 +196,7 @@ def assert_attack_failed(result: dict[str, Any], victim: dict[str, Any]) -> None
     assert result["ptrace"][0] == "EPERM", result["ptrace"]
     assert result["signal0"][0] == "EPERM", result["signal0"]
     assert result["kill"][0] == "EPERM", result["kill"]
+    assert result["sysv_shm"][0] == "ENOENT", result["sysv_shm"]  # another IPC namespace
     assert victim["pid"] not in result["visible"]
     assert "planted by" not in json.dumps(result)
     assert "prod-only-password" not in json.dumps(result)
@@ -200,7 +215,7 @@ def test_dev_cannot_reach_the_prod_instance_of_the_same_function(world, engine, 
     wait_routed(engine, fn, "prod")
     wait_routed(engine, fn, "dev")
 
-    victim = call(served, fn, "prod", op="whoami")
+    victim = call(served, fn, "prod", op="whoami", plant_shm=True)
     attacker = call(served, fn, "dev", op="whoami")
 
     assert victim["secret"] == "prod-only-password" and attacker["secret"] is None
@@ -231,7 +246,7 @@ def test_a_function_cannot_reach_another_function_or_another_organization(world,
     for fn in (victim_fn, attacker_fn, outsider_fn):
         wait_routed(engine, fn)
 
-    victim = call(served, victim_fn, op="whoami")
+    victim = call(served, victim_fn, op="whoami", plant_shm=True)
     for attacker in (attacker_fn, outsider_fn):
         result = call(served, attacker, op="attack", pid=victim["pid"], planted=victim["planted"])
         assert_attack_failed(result, victim)
