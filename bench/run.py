@@ -19,7 +19,10 @@ then, for each of ``--rounds`` rounds:
    (POST /functions/{id}/rollback) and their time to serving the previous version;
 6. webhook to live: commit and `git push` to a bare repository, deliver a GitHub-signed push
    webhook, and time until the gateway answers with what the run built (and the intake's
-   own answer time).
+   own answer time);
+7. confinement: spawn-to-ready of a Python instance through the Spawner, fully confined and,
+   interleaved, with the privilege drop only (bench/spawn.py, its own process): what the
+   cgroup, namespaces and private mounts add to a cold start.
 
 Each figure is the median over rounds of the per-round value; ratios are to the baseline
 measured in the same round (shared machines are noisy). Prints a table and writes
@@ -73,6 +76,7 @@ class Round:
     colds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     switches: list[dict[str, Any]] = field(default_factory=list)
     webhooks: list[dict[str, float]] = field(default_factory=list)
+    spawn: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -241,6 +245,7 @@ class Bench:
         result.switches = self.switches(switch, self.args.switches)
         if self.hooks is not None:
             result.webhooks = [self.hooks.sample() for _ in range(self.args.pushes)]
+        result.spawn = spawn_confinement(self.args.deploys * 2)
         return result
 
     def sweep(self) -> list[dict[str, Any]]:
@@ -263,6 +268,21 @@ class Bench:
             record = self.console.invocation(fn.id, sample["request_id"])
             sample["init_duration_ms"] = record.get("init_duration_ms") if record else None
             sample["record_cold_start"] = record.get("cold_start") if record else None
+
+
+def spawn_confinement(count: int) -> dict[str, Any]:
+    """bench/spawn.py in a process of its own (it starts an engine's Spawner)."""
+    out = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "bench.spawn", "--count", str(max(count, 10))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.spawn failed: {out.stderr[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -325,6 +345,10 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
         for pct in (50, 99):
             add(f"webhook_live_p{pct}", percentile(live, pct) if live else None)
             add(f"webhook_intake_p{pct}", percentile(intake, pct) if intake else None)
+        if r.spawn:
+            add("spawn_confined_p50", r.spawn["confined_p50_ms"])
+            add("spawn_unconfined_p50", r.spawn["unconfined_p50_ms"])
+            add("spawn_ratio_p50", r.spawn["ratio_p50"])
         for kind, name in (("switch", "switch_visible"), ("rollback", "rollback")):
             visible = [x["visible_ms"] for x in r.switches if x["kind"] == kind]
             total = [x["total_ms"] for x in r.switches if x["kind"] == kind]
@@ -358,6 +382,10 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
                 out[f"cold_start_{runtime}_p{pct}_ms"] = figure(m[key], "ms", target=target, met=met)
             if f"init_{runtime}_p{pct}" in m:
                 out[f"init_duration_{runtime}_p{pct}_ms"] = figure(m[f"init_{runtime}_p{pct}"], "ms")
+    if "spawn_confined_p50" in m:
+        out["spawn_confined_python_p50_ms"] = figure(
+            m["spawn_confined_p50"], "ms", baseline=m["spawn_unconfined_p50"], ratio=m["spawn_ratio_p50"]
+        )
     for runtime in ("python", "node"):
         for pct in (50, 99):
             key = f"deploy_{runtime}_p{pct}"
@@ -492,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                         "cold_starts": r.colds,
                         "switches": r.switches,
                         "webhooks": r.webhooks,
+                        "spawn_confinement": r.spawn,
                     }
                     for r in rounds
                 ],

@@ -507,10 +507,14 @@ class Spawner:
             found.cgroups = "none (not root)"
         if self.firewall is None:
             self.firewall = Firewall(self.uid_base)
-            with contextlib.suppress(Exception):  # without Django settings: no protected list
+            try:
                 from apps.core.isolation.egress import protected_endpoints
 
-                self.firewall.install(protected_endpoints())
+                protected = protected_endpoints()
+            except Exception as exc:  # noqa: BLE001 - without Django settings, say so
+                self.firewall.problem = f"the console's endpoints are unknown ({type(exc).__name__}: {exc})"
+            else:
+                self.firewall.install(protected)
         found.network = self.firewall.describe()
         found.complete_cgroups = self._cgroups is not None and self._cgroups.limits == {"memory", "pids"}
         found.network_enforced = self.firewall.available
@@ -593,7 +597,7 @@ class Spawner:
         return {
             "uid": uid if self.sandboxing else None,
             "gid": uid if self.sandboxing else None,
-            "cgroup_procs": group.procs_files if group is not None else [],
+            "cgroup_join": group.join_files if group is not None else [],
             "namespace": iso.namespace,
             "readonly_root": iso.readonly_root,
             "hidepid": iso.hidepid,

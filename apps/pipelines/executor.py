@@ -399,7 +399,7 @@ def run_command(
     """Run one step, confined (step_sandbox.py); returns (exit code, failure reason or "").
     With ``cgroup_name`` the step gets its own cgroup (where this host allows it), so nothing
     it starts survives it, even a process that left its process group."""
-    confinement = step_sandbox.confinement(uid=uid, workspace=cwd, cgroup_procs=[], memory_mb=memory_mb or 2048)
+    confinement = step_sandbox.confinement(uid=uid, workspace=cwd, cgroup_join=[], memory_mb=memory_mb or 2048)
     cgroup = None
     if cgroup_name:
         group_mb = None
@@ -407,7 +407,7 @@ def run_command(
             group_mb = memory_mb + (confinement["tmp_mb"] or 0) + (confinement["shm_mb"] or 0)
         cgroup = StepCgroup.create(cgroup_name, memory_mb=group_mb, max_pids=STEP_MAX_PIDS)
     if cgroup is not None:
-        confinement["cgroup_procs"] = cgroup.procs_files
+        confinement["cgroup_join"] = cgroup.group.join_files
     try:
         proc = subprocess.Popen(  # noqa: S603 - the pipeline's own command, by design
             step_sandbox.launcher(confinement, [*_shell(), command]),

@@ -58,7 +58,7 @@ def firewall() -> Firewall:
     return wall
 
 
-def confinement(*, uid: int | None, workspace: Path, cgroup_procs: list[str], memory_mb: int) -> dict[str, Any]:
+def confinement(*, uid: int | None, workspace: Path, cgroup_join: list[str], memory_mb: int) -> dict[str, Any]:
     """The confine.py configuration of one step."""
     support = host_support()
     namespace = support.get("namespace") is True and support.get("private") is True
@@ -66,7 +66,7 @@ def confinement(*, uid: int | None, workspace: Path, cgroup_procs: list[str], me
     return {
         "uid": uid,
         "gid": uid,
-        "cgroup_procs": cgroup_procs,
+        "cgroup_join": cgroup_join,
         "namespace": namespace,
         "readonly_root": support.get("readonly_root") is True,
         "hidepid": support.get("hidepid") is True,

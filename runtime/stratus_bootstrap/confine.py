@@ -3,8 +3,8 @@ forked children and, as ``python -I -S confine.py <config> -- <argv>``, before a
 
 Called while still root, in this order:
 
-1. **cgroups**: write our pid into each ``cgroup.procs`` the supervisor prepared (memory,
-   pids; on a hybrid host one per v1 hierarchy plus the v2 group used to kill everything).
+1. **cgroups**: move ourselves into each group the supervisor prepared (memory, pids; one per
+   v1 hierarchy, or the v2 group), through ``Cgroup.join_files``.
    Children are born there; an unprivileged process cannot leave.
 2. **mount and IPC namespaces** (``unshare(CLONE_NEWNS | CLONE_NEWIPC)``, propagation private,
    so nothing leaks back; System V IPC of others out of reach):
@@ -28,7 +28,7 @@ throwaway child).
 Config (a dict, JSON on the command line for the launcher)::
 
     {"uid": 200123, "gid": 200123,          # null: keep ours
-     "cgroup_procs": ["/sys/fs/cgroup/.../cgroup.procs", ...],
+     "cgroup_join": ["/sys/fs/cgroup/memory/.../tasks", ...],  # Cgroup.join_files
      "namespace": true,                      # the mount namespace and all of step 2
      "readonly_root": true, "hidepid": true, "hide_run": true,
      "tmp_mb": 128, "shm_mb": 64, "writable": ["/path/to/workspace"],
@@ -126,13 +126,14 @@ def _tmpfs(target: str, size_mb: int, uid: int | None, gid: int | None, mode: st
     _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, ",".join(options), f"tmpfs on {target}")
 
 
-def join_cgroups(procs_files: list[str]) -> None:
-    pid = str(os.getpid()).encode()
-    for path in procs_files:
+def join_cgroups(join_files: list[str]) -> None:
+    """Move this (single-threaded) process into each group: "0" names the writer itself; into
+    a v1 ``tasks`` file that moves just this thread, without the threadgroup lock."""
+    for path in join_files:
         try:
             fd = os.open(path, os.O_WRONLY)
             try:
-                os.write(fd, pid)
+                os.write(fd, b"0")
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -215,7 +216,7 @@ def drop_identity(uid: int | None, gid: int | None) -> None:
 
 def confine(config: dict[str, Any]) -> None:
     """Steps 1-4 of the module docstring, as ``config`` asks; raises ConfinementError."""
-    join_cgroups(list(config.get("cgroup_procs") or []))
+    join_cgroups(list(config.get("cgroup_join") or []))
     if config.get("namespace"):
         isolate_filesystem(config)
     drop_identity(config.get("uid"), config.get("gid"))

@@ -96,6 +96,14 @@ class Cgroup:
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
 
+    @property
+    def join_files(self) -> list[str]:
+        """Where a single-threaded process writes "0" to move itself in (confine.py). On v1
+        that is ``tasks``: moving one thread skips the cgroup threadgroup lock, whose write
+        side waits for an RCU grace period (10-30 ms on a busy host, on every cold start);
+        ``cgroup.procs`` is the only way on v2."""
+        return [str(d / ("cgroup.procs" if d == self.killable else "tasks")) for d in self.dirs]
+
     def pids(self) -> list[int]:
         members: set[int] = set()
         for directory in self.dirs:
@@ -182,7 +190,9 @@ class CgroupFactory:
             self.v1_dirs[controller] = base
             self.limits.add(controller)
         own2 = self.hierarchies.v2
-        if own2 is not None:
+        # A hybrid host whose v1 hierarchies give both limits: v2 adds nothing but a slower way
+        # in (see Cgroup.join_files); v1 kills by a loop over the members.
+        if own2 is not None and self.limits != set(CONTROLLERS):
             base = own2 / self.parent
             try:
                 base.mkdir(exist_ok=True)
