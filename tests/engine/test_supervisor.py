@@ -18,6 +18,7 @@ from apps.engine import host as host_module
 from apps.engine.host import EngineHost, build_local_engine
 from apps.engine.remote import RemoteEngine, SupervisorServer
 from tests.engine.conftest import Served, deploy_latest, free_port, make_function, url, wait_for
+from tests.engine.test_faults_and_limits import _alive
 
 
 @pytest.fixture
@@ -139,4 +140,4 @@ def test_serve_runs_the_engine_on_the_servers_own_loop(world, settings, sandbox_
         server.should_exit = True
         thread.join(10)
     assert host_module.current_host() is None
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])
+    wait_for(lambda: not _alive(pid))

@@ -194,7 +194,7 @@ def test_background_leftovers_of_a_step_are_killed_when_it_ends(live_world: Any,
 def _alive(pid: int) -> bool:
     try:
         state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or between open and read
         return False
     return state != "Z"
 
