@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import time
 
 
-async def worker(port: int, request: bytes, stop_at: float, counts: dict[str, int], latencies: list[float]) -> None:
+async def worker(
+    port: int, request: bytes, stop_at: list[float], counts: dict[str, int], latencies: list[float]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        while time.perf_counter() < stop_at:
+        while time.perf_counter() < stop_at[0]:
             begin = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -37,7 +40,8 @@ async def run(port: int, path: str, connections: int, duration: float) -> dict[s
     counts = {"ok": 0, "non_2xx": 0}
     latencies: list[float] = []
     begin = time.perf_counter()
-    stop_at = begin + duration
+    stop_at = [begin + duration]  # SIGINT ends the run early (bench.throughput.stop)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: stop_at.__setitem__(0, 0.0))
     await asyncio.gather(*(worker(port, request, stop_at, counts, latencies) for _ in range(connections)))
     elapsed = time.perf_counter() - begin
     latencies.sort()

@@ -9,7 +9,10 @@ then, for each of ``--rounds`` rounds:
 2. throughput at concurrency 16, by a separate load-generator process (wrk, else bench/loadgen);
 3. deploy-to-ready: publish new code and deploy it through the REST API, polling the function
    URL until `x-stratus-version` is the new number (unpack, code copy and first instance
-   included), for Python and Node;
+   included), for Python and Node; then the same for the function under load: redeploys of the
+   c=16 function while the load generator keeps 16 connections busy on it, against redeploys of
+   it idle in the same round (the ratio; the old version drains under traffic while the new one
+   starts);
 4. cold start: change a function variable and publish the same code (same artifact on disk,
    new version, so a new pool and a new instance: checked with `x-stratus-cold-start: 1`);
    the first response of the new version is the sample; its init_duration (process start to
@@ -73,6 +76,7 @@ class Round:
     bare_load: dict[str, Any] = field(default_factory=dict)
     gateway_load: dict[str, Any] = field(default_factory=dict)
     deploys: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    loaded_deploys: dict[str, Any] = field(default_factory=dict)
     colds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     switches: list[dict[str, Any]] = field(default_factory=list)
     webhooks: list[dict[str, float]] = field(default_factory=list)
@@ -224,6 +228,18 @@ class Bench:
         # A unique comment makes every version a new artifact (new code, new pool).
         return [self.deploy_and_wait(fn, {filename: f"{comment} {uuid.uuid4()}\n{source}"}) for _ in range(count)]
 
+    def deploys_under_load(self, fn: Deployed, count: int) -> dict[str, Any]:
+        """Redeploys of ``fn`` idle, then while the c=16 load runs on it (wrk, or bench.loadgen):
+        each a new version with new code, i.e. a new pool cold-starting while the old drains."""
+        idle = self.redeploys(fn, HELLO_PY, count)
+        load = throughput.start(self.wrk, self.console.port, fn.path, connections=CONCURRENCY)
+        try:
+            time.sleep(1.0)  # connections open, the pool at its size
+            loaded = self.redeploys(fn, HELLO_PY, count)
+        finally:
+            measured = throughput.stop(load, self.wrk)
+        return {"idle": idle, "loaded": loaded, "load": measured}
+
     def run_round(self, index: int, hello: Deployed, cold: dict[str, Deployed], switch: Deployed) -> Round:
         result = Round()
         # Alternate which side goes first, so a drift in machine load does not favour one.
@@ -238,6 +254,7 @@ class Bench:
             "python": self.redeploys(cold["python"], HELLO_PY, self.args.deploys),
             "node": self.redeploys(cold["node"], HELLO_NODE, self.args.node_deploys),
         }
+        result.loaded_deploys = self.deploys_under_load(hello, self.args.load_deploys)
         result.colds = {
             "python": self.cold_starts(cold["python"], HELLO_PY, self.args.deploys),
             "node": self.cold_starts(cold["node"], HELLO_NODE, self.args.node_deploys),
@@ -338,6 +355,12 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
                 add(f"deploy_{runtime}_p{pct}", percentile(ready, pct))
                 add(f"cold_{runtime}_p{pct}", percentile(cold, pct) if cold else None)
                 add(f"init_{runtime}_p{pct}", percentile(inits, pct) if inits else None)
+        if r.loaded_deploys:
+            idle = percentile([s["ready_ms"] for s in r.loaded_deploys["idle"]], 50)
+            loaded = percentile([s["ready_ms"] for s in r.loaded_deploys["loaded"]], 50)
+            add("deploy_idle_p50", idle)
+            add("deploy_loaded_p50", loaded)
+            add("ratio_deploy_loaded", loaded / idle)
 
     for r in rounds:
         live = [w["live_ms"] for w in r.webhooks]
@@ -393,6 +416,15 @@ def figures(rounds: list[Round]) -> tuple[dict[str, Any], dict[str, Any]]:
             if runtime == "python" and pct == 50:
                 target, met = "<= 300 ms", m[key] <= 300.0
             out[f"deploy_to_ready_{runtime}_p{pct}_ms"] = figure(m[key], "ms", target=target, met=met)
+    if "deploy_loaded_p50" in m:
+        out["deploy_to_ready_under_load_p50_ms"] = figure(
+            m["deploy_loaded_p50"],
+            "ms",
+            baseline=m["deploy_idle_p50"],
+            ratio=m["ratio_deploy_loaded"],
+            target="ratio to idle <= 5 (c=16 load)",
+            met=m["ratio_deploy_loaded"] <= 5.0,
+        )
     for pct in (50, 99):
         if f"webhook_live_p{pct}" in m:
             target = "<= 3000 ms" if pct == 50 else None
@@ -462,6 +494,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--switches", type=int, default=10, help="traffic switches (and rollbacks) per round")
     parser.add_argument("--pushes", type=int, default=3, help="git pushes delivered by webhook per round")
     parser.add_argument("--node-deploys", type=int, default=7, help="Node redeploys per round")
+    parser.add_argument(
+        "--load-deploys", type=int, default=5, help="redeploys of the c=16 function per round, idle and under load"
+    )
     parser.add_argument("--sweep", action="store_true", help="also measure max_instances x concurrency candidates")
     parser.add_argument("--no-wrk", action="store_true", help="use bench/loadgen.py even when wrk is installed")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench.json")
@@ -517,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bare_load": r.bare_load,
                         "gateway_load": r.gateway_load,
                         "deploys": r.deploys,
+                        "deploys_under_load": r.loaded_deploys,
                         "cold_starts": r.colds,
                         "switches": r.switches,
                         "webhooks": r.webhooks,

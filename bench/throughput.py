@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -60,3 +61,22 @@ def measure(wrk: str | None, port: int, path: str, *, connections: int, duration
     if result.returncode != 0:
         raise RuntimeError(f"bench.loadgen failed ({result.returncode}): {result.stderr}")
     return dict(json.loads(result.stdout))
+
+
+def start(wrk: str | None, port: int, path: str, *, connections: int, max_s: float = 600) -> subprocess.Popen[str]:
+    """The same load in the background, until stop(): to measure something else under it."""
+    if wrk is not None:
+        cmd = [wrk, "-t1", f"-c{connections}", f"-d{max_s:g}s", "--latency", f"http://127.0.0.1:{port}{path}"]
+    else:
+        cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--path", path]
+        cmd += ["-c", str(connections), "-d", str(max_s)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
+
+
+def stop(proc: subprocess.Popen[str], wrk: str | None) -> dict[str, Any]:
+    """End a load from start() (SIGINT: both tools print their summary) and parse it."""
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the background load failed ({proc.returncode}): {err}")
+    return parse_wrk(out) if wrk is not None else dict(json.loads(out))

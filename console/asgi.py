@@ -11,17 +11,19 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from apps.core.asgi import RequestGuard  # noqa: E402
 from apps.engine.gateway import Gateway  # noqa: E402
 from console.routing import websocket_urlpatterns  # noqa: E402
 
 # The function gateway (/fn/...) answers before Django's stack; everything else goes on. It
 # also keeps the origins apart: on STRATUS_FUNCTIONS_URL's host nothing but /fn/ answers (no
 # console page, API or websocket), and /fn/ on the console's host is served cookieless and
-# sandboxed (apps/engine/gateway.py).
+# sandboxed (apps/engine/gateway.py). Django gets HTTP through RequestGuard: bodies without a
+# Content-Length read and capped, paths that are not UTF-8 refused (apps/core/asgi.py).
 application = Gateway(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": RequestGuard(django_asgi_app),
             "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )

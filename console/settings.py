@@ -187,6 +187,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- API -----------------------------------------------------------------------------
+# How deeply a JSON body may nest arrays and objects (apps/core/parsers.py); deeper is a 400.
+# Python's json module recurses per level: without a bound, ~1,000 levels is a RecursionError.
+STRATUS_MAX_JSON_DEPTH = env_int("STRATUS_MAX_JSON_DEPTH", 64)
+if not 8 <= STRATUS_MAX_JSON_DEPTH <= 512:
+    raise ImproperlyConfigured(f"STRATUS_MAX_JSON_DEPTH must be between 8 and 512, got {STRATUS_MAX_JSON_DEPTH}")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.tenancy.authentication.BearerTokenAuthentication",
@@ -196,7 +201,8 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "apps.tenancy.authentication.TokenScopePermission",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with a nesting bound (STRATUS_MAX_JSON_DEPTH): deeper bodies answer 400.
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -211,6 +217,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The enum hook is drf-spectacular's default; ours documents the error envelope and the
+    # 400/401/403/404 (409, 413, 415) answers on every operation (apps/core/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.core.schema.document_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "OrgRoleEnum": "apps.tenancy.roles.Role",
         "ProjectRoleEnum": "apps.tenancy.roles.PROJECT_ROLE_CHOICES",
@@ -227,9 +239,18 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = STRATUS_MAX_REQUEST_BYTES
 STRATUS_MAX_UPLOAD_BYTES = env_int("STRATUS_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
 # Git host webhook bodies (/hooks/...): GitHub sends up to 25 MB; larger answers 413.
 STRATUS_WEBHOOK_MAX_BYTES = env_int("STRATUS_WEBHOOK_MAX_BYTES", 25 * 1024 * 1024)
-# Whether a project's repository may be a path on this server (file:// or /abs/path): off,
-# since a clone from a local path would read the server's own files; tests turn it on.
+# Whether a project's repository may be on this server or its network: a path (file:// or
+# /abs/path: a clone would read the server's own files) or a URL whose host resolves to a
+# loopback, link-local (cloud metadata), private, shared (CGNAT), multicast or unspecified
+# address, or to an address of this server (a fetch there is a request forgery into the host's
+# network). Off: refused when the repository is connected (400) and again before every fetch,
+# after resolving the name anew (apps/pipelines/remote.py). On for a git server on the private
+# network, and in tests (local repositories, git servers on 127.0.0.1).
 STRATUS_REPOSITORY_ALLOW_LOCAL = env_bool("STRATUS_REPOSITORY_ALLOW_LOCAL", False)
+# Webhook POSTs with a bad signature are all counted (per repository), and a rejection record
+# is stored for at most this many of them per repository and minute: an unauthenticated flood
+# cannot fill the database.
+STRATUS_WEBHOOK_REJECTED_PER_MINUTE = env_int("STRATUS_WEBHOOK_REJECTED_PER_MINUTE", 10)
 INVITATION_TTL_DAYS = env_int("STRATUS_INVITATION_TTL_DAYS", 7)
 # A token's last-used time is written at most this often, so the API does not do a write
 # per authenticated request.
@@ -258,8 +279,12 @@ except ValueError:
     ) from None
 if STRATUS_RECORDS_FLUSH_INTERVAL_S < 0:
     raise ImproperlyConfigured("STRATUS_RECORDS_FLUSH_INTERVAL_S must be 0 or more")
-# Records held in memory waiting for a flush; beyond it the oldest are dropped (and counted).
+# Records (and their bytes) held in memory waiting for a flush; beyond either bound they go to
+# the journal on local disk (DATA_DIR/journal), which is replayed on start (apps/monitoring).
 STRATUS_RECORDS_BUFFER = env_int("STRATUS_RECORDS_BUFFER", 100_000)
+STRATUS_RECORDS_BUFFER_BYTES = env_int("STRATUS_RECORDS_BUFFER_BYTES", 64 * 1024 * 1024)
+# The journal's own cap (0: until the disk is full); only past it, or a full disk, are records dropped.
+STRATUS_RECORDS_JOURNAL_BYTES = env_int("STRATUS_RECORDS_JOURNAL_BYTES", 4 * 1024**3)
 STRATUS_LOG_RETENTION_DAYS = env_int("STRATUS_LOG_RETENTION_DAYS", 7)
 STRATUS_LOG_MAX_LINES_PER_FUNCTION = env_int("STRATUS_LOG_MAX_LINES_PER_FUNCTION", 10_000)
 STRATUS_INVOCATION_RETENTION_DAYS = env_int("STRATUS_INVOCATION_RETENTION_DAYS", 30)

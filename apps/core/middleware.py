@@ -5,6 +5,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Literal, overload
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -59,28 +60,42 @@ class RequestIdMiddleware:
         return response
 
 
+@overload
+def request_body_limit(path: str, content_type: str, *, chunked: Literal[True]) -> int: ...
+@overload
+def request_body_limit(path: str, content_type: str, *, chunked: bool = False) -> int | None: ...
+def request_body_limit(path: str, content_type: str, *, chunked: bool = False) -> int | None:
+    """The most bytes a request body may have: API bodies STRATUS_MAX_REQUEST_BYTES (code
+    uploads, multipart, the upload limit), webhooks under /hooks/ STRATUS_WEBHOOK_MAX_BYTES.
+    Elsewhere (console pages) None, Django's form limits apply; a body without a Content-Length
+    (``chunked``) is read before Django (apps/core/asgi.py), so it gets the largest body any
+    console page accepts (a code upload) as its bound."""
+    if path.startswith("/api/"):
+        if content_type.startswith("multipart/form-data"):
+            # Code uploads; the archive reader enforces the exact limit while reading.
+            return int(settings.STRATUS_MAX_UPLOAD_BYTES) + 64 * 1024
+        return int(settings.STRATUS_MAX_REQUEST_BYTES)
+    if path.startswith("/hooks/"):
+        # Git host webhooks (GitHub sends up to 25 MB); the intake view reads the raw body
+        # itself and enforces the same limit.
+        return int(settings.STRATUS_WEBHOOK_MAX_BYTES)
+    return int(settings.STRATUS_MAX_UPLOAD_BYTES) + 64 * 1024 if chunked else None
+
+
 class BodySizeLimitMiddleware:
     """Refuses API bodies over STRATUS_MAX_REQUEST_BYTES (webhook bodies under /hooks/ over
     STRATUS_WEBHOOK_MAX_BYTES) with 413 before anything reads them.
 
-    Bodies without a Content-Length (chunked) are still capped: Django raises
-    RequestDataTooBig when the view reads them, which the API exception handler maps to 413.
+    Bodies without a Content-Length (chunked) are read and capped before Django by
+    apps.core.asgi.RequestGuard, which passes them on with a Content-Length that this checks.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        is_api = request.path.startswith("/api/")
-        if is_api or request.path.startswith("/hooks/"):
-            limit = settings.STRATUS_MAX_REQUEST_BYTES
-            if not is_api:
-                # Git host webhooks (GitHub sends up to 25 MB); the intake view reads the raw
-                # body itself and enforces the same limit for bodies without a Content-Length.
-                limit = settings.STRATUS_WEBHOOK_MAX_BYTES
-            elif request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
-                # Code uploads; the archive reader enforces the exact limit while reading.
-                limit = settings.STRATUS_MAX_UPLOAD_BYTES + 64 * 1024
+        limit = request_body_limit(request.path, request.META.get("CONTENT_TYPE", ""))
+        if limit is not None:
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.engine.instance import InitFailed, InstanceDied, LogLine
+from apps.engine.instance import FrameLimits, InitFailed, InstanceDied, LimitExceeded, LogLine, response_frame_limit
 from apps.engine.pool import Lease, Pool, Throttled
 from apps.engine.routing import Route, RouteKey, RouteVersion, load_routes
 from apps.engine.sandbox import InstanceSpec, Spawner
@@ -80,6 +80,7 @@ class RoutedEngine:
         self._reload_lock: asyncio.Lock | None = None
         self._reload_again = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._announced: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -91,6 +92,11 @@ class RoutedEngine:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        # A reload still waiting for the database would be destroyed pending with the loop.
+        announced = list(self._announced)
+        for task in announced:
+            task.cancel()
+        await asyncio.gather(*announced, return_exceptions=True)
 
     async def reload_routes(self) -> None:
         """Reload the table from the database. Concurrent calls collapse: one more reload
@@ -106,7 +112,11 @@ class RoutedEngine:
                 await self._before_swap(table)
                 self.routes = table
                 self.routes_version += 1
-                await self._after_reload()
+                try:
+                    await self._after_reload()
+                except Exception:
+                    # The table is swapped already; the pools catch up on the next reload.
+                    logger.exception("reconciling the pools with the routing table failed")
                 if not self._reload_again:
                     break
 
@@ -122,9 +132,18 @@ class RoutedEngine:
             return
 
         def schedule() -> None:
-            asyncio.create_task(self.reload_routes())
+            task = asyncio.create_task(self._announced_reload())
+            self._announced.add(task)
+            task.add_done_callback(self._announced.discard)
 
         self.loop.call_soon_threadsafe(schedule)
+
+    async def _announced_reload(self) -> None:
+        try:
+            await self.reload_routes()
+        except Exception:
+            # The periodic resync (resync_s) tries again.
+            logger.exception("reloading the routing table failed")
 
     async def _resync_loop(self) -> None:
         while True:
@@ -158,6 +177,10 @@ class Engine(RoutedEngine):
         self.pools: dict[tuple[Any, ...], Pool] = {}
         self.org_limits: dict[int, tuple[int, int]] = {}  # org id -> (instances, memory_mb) quota
         self.maintenance_s = maintenance_s
+        # What an instance may send back: a reply frame as big as the gateway's body limit allows.
+        self.limits = FrameLimits(
+            response_frame_bytes=response_frame_limit(int(settings.STRATUS_GATEWAY_MAX_BODY_BYTES))
+        )
         self._sink: Any = None
         self._running: set[asyncio.Task[Any]] = set()
 
@@ -261,10 +284,10 @@ class Engine(RoutedEngine):
                 wanted[rv.pool_key] = rv
         for key, pool in list(self.pools.items()):
             routed_binding = key[0] is not None
-            if routed_binding and key not in wanted:
-                await pool.drain()
-                if pool.idle:
-                    del self.pools[key]
+            if routed_binding and key not in wanted and not pool.draining:
+                # In the background: old instances shutting down (up to their grace period)
+                # must not hold the next reload, i.e. the next deploy.
+                self._background(self._drain(key, pool))
         for rv in wanted.values():
             pool = self.pool_for(rv)
             if rv.policy.min_instances:
@@ -272,6 +295,12 @@ class Engine(RoutedEngine):
             elif not pool.instances and not pool.prepared:
                 pool.prepared = True
                 self._background(self._prepare(rv.spec))
+
+    async def _drain(self, key: tuple[Any, ...], pool: Pool) -> None:
+        await pool.drain()
+        # A request for the old version may have opened a new pool under the same key since.
+        if pool.idle and self.pools.get(key) is pool:
+            del self.pools[key]
 
     async def _prepare(self, spec: InstanceSpec) -> None:
         """Unpack and copy a newly routed version's code ahead of its first request."""
@@ -292,7 +321,7 @@ class Engine(RoutedEngine):
     def pool_for(self, rv: RouteVersion) -> Pool:
         pool = self.pools.get(rv.pool_key)
         if pool is None or pool.draining:
-            pool = Pool(rv.pool_key, rv.spec, rv.policy, self._spawn, self._admit)
+            pool = Pool(rv.pool_key, rv.spec, rv.policy, self._spawn, self._admit, self.limits)
             self.pools[rv.pool_key] = pool
         elif pool.policy != rv.policy:
             pool.policy = rv.policy
@@ -336,11 +365,9 @@ class Engine(RoutedEngine):
                 try:
                     await pool.reap()
                     if pool.draining:
-                        await pool.drain()
-                        if pool.idle:
-                            self.pools.pop(key, None)
-                    elif key[0] is None and pool.idle:
-                        self.pools.pop(key, None)  # ad-hoc (invoke API) pool with nothing left
+                        await self._drain(key, pool)
+                    elif key[0] is None and pool.idle and self.pools.get(key) is pool:
+                        del self.pools[key]  # ad-hoc (invoke API) pool with nothing left
                     else:
                         await pool.ensure_min()
                 except Exception:
@@ -370,6 +397,16 @@ class Engine(RoutedEngine):
         except InstanceDied as exc:
             outcome.status = "crashed"
             outcome.error = {"type": "Runtime.ExitError", "message": f"Runtime exited: {exc}", "stack": []}
+        except Exception as exc:
+            # The spawner failed (the zygote is gone, the host is out of processes): still an
+            # answer in the envelope and a record.
+            logger.exception("starting an instance failed", extra={"pool": str(rv.pool_key)})
+            outcome.status = "crashed"
+            outcome.error = {
+                "type": "Runtime.StartError",
+                "message": f"The instance could not start: {exc}",
+                "stack": [],
+            }
         if lease is not None:
             outcome.cold_start = lease.cold_start
             outcome.init_duration_ms = lease.init_ms
@@ -385,10 +422,13 @@ class Engine(RoutedEngine):
         instance = lease.instance
         timeout_s = rv.spec.timeout_s
         frame = {**frame, "deadline_ms": time.time() * 1000 + timeout_s * 1000}
+        logs: list[LogLine] = []  # filled as lines arrive: kept whatever happens next
         try:
-            reply = await instance.request(frame, timeout_s)
+            try:
+                reply = await instance.request(frame, timeout_s, logs)
+            finally:
+                outcome.logs.extend(logs)
             outcome.reply = reply.message
-            outcome.logs.extend(reply.logs)
             if reply.message.get("type") == "error":
                 outcome.status = "error"
                 outcome.error = reply.message.get("error") or {}
@@ -399,7 +439,6 @@ class Engine(RoutedEngine):
                     )
                     instance.retire = True
         except TimeoutError:
-            outcome.logs.extend(instance.logs_so_far(str(frame["id"])))
             pool.on_instance_failed(instance)
             outcome.status = "timeout"
             outcome.error = {
@@ -407,6 +446,10 @@ class Engine(RoutedEngine):
                 "message": f"Task timed out after {timeout_s:.2f} seconds",
                 "stack": [],
             }
+        except LimitExceeded as exc:
+            pool.on_instance_failed(instance)
+            outcome.status = "crashed"
+            outcome.error = {"type": exc.error_type, "message": exc.message, "stack": []}
         except InstanceDied as exc:
             pool.on_instance_failed(instance)
             outcome.status = "crashed"
@@ -419,6 +462,16 @@ class Engine(RoutedEngine):
             outcome.error = {"type": kind, "message": message, "stack": []}
             if exc.info and exc.info.stderr_tail:
                 outcome.logs.append(LogLine(datetime.now(UTC), "stderr", exc.info.stderr_tail[-4000:]))
+        except Exception as exc:
+            # A bug on our side: the caller still gets an envelope, the invocation its record.
+            logger.exception("forwarding a request to an instance failed", extra={"pool": str(rv.pool_key)})
+            pool.on_instance_failed(instance)
+            outcome.status = "crashed"
+            outcome.error = {
+                "type": "Runtime.Error",
+                "message": f"The request failed in the engine: {exc}",
+                "stack": [],
+            }
         finally:
             outcome.peak_rss_kb = instance.peak_rss_kb()
             pool.release(lease)

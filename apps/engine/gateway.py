@@ -44,7 +44,7 @@ from django.core.signals import setting_changed
 from apps.core.checks import origin_problems
 from apps.core.origins import functions_origin, host_key
 from apps.engine.engine import CallSite, Outcome, new_request_id
-from apps.engine.gateway_auth import TokenCache
+from apps.engine.gateway_auth import NO_FUNCTION, NO_PROJECT, TokenCache
 from apps.engine.routing import NotServed, Route, RouteVersion
 
 Scope = MutableMapping[str, Any]
@@ -252,20 +252,22 @@ class Gateway:
         else:
             parts = scope["path"][len(PREFIX) :].split("/", 4)
             if len(parts) < 4 or not all(parts[:4]):
-                await _send_error(send, 404, "not_found", "No function is deployed at this URL.", request_id)
+                await _send_error(send, 404, "not_found", NO_FUNCTION, request_id)
                 return
             org, project, environment, function = parts[:4]
             rest, prefix_segments = (parts[4] if len(parts) == 5 else ""), 5
         host = await self.host()
         route: Route | None = host.engine.routes.get((org, project, environment, function))
-        if route is None:
-            await _send_error(send, 404, "not_found", "No function is deployed at this URL.", request_id)
-            return
-        if route.auth_mode == "token":
-            verdict = await self.tokens.check(_header(headers, b"authorization"), route.project_id)
-            if verdict.status != 200:
-                code = {401: "not_authenticated", 403: "permission_denied", 404: "not_found"}[verdict.status]
-                await _send_error(send, verdict.status, code, verdict.message, request_id)
+        if route is None or route.auth_mode == "token":
+            # No function here, and a token-mode function the caller may not call, answer the
+            # same bytes after the same work (a token is looked up either way): anonymous
+            # callers and other organizations' tokens cannot tell which URLs have a function.
+            authorization = _header(headers, b"authorization")
+            verdict = await self.tokens.check(authorization, NO_PROJECT if route is None else route.project_id)
+            if route is None or verdict.status != 200:
+                status = 404 if route is None else verdict.status
+                code = "not_found" if status == 404 else "permission_denied"
+                await _send_error(send, status, code, NO_FUNCTION if status == 404 else verdict.message, request_id)
                 return
         try:
             body = await _read_body(receive, headers, self.max_body)
@@ -293,7 +295,18 @@ class Gateway:
             }
         )
         site = CallSite(route.function_id, route.environment_id, route.binding_id, "http")
-        outcome: Outcome = await host.call(host.engine.invoke(rv, frame, site=site, started_at=started_at))
+        try:
+            outcome: Outcome = await host.call(host.engine.invoke(rv, frame, site=site, started_at=started_at))
+        except Exception as exc:
+            # The engine answers every failure as an Outcome; this is the net under a bug
+            # there, so the caller still gets the envelope rather than the server's plain 500.
+            log.exception("the engine failed to serve a request", extra={"request_id": request_id})
+            outcome = Outcome(
+                request_id=request_id,
+                version=rv.number,
+                status="unavailable",
+                error={"type": "EngineError", "message": f"The function engine failed: {exc}", "stack": []},
+            )
         await self._respond(send, outcome, rv, request_id)
 
     async def _respond(self, send: Send, outcome: Outcome, rv: RouteVersion, request_id: str) -> None:

@@ -8,6 +8,11 @@ invoke API and the gateway start it on first use otherwise). Async callers on an
 Route changes: `routes_changed()` is called after every deploy or traffic change commits.
 It tells this process's engine directly and, when Redis is configured, publishes on the
 ``stratus:routes`` channel so the supervisor and every web process reload too.
+
+Token revocations: `tokens_changed(digests)` is called after a revocation commits. It drops the
+tokens from this process's gateway caches (apps/engine/gateway_auth.py) and publishes them on
+``stratus:tokens``, which every web process's engine host listens to (the supervisor checks no
+tokens), so a revoked token stops working on /fn/ everywhere at once, not after the cache TTL.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import threading
-from collections.abc import Coroutine
+import time
+import uuid
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -28,6 +36,7 @@ from apps.engine.sandbox import Spawner
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ROUTES_CHANNEL = "stratus:routes"
+TOKENS_CHANNEL = "stratus:tokens"
 
 
 class EngineHost:
@@ -38,6 +47,7 @@ class EngineHost:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._token_listener: asyncio.Task[None] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         if self._thread is not None:
@@ -56,7 +66,7 @@ class EngineHost:
         try:
             loop.run_until_complete(self.engine.start())
             if settings.REDIS_URL:
-                self._listener = loop.create_task(listen_for_route_changes(self.engine))
+                loop.run_until_complete(self._listen())
         except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
             self._error = exc
             self._started.set()
@@ -70,17 +80,34 @@ class EngineHost:
         self.loop = asyncio.get_running_loop()
         await self.engine.start()
         if settings.REDIS_URL:
-            self._listener = self.loop.create_task(listen_for_route_changes(self.engine))
+            await self._listen()
+
+    async def _listen(self) -> None:
+        """Follow the route and token announcements of other processes (Redis). Returns once
+        the token subscription is live (or after 5 s), so that the gateway of a starting web
+        process does not cache a verdict for a token whose revocation it cannot hear yet."""
+        loop = asyncio.get_running_loop()
+        self._listener = loop.create_task(listen_for_route_changes(self.engine))
+        subscribed = asyncio.Event()
+        self._token_listener = loop.create_task(listen_for_token_changes(subscribed))
+        try:
+            await asyncio.wait_for(subscribed.wait(), timeout=5)
+        except TimeoutError:
+            logger.warning(
+                "not subscribed to token revocations after 5 s (Redis); until then a revoked token "
+                "may work on /fn/ here for up to STRATUS_GATEWAY_AUTH_CACHE_S"
+            )
 
     async def detach(self) -> None:
         await self._close()
         self.loop = None
 
     async def _close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for listener in (self._listener, self._token_listener):
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
         await self.engine.close()
         if self._thread is not None:  # our own loop: its executor is ours to shut down
             await asyncio.get_running_loop().shutdown_default_executor()
@@ -176,6 +203,10 @@ async def detach_host() -> None:
     if host is not None and host._thread is None:
         _host = None
         await host.detach()
+    # The server stops: the engine's records go to the database (or the journal) now.
+    from apps.monitoring.sink import get_sink
+
+    await asyncio.to_thread(get_sink().stop)
 
 
 def stop_host() -> None:
@@ -222,6 +253,117 @@ def routes_changed(binding_id: int | None = None) -> None:
         except Exception:
             # The periodic resync (STRATUS_ROUTES_RESYNC_S) still picks the change up.
             logger.exception("publishing a route change failed")
+
+
+def tokens_changed(digests: Iterable[str]) -> None:
+    """Announce that these tokens (SHA-256 hex digests) were revoked (call after commit).
+
+    This process's gateway forgets them at once. With Redis, every web process is told on
+    ``stratus:tokens`` and answers on a reply channel once it has forgotten them; this waits for
+    as many answers as Redis delivered the announcement to (at most
+    TOKEN_REVOCATION_WAIT_S), so when the revocation returns, no gateway anywhere still holds
+    the tokens: "the very next call fails" holds across processes, not only "very soon after"."""
+    from apps.engine.gateway_auth import forget_tokens
+
+    digests = sorted(set(digests))
+    if not digests:
+        return
+    forget_tokens(digests)
+    if not settings.REDIS_URL:
+        return
+    try:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            _announce_and_wait(client, digests)
+        finally:
+            client.close()
+    except Exception:
+        # Other processes then stop accepting the tokens when their cache entries expire
+        # (STRATUS_GATEWAY_AUTH_CACHE_S).
+        logger.exception("announcing a token revocation failed")
+
+
+# How long a revocation waits for the other web processes to confirm they forgot the tokens.
+TOKEN_REVOCATION_WAIT_S = 2.0
+
+
+def _announce_and_wait(client: Any, digests: list[str]) -> None:
+    reply = f"{TOKENS_CHANNEL}:ack:{uuid.uuid4().hex}"
+    acks = client.pubsub()
+    try:
+        acks.subscribe(reply)
+        deadline = time.monotonic() + TOKEN_REVOCATION_WAIT_S
+        # Subscribed (confirmed by Redis) before announcing, so no answer can be missed.
+        while acks.get_message(timeout=max(0.0, deadline - time.monotonic())) is None:
+            if time.monotonic() >= deadline:
+                break
+        receivers = int(client.publish(TOKENS_CHANNEL, json.dumps({"digests": digests, "reply": reply})))
+        heard = 0
+        while heard < receivers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.warning(
+                    "%d of %d processes confirmed a token revocation within %s s; the others drop the "
+                    "tokens when their cache entries expire",
+                    heard,
+                    receivers,
+                    TOKEN_REVOCATION_WAIT_S,
+                )
+                return
+            message = acks.get_message(timeout=remaining)
+            if message is not None and message.get("type") == "message":
+                heard += 1
+    finally:
+        acks.close()
+
+
+async def listen_for_token_changes(subscribed: asyncio.Event | None = None) -> None:
+    """Forget every token another process announces as revoked (Redis pub/sub), then confirm
+    on the announcement's reply channel; ``subscribed`` is set once the subscription is live."""
+    import redis.asyncio as aioredis
+
+    from apps.engine.gateway_auth import forget_all_tokens, forget_tokens
+
+    while True:
+        client = aioredis.Redis.from_url(str(settings.REDIS_URL))
+        try:
+            pubsub = client.pubsub()
+            await pubsub.subscribe(TOKENS_CHANNEL)
+            async for message in pubsub.listen():
+                kind = message.get("type")
+                if kind == "subscribe":  # Redis confirmed: from here on nothing is missed
+                    # Anything revoked while we were not listening: forget every verdict once.
+                    forget_all_tokens()
+                    if subscribed is not None:
+                        subscribed.set()
+                elif kind == "message":
+                    digests, reply = _announcement(message.get("data"))
+                    forget_tokens(digests)
+                    if reply:
+                        await client.publish(reply, b"1")  # another connection than the subscription's
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("token revocation subscription failed; retrying")
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def _announcement(data: Any) -> tuple[list[str], str | None]:
+    """(digests, reply channel) of an announcement: {"digests": [...], "reply": "..."}."""
+    try:
+        body = json.loads(data)
+    except (TypeError, ValueError):
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("digests"), list):
+        logger.warning("ignoring a malformed token announcement")
+        return [], None
+    reply = body.get("reply")
+    return [d for d in body["digests"] if isinstance(d, str)], reply if isinstance(reply, str) else None
 
 
 async def listen_for_route_changes(engine: RoutedEngine) -> None:

@@ -9,6 +9,11 @@
   LAST_INSTANCE_KEEPALIVE_FACTOR``, so a trickle of traffic does not pay a cold start each time.
 - A handler that fails at import is not retried hot: the failure is remembered and answered
   to every request until a backoff (1 s, doubling to 60 s) expires.
+
+Several tasks act on one pool (requests, the maintenance loop, route reloads): every method
+takes instances out of ``instances`` before its first ``await``, so two drains, or a reap
+during a drain, never find the same instance (and ``Instance.stop`` stops an instance once
+however often it is called).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from apps.engine.instance import InitFailed, Instance, InstanceDied, LogLine
+from apps.engine.instance import FrameLimits, InitFailed, Instance, InstanceDied, LogLine
 from apps.engine.sandbox import InstanceSpec, SpawnedInstance
 
 logger = logging.getLogger(__name__)
@@ -65,10 +70,12 @@ class Pool:
         policy: ScalingPolicy,
         spawn: Callable[[InstanceSpec], Awaitable[SpawnedInstance]],
         admit: Callable[[InstanceSpec], str | None] | None = None,
+        limits: FrameLimits | None = None,
     ) -> None:
         self.key = key
         self.spec = spec
         self.policy = policy
+        self.limits = limits or FrameLimits()
         self._spawn = spawn
         # Whether one more instance may start now (the organization's quota across every
         # pool of the engine): None, or the reason it may not.
@@ -149,12 +156,13 @@ class Pool:
         self.cold_starts += 1
         return Lease(instance, True, instance.init_ms, init_logs)
 
-    async def _start_instance(self, for_request: bool = False) -> tuple[Instance, list[LogLine]]:
-        self.starting += 1
+    async def _start_instance(self, for_request: bool = False, counted: bool = False) -> tuple[Instance, list[LogLine]]:
+        if not counted:
+            self.starting += 1
         began = time.perf_counter()
         try:
             spawned = await self._spawn(self.spec)
-            instance = Instance(spawned, self.spec)
+            instance = Instance(spawned, self.spec, self.limits)
             try:
                 await instance.start(self.policy.init_timeout_s)
                 # Init duration as Lambda reports it: the whole start (process, runtime,
@@ -217,18 +225,21 @@ class Pool:
         missing = self.policy.min_instances - len(self.instances) - self.starting
         if self.draining or missing <= 0 or time.monotonic() < self.backoff_until:
             return
-        if self._admit is not None:
-            for admitted in range(missing):
-                refused = self._admit(self.spec)
-                if refused is not None:
-                    logger.warning("reserved instances not started: %s", refused, extra={"pool": str(self.key)})
-                    missing = admitted
-                    break
-                self.starting += 1  # counted by the next admission; undone below
-            self.starting -= missing
-        if missing <= 0:
+        admitted = 0
+        for _ in range(missing):
+            refused = self._admit(self.spec) if self._admit is not None else None
+            if refused is not None:
+                logger.warning("reserved instances not started: %s", refused, extra={"pool": str(self.key)})
+                break
+            # Counted as starting from now on, not from when each start's task first runs: the
+            # next admission, and an ensure_min running at the same time, see them.
+            self.starting += 1
+            admitted += 1
+        if admitted == 0:
             return
-        results = await asyncio.gather(*(self._start_instance() for _ in range(missing)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._start_instance(counted=True) for _ in range(admitted)), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, InitFailed | InstanceDied):
                 logger.error("starting a reserved instance failed", exc_info=result)
@@ -242,7 +253,7 @@ class Pool:
             (i for i in self.instances if i.in_flight == 0 and now - i.last_used >= self.policy.idle_timeout_s),
             key=lambda i: i.last_used,
         )
-        reaped = 0
+        reaped: list[Instance] = []
         for instance in idle:
             remaining = len(self.instances)
             if remaining <= self.policy.min_instances:
@@ -252,17 +263,20 @@ class Pool:
                 if now - instance.last_used < keep_alive:
                     break
             self.instances.remove(instance)
-            await instance.stop()
-            reaped += 1
-        return reaped
+            reaped.append(instance)
+        if reaped:
+            await asyncio.gather(*(instance.stop() for instance in reaped))
+        return len(reaped)
 
     async def drain(self) -> None:
-        """Stop taking requests; stop instances once their requests finish."""
+        """Stop taking requests; stop instances once their requests finish (release() stops
+        the busy ones later). Idempotent, and safe to run twice at once."""
         self.draining = True
-        for instance in list(self.instances):
-            if instance.in_flight == 0:
-                self.instances.remove(instance)
-                await instance.stop()
+        idle = [instance for instance in self.instances if instance.in_flight == 0]
+        for instance in idle:
+            self.instances.remove(instance)
+        if idle:
+            await asyncio.gather(*(instance.stop() for instance in idle))
 
     @property
     def idle(self) -> bool:

@@ -36,7 +36,10 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     (length,) = _HEADER.unpack(await reader.readexactly(4))
     if length > MAX_FRAME_BYTES:
         raise ValueError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
-    message = json.loads(await reader.readexactly(length))
+    try:
+        message = json.loads(await reader.readexactly(length))
+    except RecursionError:  # a function's answer nested ~1,000 deep, plus our framing
+        raise ValueError("a frame nested too deeply to decode") from None
     if not isinstance(message, dict):
         raise ValueError("a frame must hold a JSON object")
     return message
@@ -166,8 +169,10 @@ class SupervisorServer:
         except Exception as exc:
             logger.exception("supervisor request failed")
             answer = {"seq": seq, "failure": f"{type(exc).__name__}: {exc}"}
-        with contextlib.suppress(ConnectionError):
-            writer.write(encode_frame(answer))
+        # The web process may be gone meanwhile (uvloop raises RuntimeError on a closed handle).
+        if not writer.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(encode_frame(answer))
 
     async def _invoke(self, message: dict[str, Any]) -> Outcome:
         identity = message["version"]
@@ -249,8 +254,11 @@ class RemoteEngine(RoutedEngine):
         seq = self._seq
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[seq] = future
-        writer.write(encode_frame({**message, "seq": seq}))
         try:
+            try:
+                writer.write(encode_frame({**message, "seq": seq}))
+            except RuntimeError as exc:  # uvloop: the connection closed since _connection()
+                raise ConnectionError(f"the supervisor connection is closed ({exc})") from None
             return await asyncio.wait_for(future, timeout_s)
         finally:
             self._pending.pop(seq, None)

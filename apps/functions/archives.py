@@ -54,6 +54,7 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # first local header, or an empty a
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 _FLAG_ENCRYPTED = 0x1
+_FLAG_UTF8 = 0x800  # general purpose bit 11: the name is UTF-8
 
 # Canonical archive parameters: changing any of them changes every digest.
 _CANONICAL_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -62,6 +63,10 @@ _CANONICAL_LEVEL = 6
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Unpaired surrogates cannot be stored as UTF-8; U+FFFD is what a decoder leaves where bytes
+# were not UTF-8 (a server decoding a path with %FF in it, say): a name holding it is not the
+# name the client meant.
+_NOT_UTF8 = re.compile("[\ud800-\udfff\ufffd]")
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,13 @@ def normalize_path(path: str, *, limits: ArchiveLimits = DEFAULT_LIMITS) -> str:
     if _CONTROL_CHARS.search(path):
         raise ArchiveRejected(
             f"{_entry(path)} contains a control character: paths must not contain NUL or control characters",
+            code="archive_unsafe_path",
+            entry=path,
+        )
+    if _NOT_UTF8.search(path):
+        raise ArchiveRejected(
+            f"{_entry(path)} is not valid UTF-8 (an unpaired surrogate or U+FFFD, the mark of bytes that were not "
+            "UTF-8): paths and file names must be UTF-8",
             code="archive_unsafe_path",
             entry=path,
         )
@@ -319,6 +331,24 @@ def _check_entry_kind(info: zipfile.ZipInfo, name: str) -> bool:
     return False
 
 
+def _utf8_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name read as UTF-8. zipfile decodes a name without the UTF-8 flag as CP437
+    (the format's old default), but most tools today write UTF-8 without setting the flag, and
+    a name in another encoding would be stored as mojibake: such names are UTF-8 or refused."""
+    name = info.orig_filename
+    if info.flag_bits & _FLAG_UTF8:
+        return name  # zipfile decoded it as UTF-8 already, strictly
+    raw = name.encode("cp437")  # CP437 maps every byte: these are the bytes in the archive
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ArchiveRejected(
+            f"Entry {raw!r} has a name that is not valid UTF-8: file names in archives must be UTF-8",
+            code="archive_unsafe_path",
+            entry=name,
+        ) from None
+
+
 def read_zip(stream: BinaryIO, *, limits: ArchiveLimits = DEFAULT_LIMITS) -> dict[str, bytes]:
     """Read an uploaded zip into ``{normalised path: content}`` or raise ``ArchiveRejected``.
 
@@ -345,6 +375,11 @@ def _read_spooled(spool: IO[bytes], limits: ArchiveLimits) -> dict[str, bytes]:
     spool.seek(0)
     try:
         archive = zipfile.ZipFile(spool)  # noqa: SIM115 - closed below; spool is closed by the caller
+    except UnicodeDecodeError:
+        raise ArchiveRejected(
+            "An entry's name is marked as UTF-8 but is not valid UTF-8: file names in archives must be UTF-8",
+            code="archive_unsafe_path",
+        ) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
         raise _not_zip(f"its central directory is unreadable: {exc}")
     with archive:
@@ -359,7 +394,7 @@ def _read_spooled(spool: IO[bytes], limits: ArchiveLimits) -> dict[str, bytes]:
         seen: dict[str, str] = {}
         for info in infos:
             # orig_filename: zipfile silently truncates ZipInfo.filename at a NUL byte.
-            raw_name = info.orig_filename
+            raw_name = _utf8_name(info)
             is_dir = _check_entry_kind(info, raw_name)
             dir_name = raw_name[:-1] if is_dir and raw_name.endswith(("/", "\\")) else raw_name
             if is_dir and dir_name == ".":

@@ -213,7 +213,9 @@ class TrafficChange(models.Model):
     reason = models.CharField(max_length=32, choices=Reason.choices)
     from_traffic = models.JSONField(default=list)
     to_traffic = models.JSONField(default=list)
-    version = models.ForeignKey(Version, null=True, on_delete=models.PROTECT, related_name="+")
+    # RESTRICT, not PROTECT: a version on the timeline cannot be deleted alone, but deleting the
+    # function (or its project or org) takes its versions and their timeline together.
+    version = models.ForeignKey(Version, null=True, on_delete=models.RESTRICT, related_name="+")
     release = models.ForeignKey(
         "releases.Release", null=True, blank=True, on_delete=models.SET_NULL, related_name="changes"
     )

@@ -47,7 +47,7 @@ def parse_level(text: str) -> str:
     if stripped.startswith("{") and stripped.endswith("}") and len(stripped) <= _JSON_MAX_CHARS:
         try:
             obj = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # a function's line, nested arbitrarily deep
             return ""
         if isinstance(obj, dict):
             for key in ("level", "levelname"):

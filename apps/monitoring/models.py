@@ -40,8 +40,15 @@ class LogLine(models.Model):
     stream = models.CharField(max_length=8, choices=Stream.choices)
     level = models.CharField(max_length=8, choices=Level.choices, blank=True)
     text = models.TextField()
+    # Which sink took the record (a random id per sink start) and its number there: unique, so
+    # a record written again (a journal replayed after a crash between the write and the
+    # journal's cleanup, a retried commit whose answer was lost) is skipped, not duplicated.
+    # NULL for rows written without a key (before this column existed).
+    sink_id = models.BigIntegerField(null=True, blank=True)
+    sink_seq = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
+        constraints = [models.UniqueConstraint(fields=["sink_id", "sink_seq"], name="logline_sink_key")]
         indexes = [
             models.Index(fields=["function", "-ts"], name="logline_function_ts"),
             models.Index(fields=["function", "request_id"], name="logline_function_request"),
@@ -78,8 +85,12 @@ class Invocation(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices)
     error_type = models.CharField(max_length=200, blank=True)
     peak_rss_kb = models.BigIntegerField(null=True, blank=True)
+    # As LogLine's: one row per request, whatever the sink replays (see LogLine.sink_id).
+    sink_id = models.BigIntegerField(null=True, blank=True)
+    sink_seq = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
+        constraints = [models.UniqueConstraint(fields=["sink_id", "sink_seq"], name="invocation_sink_key")]
         indexes = [
             models.Index(fields=["function", "-started_at"], name="invocation_function_started"),
             models.Index(fields=["function", "request_id"], name="invocation_function_request"),

@@ -25,6 +25,9 @@ from apps.monitoring.models import LOG_TEXT_MAX_BYTES, Invocation, LogLine, Stre
 from apps.monitoring.records import InvocationRecord, LogRecord
 from apps.tenancy.models import Environment
 
+# A record's key: (the id of the sink that took it, its number there); see LogLine.sink_id.
+RecordKey = tuple[int, int]
+
 logger = logging.getLogger(__name__)
 
 # Rows per INSERT statement (SQLite and PostgreSQL both take this many comfortably).
@@ -64,8 +67,17 @@ def _cap_text(text: str) -> str:
     return raw[:keep].decode("utf-8", "ignore") + _TRUNCATED
 
 
-def log_line_from_record(record: LogRecord) -> LogLine:
+def cap_log_text(text: str) -> str:
+    """The text as a LogLine stores it (NUL replaced, at most LOG_TEXT_MAX_BYTES of UTF-8):
+    the sink applies it on submission to long lines, so an oversized line costs its stored
+    size in memory and in the journal, not its original size."""
+    return _cap_text(text)
+
+
+def log_line_from_record(record: LogRecord, key: RecordKey | None = None) -> LogLine:
     return LogLine(
+        sink_id=key[0] if key else None,
+        sink_seq=key[1] if key else None,
         function_id=record.function_id,
         environment_id=record.environment_id,
         binding_id=record.binding_id,
@@ -95,10 +107,12 @@ INVOCATION_COLUMNS = (
     "status",
     "error_type",
     "peak_rss_kb",
+    "sink_id",
+    "sink_seq",
 )
 
 
-def invocation_row(record: InvocationRecord) -> tuple[Any, ...]:
+def invocation_row(record: InvocationRecord, key: RecordKey | None = None) -> tuple[Any, ...]:
     return (
         _clean(record.request_id)[:64],
         record.function_id,
@@ -113,6 +127,8 @@ def invocation_row(record: InvocationRecord) -> tuple[Any, ...]:
         record.status if record.status in _STATUSES else Invocation.Status.ERROR,
         _clean(record.error_type)[:200],
         record.peak_rss_kb,
+        key[0] if key else None,
+        key[1] if key else None,
     )
 
 
@@ -121,18 +137,35 @@ class WriteResult:
     written: int = 0
     # Records whose function or environment no longer exists (deleted since the request ran).
     orphaned: int = 0
+    # Keyed records already in the database (a replay), skipped by the unique key.
+    duplicates: int = 0
     lines: list[LogLine] = field(default_factory=list)
     environment_names: dict[int, str] = field(default_factory=dict)
 
 
-def records_write(*, logs: Sequence[LogRecord], invocations: Sequence[InvocationRecord]) -> WriteResult:
+def records_write(
+    *,
+    logs: Sequence[LogRecord],
+    invocations: Sequence[InvocationRecord],
+    log_keys: Sequence[RecordKey] | None = None,
+    invocation_keys: Sequence[RecordKey] | None = None,
+) -> WriteResult:
     """Insert one batch of records in one transaction: a handful of statements whatever the
     batch size (two lookups, then bulk INSERTs of INSERT_BATCH rows). Records of functions or
     environments deleted meanwhile are skipped rather than failing the batch on the FK.
+
+    ``log_keys`` / ``invocation_keys`` (parallel to the records: (sink id, number), see
+    LogLine.sink_id) make the write idempotent: a row whose key is already stored is skipped
+    (ON CONFLICT DO NOTHING on the unique key, nothing else), so writing a batch again
+    after a crash or a lost commit answer adds nothing. ``written`` counts rows inserted.
     Raises the database's error when the write fails; the caller keeps the batch."""
     result = WriteResult()
     if not logs and not invocations:
         return result
+    if log_keys is not None and len(log_keys) != len(logs):
+        raise ValueError("log_keys must be parallel to logs")
+    if invocation_keys is not None and len(invocation_keys) != len(invocations):
+        raise ValueError("invocation_keys must be parallel to invocations")
     function_ids = {r.function_id for r in logs} | {r.function_id for r in invocations}
     environment_ids = {r.environment_id for r in logs} | {r.environment_id for r in invocations}
     with transaction.atomic():
@@ -142,36 +175,55 @@ def records_write(*, logs: Sequence[LogRecord], invocations: Sequence[Invocation
         def alive(r: LogRecord | InvocationRecord) -> bool:
             return r.function_id in live_functions and r.environment_id in result.environment_names
 
-        lines = [log_line_from_record(r) for r in logs if alive(r)]
-        calls = [invocation_row(r) for r in invocations if alive(r)]
+        lines = [
+            log_line_from_record(r, log_keys[i] if log_keys is not None else None)
+            for i, r in enumerate(logs)
+            if alive(r)
+        ]
+        calls = [
+            invocation_row(r, invocation_keys[i] if invocation_keys is not None else None)
+            for i, r in enumerate(invocations)
+            if alive(r)
+        ]
         result.orphaned = len(logs) + len(invocations) - len(lines) - len(calls)
+        inserted = 0
         if lines:
-            _insert_many(LogLine, lines)
+            inserted += _insert_many(LogLine, lines)
         if calls:
-            _insert_rows(Invocation, INVOCATION_COLUMNS, calls)
-    result.written = len(lines) + len(calls)
+            inserted += _insert_rows(Invocation, INVOCATION_COLUMNS, calls)
+    result.written = inserted
+    result.duplicates = len(lines) + len(calls) - inserted
     result.lines = lines
     return result
 
 
-def _insert_many(model: type[Any], objects: Sequence[Any]) -> None:
+def _insert_many(model: type[Any], objects: Sequence[Any]) -> int:
     """INSERT ``objects`` with executemany, INSERT_BATCH rows at a time. Records arrive at the
     request rate, so this skips what bulk_create spends per batch (SQL compilation, per-object
     bookkeeping): one statement text, values prepared field by field. No primary keys are
-    read back: nothing needs them."""
+    read back: nothing needs them. Returns the rows inserted (see _insert_rows)."""
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     prepare = [(f.attname, f.get_db_prep_save) for f in fields]
     rows = [[prep(getattr(obj, attname), connection) for attname, prep in prepare] for obj in objects]
-    _insert_rows(model, [f.column for f in fields], rows)
+    return _insert_rows(model, [f.column for f in fields], rows)
 
 
-def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """INSERT ``rows``, skipping those whose (sink_id, sink_seq) is already stored; returns the
+    rows inserted. Only uniqueness conflicts are skipped: SQLite's ``ON CONFLICT DO NOTHING``
+    (not ``INSERT OR IGNORE``, which would also swallow NOT NULL and CHECK failures) and
+    PostgreSQL's. Rows without a key (NULL) never conflict."""
     table = connection.ops.quote_name(model._meta.db_table)
     names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"  # noqa: S608 - names from the model
+    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING"  # noqa: S608 - names from the model
+    inserted = 0
     with connection.cursor() as cursor:
         for start in range(0, len(rows), INSERT_BATCH):
-            cursor.executemany(sql, rows[start : start + INSERT_BATCH])
+            batch = rows[start : start + INSERT_BATCH]
+            cursor.executemany(sql, batch)
+            # Both drivers sum an executemany's row counts; -1 would mean "unknown".
+            inserted += cursor.rowcount if cursor.rowcount >= 0 else len(batch)
+    return inserted
 
 
 def log_line_data(line: LogLine, environment_name: str) -> dict[str, Any]:

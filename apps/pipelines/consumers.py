@@ -17,7 +17,8 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from apps.core.errors import NotFound
+from apps.core.errors import DomainError, NotFound
+from apps.core.parsers import loads_bounded
 from apps.pipelines import run_selectors
 from apps.pipelines.executor import line_json
 from apps.pipelines.run_services import run_group
@@ -101,6 +102,15 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        """What a client sends; ignored (None) when malformed or nested deeper than
+        STRATUS_MAX_JSON_DEPTH, instead of a RecursionError in the consumer."""
+        try:
+            return loads_bounded(text_data)
+        except (ValueError, DomainError):
+            return None
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Clients only listen; {"type": "ping"} answers pong."""

@@ -4,21 +4,39 @@ The intake view verifies the signature, then calls ``delivery_reject`` or
 ``delivery_receive``. Processing only writes rows: ``run_services.run_for_push`` queues
 the run's work after commit, so the git host gets its answer within milliseconds.
 
+Bad signatures: every one is counted on the repository (``bad_signature_count``), and a
+rejection record is kept for at most STRATUS_WEBHOOK_REJECTED_PER_MINUTE of them per
+repository and minute: whoever knows a hook's URL can POST to it, so what an unsigned request
+may write is bounded (one counter), not a row each.
+
 Duplicates: a delivery id already seen on this repository by a delivery that was processed
 (accepted or ignored) starts nothing and is recorded as ``duplicate``. A delivery that
 failed may be sent again with the same id (the git host's "redeliver" button does that).
+A verified delivery without its provider's delivery id is refused (400, recorded as failed):
+every provider sends one, and without it a retry cannot be told from a replay.
 Intake for one project is serialised by a row lock on the project (the lock run_services takes), so two copies of
 one delivery arriving together cannot both start work.
+
+Replays: the signature covers the body only, so a captured push body verifies again later
+under a new delivery id. A push whose commit looks older than what its branch last ran
+(``run_services.push_needs_check``: an earlier run's commit, or an ancestor of the newest
+run's in the mirror) starts nothing at intake: it is recorded as ``pending`` and
+``delivery_check_head`` (a task, after commit) fetches and decides. The commit is the branch
+head (a force-push back to it) → its run starts, ``accepted``; otherwise ``stale``, with the
+reason. The executor checks again after its own fetch (executor._behind_branch), for what
+intake could not see.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -31,6 +49,7 @@ from apps.tenancy.models import Project
 log = logging.getLogger("stratus.pipelines.intake")
 
 SEEN_OUTCOMES = (Delivery.Outcome.ACCEPTED, Delivery.Outcome.IGNORED)
+REJECTED_WINDOW = timedelta(minutes=1)
 
 
 class DeliveryFailed(Exception):
@@ -48,8 +67,30 @@ class DeliveryFailed(Exception):
 # --- intake -------------------------------------------------------------------------------------
 
 
-def delivery_reject(*, repository: Repository, provider: str, headers: Mapping[str, str], reason: str) -> Delivery:
-    """A delivery whose signature did not verify: only a rejection record, no payload."""
+def delivery_reject(
+    *, repository: Repository, provider: str, headers: Mapping[str, str], reason: str
+) -> Delivery | None:
+    """A delivery whose signature did not verify: counted on the repository; a rejection
+    record (no payload) only while this minute's budget of them lasts, else None.
+
+    No lock and no transaction: conditional updates claim a place in the window (the
+    healthchecks way), so concurrent rejections never store more than the budget."""
+    now = timezone.now()
+    limit = settings.STRATUS_WEBHOOK_REJECTED_PER_MINUTE
+    rows = Repository.objects.filter(pk=repository.pk)
+    counted = {"bad_signature_count": F("bad_signature_count") + 1, "bad_signature_last_at": now}
+    # A place in the current window, or (when it is over) a new window with this as its first.
+    store = limit > 0 and (
+        rows.filter(bad_signature_window_start__gt=now - REJECTED_WINDOW, bad_signature_window_rows__lt=limit).update(
+            bad_signature_window_rows=F("bad_signature_window_rows") + 1, **counted
+        )
+        or rows.filter(
+            Q(bad_signature_window_start__isnull=True) | Q(bad_signature_window_start__lte=now - REJECTED_WINDOW)
+        ).update(bad_signature_window_start=now, bad_signature_window_rows=1, **counted)
+    )
+    if not store:
+        rows.update(**counted)  # over the budget: the counter only
+        return None
     return Delivery.objects.create(
         repository=repository,
         provider=provider,
@@ -60,8 +101,18 @@ def delivery_reject(*, repository: Repository, provider: str, headers: Mapping[s
         verified=False,
         outcome=Delivery.Outcome.REJECTED,
         reason=reason[:500],
-        processed_at=timezone.now(),
+        processed_at=now,
     )
+
+
+def bad_signatures(*, project: Any) -> dict[str, Any]:
+    """The project's hook's count of bad-signature POSTs (all of them, stored or not)."""
+    row = Repository.objects.filter(project=project).values("bad_signature_count", "bad_signature_last_at").first()
+    return {
+        "count": row["bad_signature_count"] if row else 0,
+        "last_at": row["bad_signature_last_at"] if row else None,
+        "stored_per_minute": settings.STRATUS_WEBHOOK_REJECTED_PER_MINUTE,
+    }
 
 
 def delivery_receive(*, repository: Repository, provider: str, headers: Mapping[str, str], body: bytes) -> Delivery:
@@ -82,6 +133,10 @@ def delivery_receive(*, repository: Repository, provider: str, headers: Mapping[
         payload=payload,
         verified=True,
     )
+    if not delivery.delivery_id:
+        names = " or ".join(webhooks.SPECS[provider].delivery_headers)
+        reason = f"missing {names} header: a delivery needs its id (a retry and a replay are told apart by it)"
+        raise DeliveryFailed(_finish(delivery, Delivery.Outcome.FAILED, reason), 400, "missing_delivery_id")
     if decode_error:
         raise DeliveryFailed(_finish(delivery, Delivery.Outcome.FAILED, decode_error), 400, "malformed_payload")
     return _process(delivery, check_duplicate=True)
@@ -198,6 +253,18 @@ def _act(delivery: Delivery, *, check_duplicate: bool, trigger: str) -> Delivery
         return _finish(delivery, Delivery.Outcome.IGNORED, f"ref '{push.ref}' deleted")
     if not (push.branch or push.tag):
         return _finish(delivery, Delivery.Outcome.IGNORED, f"ref '{push.ref}' is neither a branch nor a tag")
+    suspect = run_services.push_needs_check(
+        repository=repository, branch=push.branch, tag=push.tag, commit_sha=push.commit_sha
+    )
+    if suspect:
+        # Nothing starts (nor supersedes a queued run) before a fetch shows the commit is
+        # still the head: a replayed body would otherwise cancel the newer run.
+        pending = _finish(delivery, Delivery.Outcome.PENDING, f"{suspect}: a fetch decides whether it is the head")
+        delivery_id = pending.pk
+        from apps.pipelines.tasks import delivery_check
+
+        transaction.on_commit(lambda: delivery_check.delay(delivery_id))
+        return pending
     # Saved first so the run can point back at the delivery that started it.
     delivery.outcome = Delivery.Outcome.ACCEPTED
     delivery.save()
@@ -212,6 +279,68 @@ def _act(delivery: Delivery, *, check_duplicate: bool, trigger: str) -> Delivery
         delivery=delivery,
     )
     return _finish(delivery, Delivery.Outcome.ACCEPTED, "", run=run)
+
+
+# --- pushes that looked old -----------------------------------------------------------------------
+
+
+def delivery_check_head(delivery_id: int) -> Delivery | None:
+    """A ``pending`` push (its commit looked older than what its branch last ran): fetch, then
+    start its run if the commit is the branch (or tag) head now, as after a force-push back to
+    it; otherwise record it as ``stale`` with the reason. Safe to run twice: only a delivery
+    still pending changes. None when there was nothing to do."""
+    from apps.pipelines import mirror, run_services
+
+    delivery = Delivery.objects.filter(pk=delivery_id, outcome=Delivery.Outcome.PENDING).first()
+    if delivery is None:
+        return None
+    repository = Repository.objects.select_related("project").get(pk=delivery.repository_id)
+    content_type = str(delivery.headers.get("Content-Type", "")) if isinstance(delivery.headers, dict) else ""
+    try:
+        push = webhooks.parse_push(delivery.provider, webhooks.load_json(delivery.payload, content_type))
+        mirror.mirror_fetch(repository)  # outside any transaction: it may take seconds
+        problem = run_services.head_problem(
+            repository=repository, branch=push.branch, tag=push.tag, commit_sha=push.commit_sha
+        )
+    except (DomainError, webhooks.PayloadError) as exc:
+        return _settle(delivery, Delivery.Outcome.FAILED, f"checking the branch head failed: {exc}")
+    if problem:
+        return _settle(delivery, Delivery.Outcome.STALE, f"{problem}: nothing started")
+    trigger = "redeliver" if delivery.redelivery_of_id else "push"
+    with transaction.atomic():
+        run_services._lock_project(repository.project_id)
+        if not Delivery.objects.select_for_update().filter(pk=delivery.pk, outcome=Delivery.Outcome.PENDING).exists():
+            return None  # settled meanwhile (this task ran twice)
+        delivery.repository = repository
+        run = run_services.run_for_push(
+            repository=repository,
+            ref=push.ref,
+            commit_sha=push.commit_sha,
+            commit_message=push.commit_message,
+            author=push.author,
+            pusher=push.pusher,
+            trigger=trigger,
+            delivery=delivery,
+        )
+        return _finish(delivery, Delivery.Outcome.ACCEPTED, "the branch head after a fetch", run=run)
+
+
+def _settle(delivery: Delivery, outcome: str, reason: str) -> Delivery | None:
+    done = Delivery.objects.filter(pk=delivery.pk, outcome=Delivery.Outcome.PENDING).update(
+        outcome=outcome, reason=reason[:500], processed_at=timezone.now()
+    )
+    if not done:
+        return None
+    delivery.refresh_from_db()
+    return delivery
+
+
+def deliveries_stale(*, run_id: int, reason: str) -> int:
+    """The run of these deliveries ended without deploying: its commit was not the branch head
+    after the executor's fetch. The delivery log says so."""
+    return Delivery.objects.filter(run_id=run_id, outcome=Delivery.Outcome.ACCEPTED).update(
+        outcome=Delivery.Outcome.STALE, reason=reason[:500]
+    )
 
 
 # --- reads --------------------------------------------------------------------------------------

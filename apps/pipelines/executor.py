@@ -6,6 +6,12 @@
 - Workspace ``DATA_DIR/pipelines/runs/<run id>/``: ``git archive`` of the exact commit from
   the mirror (fetched first). The pipeline is ``stratus.yaml`` at that commit, or the
   console-held ``repository.pipeline_yaml`` when ``pipeline_source`` is console.
+- A run a push (or a redelivered push) started goes on only while its commit is its branch's
+  (or tag's) head after that fetch: otherwise (a replayed old body, pushes delivered out of
+  order, a force-push away from it) it is canceled before any step with "superseded: branch
+  main is at <head> (this push was for <commit>)", deploys nothing, its deliveries become
+  ``stale`` with that reason, and the head's own run starts again if this run had superseded
+  it (``_behind_branch``). Manual runs and retries run the commit they name.
 - No trigger matching the branch/tag: the run **succeeds** with reason "no trigger matches
   branch x": checks (the steps) still run, packaging and deploying are skipped. A push to a
   branch the pipeline does not deploy is then still tested.
@@ -81,7 +87,7 @@ from django.utils import timezone
 from apps.core.errors import DomainError
 from apps.core.isolation import path_problem
 from apps.pipelines import mirror, run_services, step_cgroup, step_sandbox
-from apps.pipelines.models import Repository, Run, RunLogLine, RunStep
+from apps.pipelines.models import Delivery, Repository, Run, RunLogLine, RunStep
 from apps.pipelines.pipeline_config import FILENAME, parse_pipeline, trigger_for
 from apps.pipelines.step_cgroup import StepCgroup
 from apps.tenancy.models import Environment
@@ -735,14 +741,41 @@ def run_execute(run_id: int) -> str | None:
     return state
 
 
-def _export(run: Run, repository: Repository, workspace: Path, log: LogWriter) -> None:
-    """The exact commit from the mirror (fetched first) into a fresh workspace."""
+def _export(run: Run, repository: Repository, workspace: Path, log: LogWriter, *, head_check: bool = False) -> str:
+    """The exact commit from the mirror (fetched first) into a fresh workspace. With
+    ``head_check`` (a run a push started): when the commit is not its branch's head after the
+    fetch, nothing is exported and the answer says why ("" otherwise)."""
     mirror.mirror_fetch(repository)
     if not mirror.has_commit(repository, run.commit_sha):
         raise DomainError(f"commit {run.commit_sha} is not in {repository.url}", code="no_commit")
+    if head_check:
+        behind = run_services.head_problem(
+            repository=repository, branch=run.branch, tag=run.tag, commit_sha=run.commit_sha
+        )
+        if behind:
+            return behind
     shutil.rmtree(workspace, ignore_errors=True)
     count = mirror.export_commit(repository, run.commit_sha, workspace)
     log.add(f"exported {count} files of {run.commit_sha[:12]}", "system")
+    return ""
+
+
+def _behind_branch(
+    run: Run, repository: Repository, checkout: RunStep, started: float, log: LogWriter, why: str
+) -> str:
+    """A pushed run whose commit is not its branch's head after the fetch (a replayed body, or
+    pushes delivered out of order): it ends without deploying, and its deliveries say why.
+    Where it had superseded the head's own run, that one starts again."""
+    from apps.pipelines import delivery_services
+
+    log.system(f"{why}: nothing deployed")
+    _step_end(checkout, started, RunStep.State.SKIPPED, None, log, "not the branch head")
+    _finish(run, Run.State.CANCELED, why, log=log)
+    delivery_services.deliveries_stale(run_id=run.pk, reason=f"{why}: nothing deployed (run {run.number})")
+    head = mirror.resolve_commit(repository, f"refs/heads/{run.branch}" if run.branch else f"refs/tags/{run.tag}")
+    if head is not None:
+        run_services.run_again_for_head(run=run, head_sha=head["sha"])
+    return Run.State.CANCELED
 
 
 def _execute(run: Run, workspace: Path, heartbeat: Heartbeat, log: LogWriter) -> str:
@@ -754,7 +787,13 @@ def _execute(run: Run, workspace: Path, heartbeat: Heartbeat, log: LogWriter) ->
     checkout = RunStep.objects.create(run=run, index=0, name="checkout", kind="checkout", command=run.commit_sha)
     started = _step_start(checkout, log)
     try:
-        _export(run, repository, workspace, log)
+        # A run a push started deploys its commit only while that is the branch's head: a
+        # replayed old push body must not deploy an old commit over a newer one.
+        behind = _export(
+            run, repository, workspace, log, head_check=run.trigger in (Run.Trigger.PUSH, Run.Trigger.REDELIVER)
+        )
+        if behind:
+            return _behind_branch(run, repository, checkout, started, log, behind)
         info = mirror.resolve_commit(repository, run.commit_sha)
         if info is not None:  # the commit's own message and author, not the webhook's say-so
             run.commit_message, run.commit_author = info["message"][:10000], info["author"][:200]
@@ -1150,6 +1189,13 @@ def runs_reap_stale(now: datetime | None = None) -> int:
             step_cgroup.kill_run(run.pk)
             run_services.publish_state(run.pk)
             run_services.branch_advance(**run_services._lane(run))
+    # Pushes waiting for a fetch (delivery_check_head) whose task was lost: queue it again
+    # (it changes only a delivery still pending, so a second copy does nothing).
+    from apps.pipelines.tasks import delivery_check
+
+    waiting = Delivery.objects.filter(outcome=Delivery.Outcome.PENDING, processed_at__lt=cutoff)
+    for delivery_id in waiting.values_list("pk", flat=True):
+        delivery_check.delay(delivery_id)
     # Runs queued whose task was lost (e.g. the embedded broker restarted): start them.
     for lane in (
         Run.objects.filter(state=Run.State.QUEUED, created_at__lt=cutoff)

@@ -3,12 +3,15 @@ no session, no CSRF: the signature is the authentication).
 
 Order of work: find the repository by its hook id (unknown → 404), read the raw body up to
 STRATUS_WEBHOOK_MAX_BYTES (over → 413), verify the signature in constant time on those
-bytes (bad or missing → 401 and a rejection record), and only then parse and act. Acting
-only writes rows; runs are queued after commit, so the answer comes in milliseconds.
+bytes (bad or missing → 401, counted on the repository, and a rejection record while this
+minute's budget of them lasts: STRATUS_WEBHOOK_REJECTED_PER_MINUTE), then require the
+provider's delivery id (missing → 400), and only then parse and act. Acting only writes rows;
+runs are queued after commit, so the answer comes in milliseconds.
 
-Answers: ``{"delivery": id, "outcome": "...", "run": id | null}`` with 202 (accepted or
-ignored event), 200 (ping, duplicate); errors in the API envelope. Every answer for a known
-repository carries ``X-Stratus-Delivery: <id>`` naming the stored delivery.
+Answers: ``{"delivery": id, "outcome": "...", "run": id | null}`` with 202 (accepted,
+pending — a push whose commit looks older than what its branch last ran, decided after a
+fetch — or ignored event), 200 (ping, duplicate); errors in the API envelope. Every answer
+that stored a delivery carries ``X-Stratus-Delivery: <id>`` naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _CHUNK = 256 * 1024
 STATUS_BY_OUTCOME = {
     Delivery.Outcome.ACCEPTED: 202,
     Delivery.Outcome.IGNORED: 202,
+    Delivery.Outcome.PENDING: 202,
     Delivery.Outcome.DUPLICATE: 200,
 }
 
@@ -88,8 +92,10 @@ def webhook(request: HttpRequest, provider: str, hook_id: str) -> HttpResponse:
         rejected = delivery_services.delivery_reject(
             repository=repository, provider=provider, headers=request.headers, reason=reason
         )
-        log.info("webhook rejected", extra={"delivery": rejected.pk, "provider": provider, "reason": reason})
-        return _with_id(json_error(401, "invalid_signature", f"Signature check failed: {reason}."), rejected)
+        stored = rejected.pk if rejected is not None else None
+        log.info("webhook rejected", extra={"delivery": stored, "provider": provider, "reason": reason})
+        response = json_error(401, "invalid_signature", f"Signature check failed: {reason}.")
+        return _with_id(response, rejected) if rejected is not None else response
 
     try:
         delivery = delivery_services.delivery_receive(

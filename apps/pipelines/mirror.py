@@ -5,6 +5,12 @@ then ``git fetch --prune``. Credentials never reach the mirror's config: an HTTP
 answered by a GIT_ASKPASS helper reading it from the fetch's environment; an SSH deploy key
 goes to a 0600 temporary file named by GIT_SSH_COMMAND for the fetch only. Local paths
 (tests) need nothing. A per-repository file lock serialises fetches across processes.
+
+Right before git runs (inside that lock), the URL is checked again with its name resolved
+anew (``remote.check``: no loopback, link-local, private... address and no local path unless
+STRATUS_REPOSITORY_ALLOW_LOCAL), and git is pinned to the addresses just checked (libcurl's
+resolve list, ssh's HostName), with redirects off and only the transports the URL may use
+(GIT_ALLOW_PROTOCOL; ``file`` only when local repositories are allowed).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.core.errors import DomainError
+from apps.pipelines import remote
 from apps.pipelines.models import Repository
 
 FETCH_TIMEOUT_S = 300
@@ -58,9 +65,11 @@ def _askpass() -> Path:
 
 
 @contextmanager
-def _git_env(repository: Repository) -> Iterator[dict[str, str]]:
-    """The environment of one git network command: no prompts, no global config, and the
-    repository's credentials for this command only."""
+def _git_env(repository: Repository, plan: remote.Plan | None = None) -> Iterator[dict[str, str]]:
+    """The environment of one git network command: no prompts, no global config, the
+    repository's credentials for this command only, and (with ``plan``) the checked
+    addresses it is pinned to, no redirects, only the transports allowed here."""
+    pin = plan.ssh_options() if plan is not None else ""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(pipelines_dir()),
@@ -69,8 +78,13 @@ def _git_env(repository: Repository) -> Iterator[dict[str, str]]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
         "GIT_ASKPASS": "/bin/false",
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+        "GIT_SSH_COMMAND": f"ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new {pin}".strip(),
+        "GIT_ALLOW_PROTOCOL": "https:http:ssh:git" + (":file" if settings.STRATUS_REPOSITORY_ALLOW_LOCAL else ""),
     }
+    config = plan.git_config() if plan is not None else []
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for n, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{n}"], env[f"GIT_CONFIG_VALUE_{n}"] = key, value
     key_file: str | None = None
     try:
         kind = repository.credentials_kind
@@ -92,8 +106,8 @@ def _git_env(repository: Repository) -> Iterator[dict[str, str]]:
                 known = pipelines_dir() / "known_hosts"
                 env["GIT_SSH_COMMAND"] = (
                     f"ssh -i {key_file} -o IdentitiesOnly=yes -o BatchMode=yes "
-                    f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known}"
-                )
+                    f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known} {pin}"
+                ).strip()
         yield env
     finally:
         if key_file:
@@ -120,27 +134,37 @@ def _clean_error(exc: git.GitCommandError, repository: Repository) -> str:
 def mirror_fetch(repository: Repository) -> git.Repo:
     """Bring the mirror up to date with the remote (cloning it the first time)."""
     path = mirror_path(repository)
-    with _locked(repository), _git_env(repository) as env:
+    with _locked(repository):
+        # Checked here, after the lock (which may have waited), right before git runs: the
+        # name's answer now is the one git connects to.
         try:
-            if not (path / "HEAD").exists():
-                if path.exists():
-                    shutil.rmtree(path)
-                tmp = path.with_name(path.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                git.Repo.clone_from(repository.url, tmp, mirror=True, env=env, kill_after_timeout=FETCH_TIMEOUT_S)
-                tmp.replace(path)
-                repo = git.Repo(path)
-            else:
-                repo = git.Repo(path)
-                # The URL may have changed since the clone; credentials never live here.
-                repo.git.remote("set-url", "origin", repository.url)
-                repo.git.fetch("origin", "--prune", "--tags", "--force", env=env, kill_after_timeout=FETCH_TIMEOUT_S)
-        except git.GitCommandError as exc:
-            raise DomainError(
-                f"Fetching {repository.url} failed: {_clean_error(exc, repository)}", code="fetch_failed"
-            ) from None
+            plan = remote.check(repository.url, at_fetch=True)
+        except DomainError as exc:
+            raise DomainError(f"Fetching {repository.url} refused: {exc.message}", code=exc.code) from None
+        with _git_env(repository, plan) as env:
+            _fetch_into(repository, path, env)
     Repository.objects.filter(pk=repository.pk).update(last_fetched_at=timezone.now())
-    return repo
+    return git.Repo(path)
+
+
+def _fetch_into(repository: Repository, path: Path, env: dict[str, str]) -> None:
+    try:
+        if not (path / "HEAD").exists():
+            if path.exists():
+                shutil.rmtree(path)
+            tmp = path.with_name(path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            git.Repo.clone_from(repository.url, tmp, mirror=True, env=env, kill_after_timeout=FETCH_TIMEOUT_S)
+            tmp.replace(path)
+        else:
+            repo = git.Repo(path)
+            # The URL may have changed since the clone; credentials never live here.
+            repo.git.remote("set-url", "origin", repository.url)
+            repo.git.fetch("origin", "--prune", "--tags", "--force", env=env, kill_after_timeout=FETCH_TIMEOUT_S)
+    except git.GitCommandError as exc:
+        raise DomainError(
+            f"Fetching {repository.url} failed: {_clean_error(exc, repository)}", code="fetch_failed"
+        ) from None
 
 
 def _repo(repository: Repository) -> git.Repo:
@@ -169,6 +193,32 @@ def has_commit(repository: Repository, sha: str) -> bool:
         return True
     except (git.BadName, ValueError, git.GitCommandError):
         return False
+
+
+def is_ancestor(repository: Repository, older: str, newer: str) -> bool:
+    """Whether commit ``older`` is ``newer`` or an ancestor of it (False when either is unknown)."""
+    return _merge_base_is_ancestor(_repo(repository), older, newer)
+
+
+def known_ancestor(repository: Repository, older: str, newer: str) -> bool:
+    """Like ``is_ancestor``, on the mirror as last fetched: no fetch, no network (the webhook
+    intake asks it, and answers in milliseconds); False when there is no mirror yet or it does
+    not know both commits."""
+    path = mirror_path(repository)
+    if not (path / "HEAD").exists():
+        return False
+    try:
+        return _merge_base_is_ancestor(git.Repo(path), older, newer)
+    except (git.GitError, OSError, ValueError):  # a mirror half made: cannot tell
+        return False
+
+
+def _merge_base_is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
+    try:
+        repo.git.merge_base("--is-ancestor", older, newer)
+    except git.GitCommandError:  # 1: not an ancestor; 128: an unknown commit
+        return False
+    return True
 
 
 def read_file_at(repository: Repository, sha: str, path: str) -> bytes | None:

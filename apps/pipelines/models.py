@@ -34,6 +34,14 @@ class Repository(models.Model):
     # Deploys to protected environments need an approver other than the pusher.
     approver_not_pusher = models.BooleanField(default=True)
     last_fetched_at = models.DateTimeField(null=True, blank=True)
+    # Webhook POSTs whose signature did not verify: every one is counted here, and a rejection
+    # record (a Delivery) is kept for at most STRATUS_WEBHOOK_REJECTED_PER_MINUTE of them per
+    # minute, so an unauthenticated flood costs one counter, not a table
+    # (delivery_services.delivery_reject). The window: when it began, how many rows it stored.
+    bad_signature_count = models.PositiveBigIntegerField(default=0)
+    bad_signature_last_at = models.DateTimeField(null=True, blank=True)
+    bad_signature_window_start = models.DateTimeField(null=True, blank=True)
+    bad_signature_window_rows = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -60,6 +68,12 @@ class Delivery(models.Model):
         DUPLICATE = "duplicate"  # a delivery id seen before: nothing new started
         REJECTED = "rejected"  # bad signature: only this record is kept
         FAILED = "failed"  # verified but could not be processed (reason says why)
+        # A push whose commit looks older than what its branch last ran (an earlier run's
+        # commit, or an ancestor of it): a replayed body, or a force-push back. A fetch decides
+        # (delivery_services.delivery_check_head): the branch head → its run starts (accepted);
+        # otherwise stale.
+        PENDING = "pending"
+        STALE = "stale"  # its commit is not the branch head (any more): nothing started or deployed
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="deliveries")
     provider = models.CharField(max_length=8, choices=Provider.choices)

@@ -90,6 +90,7 @@ def _pipeline_context(project: Any, **extra: Any) -> dict[str, Any]:
         "webhooks": repository_services.webhook_urls(repository) if repository else {},
         "runs": list(run_selectors.run_list(project=project)[:LIST_LIMIT]),
         "deliveries": list(delivery_services.delivery_list(project=project).select_related("run")[:LIST_LIMIT]),
+        "bad_signatures": delivery_services.bad_signatures(project=project),
         **extra,
     }
 

@@ -19,13 +19,14 @@ from django.db import transaction
 from apps.audit.services import audit_record
 from apps.core import crypto
 from apps.core.errors import DomainError, NotFound
+from apps.pipelines import remote
 from apps.pipelines.models import Repository
 from apps.pipelines.webhooks import PROVIDERS
 from apps.tenancy import permissions, roles
 from apps.tenancy.models import Project
 
 _UNSET: Any = object()
-_SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")  # git@github.com:org/repo.git
+_SCP_RE = remote.SCP_RE  # git@github.com:org/repo.git
 _BRANCH_RE = re.compile(r"^(?!/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![/.])$")
 
 
@@ -65,24 +66,23 @@ def _invalid(field: str, message: str) -> DomainError:
 
 
 def validate_url(url: str) -> str:
+    """The URL, stripped; DomainError naming the rule when it is malformed, or when it leads to
+    a local path or to a loopback, link-local, private... address, or one of this server's
+    (``remote.check``: the name is resolved now, and again before every fetch)."""
     url = url.strip()
     if not url:
         raise _invalid("url", "A repository URL is required.")
-    if _SCP_RE.match(url):
-        return url
-    parts = urlsplit(url)
-    if parts.scheme in ("https", "http", "ssh", "git"):
-        if not parts.hostname:
-            raise _invalid("url", "The repository URL has no host.")
-        if parts.password:
-            raise _invalid("url", "Put the token in 'credentials', not in the URL.")
-        return url
-    local = parts.scheme == "file" or (not parts.scheme and url.startswith("/"))
-    if local:
-        if not settings.STRATUS_REPOSITORY_ALLOW_LOCAL:
-            raise _invalid("url", "Local repository paths are not allowed on this server.")
-        return url
-    raise _invalid("url", "Use an https://, ssh:// or git@host:path URL.")
+    if not _SCP_RE.match(url):
+        parts = urlsplit(url)
+        if parts.scheme in remote.NETWORK_SCHEMES:
+            if not parts.hostname:
+                raise _invalid("url", "The repository URL has no host.")
+            if parts.password:
+                raise _invalid("url", "Put the token in 'credentials', not in the URL.")
+        elif not (parts.scheme == "file" or (not parts.scheme and url.startswith("/"))):
+            raise _invalid("url", "Use an https://, ssh:// or git@host:path URL.")
+    remote.check(url, at_fetch=False)
+    return url
 
 
 def validate_branch(branch: str) -> str:

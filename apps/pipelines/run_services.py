@@ -208,6 +208,90 @@ def run_for_push(
     return run
 
 
+def _lane_name(branch: str, tag: str) -> str:
+    return f"branch {branch}" if branch else f"tag {tag}"
+
+
+def push_needs_check(*, repository: Repository, branch: str, tag: str, commit_sha: str) -> str:
+    """Why a push of ``commit_sha`` must wait for a fetch before it may start a run ("" when
+    it may start now): its commit looks older than what the lane last ran, being an earlier
+    run's commit, or an ancestor of the newest run's commit in the mirror as last fetched (no
+    network here: intake answers in milliseconds). A replayed old body looks like that, and so
+    does a force-push back to an earlier commit; only a fetch tells them apart (the head).
+
+    Called under the project's row lock (delivery intake)."""
+    from apps.pipelines import mirror
+
+    lane = Run.objects.filter(project_id=repository.project_id, branch=branch, tag=tag)
+    latest = lane.order_by("-number").only("number", "commit_sha").first()
+    if latest is None or latest.commit_sha == commit_sha:
+        return ""
+    where, short, newest = _lane_name(branch, tag), commit_sha[:12], latest.commit_sha[:12]
+    earlier = lane.filter(commit_sha=commit_sha).order_by("-number").values_list("number", flat=True).first()
+    if earlier is not None:
+        return f"commit {short} ran before (run {earlier}) and {where} has run {newest} since (run {latest.number})"
+    if mirror.known_ancestor(repository, commit_sha, latest.commit_sha):
+        return f"commit {short} is older than {newest}, which {where} ran last (run {latest.number})"
+    return ""
+
+
+def head_problem(*, repository: Repository, branch: str, tag: str, commit_sha: str) -> str:
+    """Why ``commit_sha`` is not what its branch (or tag) points at in the freshly fetched
+    mirror ("" when it is): a run for it would deploy something older than, or no longer on,
+    the branch."""
+    from apps.pipelines import mirror
+
+    where, short = _lane_name(branch, tag), commit_sha[:12]
+    pushed = mirror.resolve_commit(repository, commit_sha)
+    if pushed is None:
+        return f"commit {short} is not in the repository"
+    head = mirror.resolve_commit(repository, f"refs/heads/{branch}" if branch else f"refs/tags/{tag}")
+    if head is None:
+        return f"{where} no longer exists (this push was for {short})"
+    if head["sha"] == pushed["sha"]:
+        return ""
+    at = head["sha"][:12]
+    if mirror.is_ancestor(repository, pushed["sha"], head["sha"]):
+        return f"superseded: {where} is at {at} (this push was for {short})"
+    return f"superseded: {where} is at {at}, which does not contain {short} (force-pushed; this push was for {short})"
+
+
+def run_again_for_head(*, run: Run, head_sha: str) -> Run | None:
+    """``run`` ended without deploying because its branch had moved on to ``head_sha``. When a
+    run for the head was canceled as superseded by ``run`` (pushes delivered out of order), and
+    nothing else of the lane runs or ran that commit, start it again: the head is never dropped."""
+    with transaction.atomic():
+        project = _lock_project(run.project_id)
+        lane = Run.objects.filter(project=project, branch=run.branch, tag=run.tag)
+        live = (Run.State.QUEUED, Run.State.RUNNING, Run.State.WAITING_APPROVAL, Run.State.SUCCEEDED)
+        if lane.filter(commit_sha=head_sha, state__in=live).exists() or lane.filter(number__gt=run.number).exists():
+            return None
+        dropped = lane.filter(superseded_by=run, commit_sha=head_sha).order_by("-number").first()
+        if dropped is None:
+            return None
+        again = _create_run(
+            project=project,
+            repository=run.repository,
+            branch=dropped.branch,
+            tag=dropped.tag,
+            commit_sha=dropped.commit_sha,
+            commit_message=dropped.commit_message,
+            author=dropped.commit_author,
+            pusher=dropped.pusher,
+            trigger=dropped.trigger,
+            created_by=dropped.created_by,
+            retry_of=dropped,
+        )
+        audit_record(
+            actor=None,
+            org=project.org,
+            action="run.create",
+            target=project,
+            changes={"run": again.number, "commit": head_sha, "trigger": again.trigger, "again_after": run.number},
+        )
+    return again
+
+
 def run_create_manual(*, actor: Any, project: Project, branch: str = "", commit: str = "") -> Run:
     """ "Redeploy latest": run the head of ``branch`` (default: the repository's default
     branch) as fetched now, or the given ``commit`` on that branch."""

@@ -4,6 +4,9 @@ the run is no longer in the state it was queued for).
 - ``run_execute(run_id)``: claim a queued run and execute it (apps.pipelines.executor).
 - ``run_resume(run_id)``: resume an approved run: its deploy, or (when it waited before its
   steps for a protected environment's secrets) its steps with those secrets, then the deploy.
+- ``delivery_check(delivery_id)``: a pushed commit that looked older than what its branch last
+  ran: fetch, then start its run if it is the branch head, else record the delivery as stale
+  (apps.pipelines.delivery_services.delivery_check_head).
 - ``runs_reap``: every ``REAP_INTERVAL_S`` (beat, set in apps.pipelines.apps) and when a
   worker comes up: fail runs whose worker vanished, start queued runs whose task was lost.
   Without beat (the embedded worker) each reap queues the next, as the releases sweep does.
@@ -32,6 +35,14 @@ def run_execute(run_id: int) -> str | None:
 @shared_task
 def run_resume(run_id: int) -> str | None:
     return executor.run_resume(run_id)
+
+
+@shared_task
+def delivery_check(delivery_id: int) -> str | None:
+    from apps.pipelines import delivery_services
+
+    delivery = delivery_services.delivery_check_head(delivery_id)
+    return delivery.outcome if delivery is not None else None
 
 
 @shared_task

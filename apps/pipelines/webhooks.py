@@ -15,19 +15,24 @@ gitea     X-Gitea-Signature: <hex HMAC>               X-Gitea-Event        X-Git
 generic   X-Stratus-Signature: sha256=<hex HMAC>      X-Stratus-Event      X-Stratus-Delivery
 ========  ==========================================  ===================  =======================================
 
-HMACs are HMAC-SHA256(secret, raw body). Every comparison is hmac.compare_digest.
+HMACs are HMAC-SHA256(secret, raw body). Every comparison is hmac.compare_digest. The
+delivery id is required of every provider, the generic one too (a fresh UUID per delivery):
+a signed delivery without it is refused (delivery_services.delivery_receive), since the
+signature does not cover it and only the id tells a retry from a replay.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
+
+from apps.core.errors import DomainError
+from apps.core.parsers import loads_bounded
 
 PROVIDERS = ("github", "gitlab", "gitea", "generic")
 ZERO_SHA = re.compile(r"^0+$")
@@ -183,7 +188,9 @@ def load_json(payload: str, content_type: str = "") -> dict[str, Any]:
             raise PayloadError("form-encoded body without a 'payload' field")
         text = values[0]
     try:
-        data = json.loads(text)
+        data = loads_bounded(text)
+    except DomainError as exc:  # nested deeper than STRATUS_MAX_JSON_DEPTH: no RecursionError
+        raise PayloadError(exc.message) from None
     except ValueError as exc:
         raise PayloadError(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):

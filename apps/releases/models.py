@@ -25,9 +25,10 @@ class Release(models.Model):
     ACTIVE_STATES = (State.AWAITING_APPROVAL, State.RUNNING, State.PAUSED)
 
     binding = models.ForeignKey("functions.Binding", on_delete=models.CASCADE, related_name="releases")
-    version = models.ForeignKey("functions.Version", on_delete=models.PROTECT, related_name="+")
+    # RESTRICT: a released version cannot be deleted alone, but the function goes with its releases.
+    version = models.ForeignKey("functions.Version", on_delete=models.RESTRICT, related_name="+")
     # What served 100% when the release started (None for a first release: nothing to go back to).
-    stable_version = models.ForeignKey("functions.Version", null=True, on_delete=models.PROTECT, related_name="+")
+    stable_version = models.ForeignKey("functions.Version", null=True, on_delete=models.RESTRICT, related_name="+")
     # {"steps": [10, 50, 100], "advance": "manual" | "auto", "dwell_s": 60, "gate": {...} | null}
     plan = models.JSONField()
     state = models.CharField(max_length=20, choices=State.choices)

@@ -252,6 +252,10 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The token that minted this one through the API (None: made in a browser session or by
+    # a command). A child never outlives its parent nor holds more scopes, and revoking the
+    # parent revokes it (services.token_create / token_revoke).
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
 
     class Meta:
         ordering = ["-created_at", "-id"]

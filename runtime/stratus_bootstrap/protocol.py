@@ -20,6 +20,14 @@ UTF-8 encoded JSON (one JSON object per frame). A bootstrap refuses frames large
 ``MAX_FRAME_BYTES`` (64 MiB). End of file on the read side means "shut down": the bootstrap
 exits with status 0.
 
+The supervisor does not count on the bootstrap for what comes back (user code runs in the same
+process and can write frames itself): it refuses a frame whose length prefix exceeds what a
+reply may take (the response body limit base64-encoded, plus 1 MiB) or, for a frame starting
+``{"type":"log"``, what a ``MAX_LOG_LINE`` line may take, before reading its body; it allows
+per request at most 10,000 log lines and 1 MiB of log text; and it kills an instance that
+breaks a limit (apps/engine/instance.py, ``FrameLimits``). Encoders should keep ``type`` the
+first key.
+
 Messages, bootstrap -> supervisor, at start
 -------------------------------------------
 * ``{"type": "ready", "init_ms": <float>}`` once the handler is imported (``init_ms`` is the

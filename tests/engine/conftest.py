@@ -52,6 +52,28 @@ def engine(settings: Any, sandbox_dir: Path, transactional_db: None) -> Iterator
     get_sink().flush()
 
 
+@pytest.fixture
+def engine_on_uvloop(engine: Any) -> Iterator[Any]:
+    """The engine restarted on a uvloop loop, as `manage.py serve` runs it (on uvicorn's
+    loop): uvloop raises where asyncio stays quiet (a write on a closed transport, for one).
+    Ask for it before ``served``."""
+    import asyncio
+
+    import uvloop
+
+    from apps.engine import host
+
+    host.stop_host()
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the engine thread's new loop
+    try:
+        engine_host = host.get_host()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+    assert type(engine_host.loop).__module__.startswith("uvloop")
+    yield engine_host
+
+
 class Served:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url

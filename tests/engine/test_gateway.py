@@ -230,15 +230,17 @@ def test_token_mode_checks_the_bearer_token(world, engine, served):
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return served.get(url(fn), headers=headers)
 
-    assert call(None).status_code == 401
-    assert call(None).headers["www-authenticate"] == "Bearer"
-    assert call("stt_not-a-real-token").status_code == 401
+    # Without a valid token of someone who sees the project: the answer of a missing function
+    # (tests/engine/test_gateway_oracle.py compares the bytes).
+    missing = served.get("/fn/alpha/web/dev/nope/").json()["error"]
+    for hidden in (call(None), call("stt_not-a-real-token"), call(outsider)):
+        assert hidden.status_code == 404
+        assert hidden.json()["error"]["message"] == missing["message"]
+        assert "www-authenticate" not in hidden.headers
+    # A token of the project's own member learns what is wrong with it.
     forbidden = call(read_token)
     assert forbidden.status_code == 403
     assert "'invoke'" in forbidden.json()["error"]["message"]
-    hidden = call(outsider)
-    assert hidden.status_code == 404
-    assert hidden.json()["error"]["message"] == served.get("/fn/alpha/web/dev/nope/").json()["error"]["message"]
     assert call(invoke_token).status_code == 200
     assert call(deploy_token).status_code == 200
 

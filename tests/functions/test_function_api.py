@@ -159,3 +159,40 @@ def test_list_issues_a_bounded_number_of_queries(world, client_for, django_asser
     with django_assert_max_num_queries(8):
         response = client.get(url_list(world) + "?limit=100")
     assert response.json()["count"] == count
+
+
+def test_a_function_with_a_deploy_history_and_a_release_can_be_deleted(world, client_for):
+    from apps.functions.deploy_services import deploy
+    from apps.functions.models import TrafficChange, Version
+    from apps.functions.version_services import version_create
+    from apps.releases.models import Release
+    from apps.releases.services import release_start
+    from apps.tenancy.models import Environment
+
+    fn = services.function_create(actor=world.alice, project=world.web, **HELLO)
+    dev = Environment.objects.get(project=world.web, name="dev")
+    versions = [
+        version_create(actor=world.alice, function=fn, files={"main.py": f"# {n}\n".encode()}, source="files")[0]
+        for n in range(3)
+    ]
+    deploy(actor=world.alice, function=fn, environment=dev, version=versions[0])
+    deploy(actor=world.alice, function=fn, environment=dev, version=versions[1])
+    release_start(
+        actor=world.alice, function=fn, environment=dev, version=versions[2], plan={"steps": [50, 100], "advance": "manual"}
+    )
+    assert TrafficChange.objects.filter(binding__function=fn).count() >= 2 and Release.objects.exists()
+
+    response = client_for(world.alice).delete(f"/api/v1/functions/{fn.pk}/")
+
+    # The timeline keeps a version from being deleted alone, not with its function.
+    assert response.status_code == 204, response.content
+    assert not Version.objects.filter(function_id=fn.pk).exists()
+    assert not Release.objects.exists()
+    # A version referenced by the timeline still cannot be deleted on its own.
+    other = services.function_create(actor=world.alice, project=world.web, name="kept", runtime="python3.11", handler="main.handler")
+    kept = version_create(actor=world.alice, function=other, files={"main.py": b"# kept\n"}, source="files")[0]
+    deploy(actor=world.alice, function=other, environment=dev, version=kept)
+    from django.db.models import RestrictedError
+
+    with pytest.raises(RestrictedError):
+        kept.delete()

@@ -3,7 +3,9 @@ environments, a sink with no flusher thread (flush() by hand), and record builde
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +35,15 @@ def prod(world: Any) -> Environment:
 
 
 @pytest.fixture
-def sink() -> RecordSink:
-    return RecordSink(flush_interval_s=0)
+def journal_dir(tmp_path: Path) -> Path:
+    return tmp_path / "journal"
+
+
+@pytest.fixture
+def sink(journal_dir: Path) -> Iterator[RecordSink]:
+    sink = RecordSink(flush_interval_s=0, journal_dir=journal_dir)
+    yield sink
+    sink._journal.release()  # its locks, as a process exit would
 
 
 def log_record(

@@ -44,3 +44,10 @@ from apps.monitoring.levels import parse_level
 )
 def test_level_is_read_from_the_line_when_it_says_one(text: str, level: str) -> None:
     assert parse_level(text) == level
+
+
+def test_a_line_nested_deeper_than_json_can_recurse_has_no_level():
+    # A function prints it; the sink parses levels while writing: no RecursionError there.
+    line = '{"a":' + "[" * 1900 + "]" * 1900 + "}"
+    assert len(line) <= 4096
+    assert parse_level(line) == ""

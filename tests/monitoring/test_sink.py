@@ -83,25 +83,33 @@ def test_levels_are_parsed_and_text_is_capped_at_write_time(fn, dev, sink):
     assert nul.request_id == "x" * 64
 
 
-def test_a_full_buffer_drops_the_oldest_and_says_so_once_per_flush(fn, dev, caplog):
-    # Given a sink that holds 5 records
-    sink = RecordSink(max_items=5, flush_interval_s=0)
+def test_a_full_buffer_spills_the_oldest_to_the_journal_and_drops_nothing(fn, dev, journal_dir, caplog):
+    # Given a sink that holds 5 records in memory
+    sink = RecordSink(max_items=5, flush_interval_s=0, journal_dir=journal_dir)
 
     # When 8 are submitted before a flush
     sink.submit_logs([log_record(fn, dev, f"line {i}", ts=ago(seconds=10 - i)) for i in range(6)])
     sink.submit_invocation(invocation_record(fn, dev, request_id="r6"))
     sink.submit_invocation(invocation_record(fn, dev, request_id="r7"))
 
-    # Then the 3 oldest are dropped and counted
-    assert sink.pending() == 5
-    assert sink.dropped == 3
+    # Then memory keeps the 5 newest and the 3 oldest wait on disk, none dropped
+    stats = sink.stats()
+    assert stats["buffered"]["records"] == 5
+    assert stats["journal"]["records"] == 3
+    assert stats["dropped"] == 0
+    assert sink.pending() == 8
+    assert len(list(journal_dir.glob("records-*.jsonl"))) == 1
+
+    # And a flush writes all 8, oldest first (the journal, then memory), and empties the journal
     with caplog.at_level(logging.WARNING, logger="apps.monitoring.sink"):
-        assert sink.flush() == 5
+        assert sink.flush() == 8
         assert sink.flush() == 0
-    assert sorted(LogLine.objects.values_list("text", flat=True)) == ["line 3", "line 4", "line 5"]
-    assert sorted(Invocation.objects.values_list("request_id", flat=True)) == ["r6", "r7"]
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["Dropped 3 log/invocation records: more than 5 were waiting to be written"]
+    assert list(LogLine.objects.order_by("id").values_list("text", flat=True)) == [f"line {i}" for i in range(6)]
+    assert list(Invocation.objects.order_by("id").values_list("request_id", flat=True)) == ["r6", "r7"]
+    assert sink.pending() == 0
+    assert list(journal_dir.glob("records-*.jsonl")) == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    sink._journal.release()
 
 
 def test_a_failed_write_keeps_the_batch_and_writes_it_once_the_database_recovers(fn, dev, sink, caplog):
@@ -132,22 +140,28 @@ def test_a_failed_write_keeps_the_batch_and_writes_it_once_the_database_recovers
     assert sink.pending() == 0
 
 
-def test_a_batch_refused_for_its_content_is_dropped_after_repeated_attempts(fn, dev, sink):
-    # Given a record the database refuses whatever we retry (a NULL timestamp)
-    sink.submit_logs([dataclasses.replace(log_record(fn, dev, "bad"), ts=None)])
+def test_a_record_refused_for_its_content_is_dropped_after_repeated_attempts_alone(fn, dev, sink, caplog):
+    # Given a record the database refuses whatever we retry (a NULL timestamp) between two good ones
+    bad = dataclasses.replace(log_record(fn, dev, "bad"), ts=None)
+    sink.submit_logs([log_record(fn, dev, "before"), bad, log_record(fn, dev, "after")])
 
-    # When flushes keep failing, the batch is kept until the last attempt, then dropped
+    # When flushes keep failing, the batch is kept until the last attempt
     for _ in range(POISON_ATTEMPTS - 1):
         assert sink.flush() == 0
-        assert sink.pending() == 1
-    assert sink.flush() == 0
+        assert sink.pending() == 3
+    # Then the last attempt writes the batch record by record and drops only the refused one
+    with caplog.at_level(logging.ERROR, logger="apps.monitoring.sink"):
+        assert sink.flush() == 2
     assert sink.pending() == 0
     assert sink.dropped == 1
+    assert sink.stats()["dropped_by_reason"] == {"refused_by_database": 1}
+    assert "Dropped 1 of a batch of 3 records refused 5 times" in caplog.text
+    assert list(LogLine.objects.order_by("id").values_list("text", flat=True)) == ["before", "after"]
 
-    # Then later records are written as usual
+    # And later records are written as usual
     sink.submit_logs([log_record(fn, dev, "good")])
     assert sink.flush() == 1
-    assert list(LogLine.objects.values_list("text", flat=True)) == ["good"]
+    assert list(LogLine.objects.order_by("id").values_list("text", flat=True)) == ["before", "after", "good"]
 
 
 def test_records_of_a_deleted_function_are_skipped_not_failed(fn, dev, sink):

@@ -29,8 +29,9 @@ FUNCTIONS = (
 
 
 @pytest.fixture
-def pipeline(transactional_db: None, tmp_path: Path) -> Any:
+def pipeline(transactional_db: None, tmp_path: Path, settings: Any) -> Any:
     """alpha/web with a repository pushed to main (a three-tick test step) and a queued run."""
+    settings.STRATUS_REPOSITORY_ALLOW_LOCAL = True  # the repository is a local path
     world = build_world()
     repo = GitRepo(tmp_path)
     sha = repo.commit(

@@ -17,6 +17,15 @@ from tests.engine.conftest import engine, sandbox_dir, served  # noqa: F401
 
 WEBHOOK_SECRET = "test-webhook-secret"
 
+
+@pytest.fixture(autouse=True)
+def _local_repositories(settings: Any) -> None:
+    """The repositories here are local paths (a bare "origin" on disk) and git servers on
+    127.0.0.1, which a server refuses unless the operator allows them; the tests of that rule
+    (test_repository_addresses.py) turn it off again."""
+    settings.STRATUS_REPOSITORY_ALLOW_LOCAL = True
+
+
 GIT_ENV = {
     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
     "HOME": "/nonexistent",

@@ -19,13 +19,15 @@ def _backend() -> str:
 
 
 class GitHttpServer:
-    """Serves the bare repositories under ``root`` at http://127.0.0.1:<port>/<name>.git;
-    answers 401 unless the request carries ``user``/``password``. ``seen`` keeps the
-    (user, password) pairs of every request that sent credentials."""
+    """Serves the bare repositories under ``root`` at http://<host>:<port>/<name>.git (host
+    127.0.0.1 unless given); answers 401 unless the request carries ``user``/``password``.
+    ``seen`` keeps the (user, password) pairs of every request that sent credentials,
+    ``requests`` counts every request."""
 
-    def __init__(self, root: Path, user: str, password: str) -> None:
-        self.root, self.user, self.password = root, user, password
+    def __init__(self, root: Path, user: str, password: str, host: str = "127.0.0.1") -> None:
+        self.root, self.user, self.password, self.host = root, user, password, host
         self.seen: list[tuple[str, str]] = []
+        self.requests = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,6 +41,7 @@ class GitHttpServer:
                 self._serve()
 
             def _serve(self) -> None:
+                server.requests += 1
                 auth = self.headers.get("Authorization", "")
                 if auth.startswith("Basic "):
                     user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
@@ -88,10 +91,41 @@ class GitHttpServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="git-http", daemon=True)
         self._thread.start()
+
+    def url(self, name: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port}/{name}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class RedirectServer:
+    """An HTTP server on 127.0.0.1 answering every request with a 302 to ``target`` + the
+    request's path (a git host that "moved"); ``requests`` counts them."""
+
+    def __init__(self, target: str) -> None:
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                server.requests += 1
+                self.send_response(302)
+                self.send_header("Location", target.rstrip("/") + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._httpd.server_address[1]
+        threading.Thread(target=self._httpd.serve_forever, name="git-redirect", daemon=True).start()
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"

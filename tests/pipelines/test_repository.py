@@ -124,7 +124,10 @@ def test_console_pipeline_and_approver_setting(world: Any, client_for: Any) -> N
         ({"pipeline_yaml": "steps: [\n  - a\n  b: c"}, "pipeline_yaml"),
     ],
 )
-def test_invalid_input_is_400_with_the_field(world: Any, client_for: Any, body: dict[str, Any], field: str) -> None:
+def test_invalid_input_is_400_with_the_field(
+    world: Any, client_for: Any, body: dict[str, Any], field: str, settings: Any
+) -> None:
+    settings.STRATUS_REPOSITORY_ALLOW_LOCAL = False  # as by default: local paths are refused
     response = client_for(world.alice).put(url_of(world), {"url": REPO_URL, **body}, format="json")
     assert response.status_code == 400, response.content
     assert field in response.json()["error"]["fields"]

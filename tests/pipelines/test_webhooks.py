@@ -6,15 +6,18 @@ from __future__ import annotations
 import hmac
 import inspect
 import json
+import threading
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from django.test import Client, RequestFactory
+from django.utils import timezone
 
 from apps.core.errors import DomainError
 from apps.pipelines import intake, run_services, webhooks
-from apps.pipelines.models import Delivery, Run
+from apps.pipelines.models import Delivery, Repository, Run
 from apps.pipelines.repository_services import RepositoryResult, repository_set
 from tests.pipelines.hooks import OTHER_EVENT, SHA, SHA2, TAG_EVENT, ZEROS, body_of, push_payload, sign_headers
 
@@ -154,6 +157,14 @@ def test_github_form_encoded_payload_is_accepted(connected: RepositoryResult) ->
     assert Run.objects.get().commit_sha == SHA
 
 
+def test_a_signed_payload_nested_too_deep_is_refused_not_a_500(connected: RepositoryResult) -> None:
+    body = ('{"ref": "refs/heads/main", "x": ' + "[" * 5000 + "]" * 5000 + "}").encode()
+    response = post(connected, "github", body)
+    assert response.status_code == 400, response.content
+    assert "nests 5001 levels deep: JSON may nest at most 64 levels" in response.json()["error"]["message"]
+    assert not Run.objects.exists()
+
+
 # --- signatures -----------------------------------------------------------------------------
 
 
@@ -180,6 +191,117 @@ def test_bad_or_missing_signature_is_rejected_and_only_recorded(
     if secret is not None:  # the wrong secret or its HMAC is not kept either
         assert "wrong-secret" not in json.dumps(delivery.headers)
         assert webhooks.hmac_hex("wrong-secret", body) not in json.dumps(delivery.headers)
+
+
+def test_a_flood_of_bad_signatures_is_counted_and_stored_at_a_bounded_rate(
+    settings: Any, world: Any, client_for: Any, connected: RepositoryResult
+) -> None:
+    # Given a budget of 10 rejection records a minute
+    settings.STRATUS_WEBHOOK_REJECTED_PER_MINUTE = 10
+    body = body_of(push_payload("github"))
+
+    # When 100 POSTs with a bad signature arrive (an unauthenticated flood)
+    responses = [post(connected, "github", body, secret="forged", delivery=f"f-{n}") for n in range(100)]
+
+    # Then each is refused with 401 in the envelope
+    assert {r.status_code for r in responses} == {401}
+    assert {error_of(r)["code"] for r in responses} == {"invalid_signature"}
+    # And all 100 are counted, but only the first 10 stored (the rest carry no delivery id)
+    repository = connected.repository
+    repository.refresh_from_db()
+    assert repository.bad_signature_count == 100
+    rejected = Delivery.objects.filter(outcome="rejected")
+    assert sorted(rejected.values_list("delivery_id", flat=True)) == sorted(f"f-{n}" for n in range(10))
+    assert [r.has_header("X-Stratus-Delivery") for r in responses] == [True] * 10 + [False] * 90
+    assert not Run.objects.exists()
+    # And the deliveries API shows the counter beside the list
+    listed = client_for(world.carol).get(f"/api/v1/projects/{world.web.pk}/deliveries/").json()
+    assert listed["count"] == 10
+    assert listed["bad_signatures"]["count"] == 100
+    assert listed["bad_signatures"]["stored_per_minute"] == 10
+    assert listed["bad_signatures"]["last_at"] is not None
+    shown = client_for(world.carol).get(f"/api/v1/projects/{world.web.pk}/repository").json()
+    assert shown["bad_signature_count"] == 100
+    # And so does the pipeline page
+    page = Client()
+    page.force_login(world.carol)
+    html = page.get(f"/projects/{world.web.pk}/pipeline/").content.decode()
+    assert "100 POSTs with a bad signature, the last at " in html
+    assert "at most 10 a minute are listed below." in html
+
+    # When the minute is over, the next one is stored again
+    Repository.objects.filter(pk=repository.pk).update(
+        bad_signature_window_start=timezone.now() - timedelta(seconds=61)
+    )
+    assert post(connected, "github", body, secret="forged", delivery="f-late").has_header("X-Stratus-Delivery")
+    assert rejected.count() == 11
+    # And a genuine delivery goes through as ever
+    assert post(connected, "github", body, delivery="real").json()["outcome"] == "accepted"
+    repository.refresh_from_db()
+    assert repository.bad_signature_count == 101
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_bad_signatures_never_store_more_than_the_budget(settings: Any) -> None:
+    from django.db import connection
+
+    from apps.pipelines import delivery_services
+    from tests.conftest import build_world
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite runs one writer at a time: there is no race to lose (PostgreSQL runs this)")
+    settings.STRATUS_WEBHOOK_REJECTED_PER_MINUTE = 5
+    world = build_world()
+    repository = repository_set(actor=world.alice, project=world.web, url="https://git.example/a.git").repository
+    start = threading.Barrier(24)
+
+    def reject(n: int) -> None:
+        try:
+            start.wait()
+            delivery_services.delivery_reject(
+                repository=repository, provider="github", headers={"X-GitHub-Delivery": f"c-{n}"}, reason="bad"
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=reject, args=(n,)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    repository.refresh_from_db()
+    assert repository.bad_signature_count == 24
+    assert Delivery.objects.filter(outcome="rejected").count() == 5
+
+
+def test_no_rejection_record_at_all_with_a_budget_of_zero(settings: Any, connected: RepositoryResult) -> None:
+    settings.STRATUS_WEBHOOK_REJECTED_PER_MINUTE = 0
+    body = body_of(push_payload("github"))
+    assert post(connected, "github", body, secret="forged").status_code == 401
+    assert not Delivery.objects.exists()
+    assert Repository.objects.get().bad_signature_count == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_delivery_without_its_delivery_id_is_refused(provider: str, connected: RepositoryResult, calls: Any) -> None:
+    # Given a correctly signed push sent without the provider's delivery id header
+    body = body_of(push_payload(provider))
+
+    # When it arrives
+    response = post(connected, provider, body, delivery=None)
+
+    # Then 400 in the envelope, naming the header; recorded as failed; nothing started
+    assert response.status_code == 400, response.content
+    error = error_of(response)
+    header = " or ".join(webhooks.SPECS[provider].delivery_headers)
+    assert error["code"] == "missing_delivery_id"
+    assert (
+        error["message"]
+        == f"missing {header} header: a delivery needs its id (a retry and a replay are told apart by it)"
+    )
+    delivery = Delivery.objects.get(pk=response["X-Stratus-Delivery"])
+    assert (delivery.outcome, delivery.verified, delivery.reason) == ("failed", True, error["message"])
+    assert calls["run_for_push"] == [] and not Run.objects.exists()
 
 
 @pytest.mark.parametrize("provider", ["github", "generic"])

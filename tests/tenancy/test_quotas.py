@@ -570,9 +570,10 @@ def test_two_concurrent_deploys_cannot_both_take_the_last_room(monkeypatch):
 
 
 @pytest.fixture
-def live_world(transactional_db: None) -> Any:
+def live_world(transactional_db: None, settings: Any) -> Any:
     from tests.conftest import build_world
 
+    settings.STRATUS_REPOSITORY_ALLOW_LOCAL = True  # the pipeline's repository is a local path
     return build_world()
 
 

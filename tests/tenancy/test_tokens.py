@@ -29,6 +29,7 @@ TOKEN_FIELDS = {
     "revoked_at",
     "expired",
     "revoked",
+    "parent",
 }
 
 
@@ -81,6 +82,7 @@ def test_create_returns_plaintext_once_and_stores_only_its_sha256(world, client_
     assert body["revoked_at"] is None
     assert body["expired"] is False
     assert body["revoked"] is False
+    assert body["parent"] is None  # made in a browser session, not by a token
 
     token = ApiToken.objects.get(pk=body["id"])
     assert token.user == world.alice

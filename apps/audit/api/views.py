@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,7 +11,9 @@ from apps.tenancy import selectors
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    org = serializers.CharField(source="org.slug", default=None, read_only=True)
+    # Null for events that belong to no organization (a token created or revoked, an org
+    # deleted: the event outlives the row), so the schema must say so.
+    org = serializers.CharField(source="org.slug", default=None, allow_null=True, read_only=True)
     actor = serializers.CharField(source="actor_repr", read_only=True)
 
     class Meta:
@@ -46,6 +49,7 @@ class AuditEventListView(ApiView):
 
     serializer_class = AuditEventSerializer
 
+    @extend_schema(parameters=[AuditFilterSerializer])
     def get(self, request: Request) -> Response:
         ser = AuditFilterSerializer(data=request.query_params)
         ser.is_valid(raise_exception=True)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,7 +21,15 @@ class InvokeView(ApiView):
     serializer_class = s.InvocationResultSerializer
     scope_map = {"POST": ApiToken.Scope.INVOKE}
 
-    @extend_schema(request=s.InvokeSerializer, responses=s.InvocationResultSerializer)
+    @extend_schema(
+        request=s.InvokeSerializer,
+        responses={
+            200: s.InvocationResultSerializer,
+            429: OpenApiResponse(
+                s.InvocationResultSerializer, description="Throttled: the same body, with status 'throttled'."
+            ),
+        },
+    )
     def post(self, request: Request, function_id: int) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
         data = self.parse(s.InvokeSerializer, request)

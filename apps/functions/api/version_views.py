@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from apps.core.api import ApiView
 from apps.core.errors import DomainError, NotFound
+from apps.core.parsers import JSONParser
 from apps.functions import selectors, version_selectors, version_services
 from apps.functions.api import version_serializers as s
 from apps.functions.artifacts import artifact_bytes
@@ -19,7 +20,7 @@ from apps.functions.models import Version
 
 class VersionListView(ApiView):
     serializer_class = s.VersionSerializer
-    parser_classes = [parsers.JSONParser, parsers.MultiPartParser]
+    parser_classes = [JSONParser, parsers.MultiPartParser]
 
     def get(self, request: Request, function_id: int) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)

@@ -141,6 +141,7 @@ class BindingHistoryView(ApiView):
 
     serializer_class = s.TrafficChangeSerializer
 
+    @extend_schema(responses=s.TrafficChangeSerializer(many=True))  # a page of changes (render_page)
     def get(self, request: Request, function_id: int, environment: str) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
         binding = binding_services.binding_get(function=function, environment_name=environment)

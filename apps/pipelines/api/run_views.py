@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -67,7 +67,17 @@ class RunLogView(ApiView):
     serializer_class = s.RunLogLineSerializer
 
     @extend_schema(
-        parameters=[OpenApiParameter("after", int, required=False), OpenApiParameter("limit", int, required=False)]
+        parameters=[OpenApiParameter("after", int, required=False), OpenApiParameter("limit", int, required=False)],
+        responses=inline_serializer(
+            "RunLogPage",
+            {
+                "run": serializers.IntegerField(),
+                "state": serializers.ChoiceField(choices=Run.State.choices),
+                "lines": s.RunLogLineSerializer(many=True),
+                "next_after": serializers.IntegerField(),
+                "more": serializers.BooleanField(),
+            },
+        ),
     )
     def get(self, request: Request, run_id: int) -> Response:
         run = run_selectors.run_get(user=request.user, run_id=run_id)
@@ -112,6 +122,7 @@ class RunCancelView(RunActionView):
     service = staticmethod(run_services.run_cancel)
 
 
+@extend_schema_view(post=extend_schema(request=None, responses={201: s.RunDetailSerializer}))
 class RunRetryView(RunActionView):
     service = staticmethod(run_services.run_retry)
     created = True

@@ -45,6 +45,8 @@ class RepositorySerializer(serializers.ModelSerializer):
             "approver_not_pusher",
             "hook_id",
             "webhooks",
+            "bad_signature_count",
+            "bad_signature_last_at",
             "last_fetched_at",
             "created_at",
             "updated_at",
@@ -99,6 +101,12 @@ class DeliveryDetailSerializer(DeliverySerializer):
 
     class Meta(DeliverySerializer.Meta):
         fields = [*DeliverySerializer.Meta.fields, "headers", "payload"]
+
+
+class BadSignaturesSerializer(serializers.Serializer):
+    count = serializers.IntegerField(min_value=0)
+    last_at = serializers.DateTimeField(allow_null=True)
+    stored_per_minute = serializers.IntegerField(min_value=0)
 
 
 class DeliveryFilterSerializer(serializers.Serializer):

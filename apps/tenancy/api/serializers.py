@@ -197,8 +197,9 @@ class ProjectUpdateSerializer(serializers.Serializer):
 
 
 class GrantSerializer(serializers.ModelSerializer):
-    user = serializers.CharField(source="user.username", default=None, read_only=True)
-    team = serializers.CharField(source="team.slug", default=None, read_only=True)
+    # A grant names a user or a team: the other is null.
+    user = serializers.CharField(source="user.username", default=None, allow_null=True, read_only=True)
+    team = serializers.CharField(source="team.slug", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = ProjectGrant
@@ -280,7 +281,12 @@ class TokenSerializer(serializers.ModelSerializer):
             "revoked_at",
             "expired",
             "revoked",
+            "parent",
         ]
+        # parent: the id of the token that minted this one through the API (null: made in a
+        # browser session). A child never outlives its parent nor holds more scopes, and is
+        # revoked with it.
+        read_only_fields = ["parent"]
 
     def get_expired(self, token: ApiToken) -> bool:
         from django.utils import timezone

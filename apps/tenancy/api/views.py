@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from apps.core.api import ApiView
 from apps.core.errors import NotFound
+from apps.core.schema import error_response
 from apps.tenancy import permissions, quotas, roles, selectors, services
 from apps.tenancy.api import serializers as s
 from apps.tenancy.models import ApiToken, Environment, Project, Team
@@ -200,6 +201,7 @@ class InvitationDetailView(ApiView):
         permissions.require_org_role(request.user, obj, Role.ADMIN, "Reading invitations")
         return self.render(s.InvitationSerializer, selectors.invitation_get(org=obj, invitation_id=invitation_id))
 
+    @extend_schema(responses={200: s.InvitationSerializer})  # answers the revoked invitation
     def delete(self, request: Request, org: str, invitation_id: int) -> Response:
         obj = selectors.org_get(user=request.user, slug=org)
         invitation = selectors.invitation_get(org=obj, invitation_id=invitation_id)
@@ -211,7 +213,10 @@ class InvitationDetailView(ApiView):
 class InvitationAcceptView(ApiView):
     serializer_class = s.MemberSerializer
 
-    @extend_schema(request=s.InvitationAcceptSerializer, responses=s.MemberSerializer)
+    @extend_schema(
+        request=s.InvitationAcceptSerializer,
+        responses={201: s.MemberSerializer, 410: error_response("The invitation was used, revoked or has expired.")},
+    )
     def post(self, request: Request) -> Response:
         data = self.parse(s.InvitationAcceptSerializer, request)
         membership = services.invitation_accept(user=request.user, token=data["token"])
@@ -475,6 +480,7 @@ class TokenDetailView(ApiView):
     def get(self, request: Request, token_id: int) -> Response:
         return self.render(s.TokenSerializer, selectors.token_get(user=request.user, token_id=token_id))
 
+    @extend_schema(responses={200: s.TokenSerializer})  # answers the revoked token
     def delete(self, request: Request, token_id: int) -> Response:
         token = selectors.token_get(user=request.user, token_id=token_id)
         return self.render(s.TokenSerializer, services.token_revoke(actor=request.user, token=token))
