@@ -24,6 +24,10 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
+    # Console pages: each app owns its own (apps/<app>/pages/, routes in apps/<app>/page_urls.py).
+    path("", include("apps.tenancy.page_urls")),
+    path("", include("apps.functions.page_urls")),
+    path("", include("apps.releases.page_urls")),
     path("readyz", health.readyz, name="readyz"),
     # Pipeline pages (apps/pipelines/pages.py): runs, deliveries, one run's live log.
     path("projects/<int:project_id>/pipeline/", pipeline_pages.pipeline_page, name="pipeline"),

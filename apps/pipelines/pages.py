@@ -85,6 +85,7 @@ def _pipeline_context(project: Any, **extra: Any) -> dict[str, Any]:
     initial = {"url": repository.url, "default_branch": repository.default_branch} if repository else {}
     return {
         "project": project,
+        "section": "pipeline",
         "repository": repository,
         "form": RepositoryForm(initial=initial),
         "webhooks": repository_services.webhook_urls(repository) if repository else {},
@@ -173,6 +174,7 @@ def run_page(request: HttpRequest, run_id: int) -> HttpResponse:
     context = {
         "run": run,
         "project": run.project,
+        "section": "pipeline",
         "steps": list(run.steps.order_by("index")),
         "actions": ACTION_STATES,
     }

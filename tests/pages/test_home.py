@@ -53,7 +53,8 @@ def test_sign_out_returns_to_login(live_server, page):
     page.fill("input[name=password]", "alice-pw-123")
     page.click("button[type=submit]")
     page.wait_for_url(live_server.url + "/")
-    page.click("text=Sign out")
+    page.get_by_test_id("username").click()  # the user menu
+    page.get_by_role("menuitem", name="Sign out").click()
     page.wait_for_url(live_server.url + "/login/")
     page.goto(live_server.url + "/")
     assert page.url == live_server.url + "/login/?next=/"
