@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 export STRATUS_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test bench install install-dev frontend lint typecheck pytest serve-ci clean
+.PHONY: run test bench screenshots install install-dev frontend lint typecheck pytest serve-ci clean
 
 run: install frontend
 	$(PY) manage.py migrate --noinput -v 0
@@ -29,6 +29,11 @@ pytest:
 # stdout and bench-results/bench.json (a throwaway data dir; STRATUS_DATA_DIR is not used).
 bench: install-dev
 	$(PY) -m bench.run
+	$(PY) -m bench.pages
+
+# The console's main pages as PNGs in docs/screenshots/ (a served demo console, Chromium).
+screenshots: install-dev frontend
+	$(PY) -m bench.screenshots
 
 # --- installs (stamped, so a second run reuses them) -------------------------------------
 $(PY):

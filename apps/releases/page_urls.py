@@ -1,13 +1,9 @@
-"""Page routes of releases (mounted at / by console/urls.py). Being written (issue 14)."""
+"""Page routes of releases (mounted at / by console/urls.py): a project's releases, a
+function's Releases tab (plan builder, live cards, past releases), one release, its live
+card fragment and its actions."""
 
-from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern
 
+from apps.releases.pages import views
 
-def _todo(request: HttpRequest, **kwargs: object) -> HttpResponse:
-    raise Http404
-
-
-urlpatterns: list[URLPattern] = [
-    path("projects/<int:project_id>/releases/", _todo, name="project-releases"),
-]
+urlpatterns: list[URLPattern] = [*views.urlpatterns]

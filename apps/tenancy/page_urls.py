@@ -1,17 +1,17 @@
-"""Page routes of tenancy (mounted at / by console/urls.py). Being written (issue 14)."""
+"""Page routes of tenancy (mounted at / by console/urls.py); each pages module lists its own.
+The layout links to the names org, account-tokens, project-environments, project-activity and
+project-settings."""
 
-from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern
 
-
-def _todo(request: HttpRequest, **kwargs: object) -> HttpResponse:
-    raise Http404
-
+from apps.tenancy.pages import audit, environments, invitations, orgs, project_settings, teams, tokens
 
 urlpatterns: list[URLPattern] = [
-    path("orgs/<str:org>/", _todo, name="org"),
-    path("account/tokens/", _todo, name="account-tokens"),
-    path("projects/<int:project_id>/environments/", _todo, name="project-environments"),
-    path("projects/<int:project_id>/activity/", _todo, name="project-activity"),
-    path("projects/<int:project_id>/settings/", _todo, name="project-settings"),
+    *orgs.urlpatterns,
+    *teams.urlpatterns,
+    *invitations.urlpatterns,
+    *audit.urlpatterns,
+    *tokens.urlpatterns,
+    *environments.urlpatterns,
+    *project_settings.urlpatterns,
 ]
