@@ -3,6 +3,7 @@ never Forbidden, so ids of other tenants' objects reveal nothing."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -76,6 +77,21 @@ def invitation_get(*, org: Organization, invitation_id: int) -> Invitation:
     if inv is None:
         raise NotFound("Invitation not found.")
     return inv
+
+
+def invitation_from_token(*, token: str) -> Invitation | None:
+    """The invitation an emailed link names (to greet the visitor: which org, role, email),
+    or None for a link that is not valid. invitation_accept checks everything again."""
+    from apps.tenancy.services import invitation_token_read  # services build on selectors' models only
+
+    try:
+        invitation_id, nonce = invitation_token_read(token)
+    except NotFound:
+        return None
+    invitation = Invitation.objects.select_related("org", "invited_by").filter(pk=invitation_id).first()
+    if invitation is None or not secrets.compare_digest(invitation.nonce, nonce):
+        return None
+    return invitation
 
 
 def project_list(*, user: Any, org: Organization | None = None) -> QuerySet[Project]:

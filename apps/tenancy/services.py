@@ -276,16 +276,39 @@ def invitation_revoke(*, actor: Any, invitation: Invitation) -> Invitation:
     return invitation
 
 
-@transaction.atomic
-def invitation_accept(*, user: Any, token: str) -> Membership:
+def invitation_token_read(token: str) -> tuple[int, str]:
+    """(invitation id, nonce) of a link token; NotFound when it is not one of ours. The nonce
+    still has to match the row's (revoking rotates it)."""
     try:
         if token.count(":") == 2:  # payload:timestamp:signature, issued by signing.dumps before
             data = signing.loads(token, salt=_INVITATION_SALT)
         else:
             data = signing.Signer(salt=_INVITATION_SALT).unsign_object(token)
-        invitation_id, nonce = int(data["i"]), str(data["n"])
+        return int(data["i"]), str(data["n"])
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        raise NotFound("This invitation link is not valid.", code="invitation_invalid")
+        raise NotFound("This invitation link is not valid.", code="invitation_invalid") from None
+
+
+@transaction.atomic
+def invitation_resend(*, actor: Any, invitation: Invitation) -> Invitation:
+    """Send the invitation's email again, with the same link (the token is rebuilt from the
+    row). Admins only, and only a pending invitation that has not expired: an expired one is
+    revoked and sent anew, so its old link never comes back to life."""
+    permissions.require_org_role(actor, invitation.org, Role.ADMIN, "Resending invitations")
+    if invitation.status != Invitation.Status.PENDING:
+        raise Conflict(f"The invitation is already {invitation.status}.", code="invitation_not_pending")
+    if invitation.is_expired():
+        raise Conflict("This invitation has expired; revoke it and invite again.", code="invitation_expired")
+    audit_record(actor=actor, org=invitation.org, action="invitation.resend", target=invitation)
+    from apps.tenancy.tasks import invitation_send_email
+
+    transaction.on_commit(lambda: invitation_send_email.delay(invitation.pk))
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, user: Any, token: str) -> Membership:
+    invitation_id, nonce = invitation_token_read(token)
     # Lock the row: two accepts of the same link race to one membership.
     invitation = Invitation.objects.select_for_update().filter(pk=invitation_id).select_related("org").first()
     if invitation is None or not secrets.compare_digest(invitation.nonce, nonce):

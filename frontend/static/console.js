@@ -90,7 +90,21 @@
       if (!isNaN(date)) el.title = date.toLocaleString() + " (" + el.title + ")";
     });
   }
-  document.addEventListener("DOMContentLoaded", () => localTimes(document));
+  document.addEventListener("DOMContentLoaded", () => {
+    localTimes(document);
+    // On a narrow screen the function's tab bar scrolls: keep the current tab in view.
+    const current = document.querySelector(".tabs [aria-current]");
+    if (current) current.scrollIntoView({ block: "nearest", inline: "center" });
+  });
+  // A live part polling after the session ended would get the login page back (a redirect
+  // htmx follows): reload the page instead, so the sign-in form shows whole.
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const xhr = event.detail.xhr;
+    if (xhr && xhr.responseURL && new URL(xhr.responseURL).pathname === "/login/") {
+      event.detail.shouldSwap = false;
+      window.location.reload();
+    }
+  });
   document.addEventListener("htmx:afterSwap", (event) => localTimes(event.target));
 
   // Menus in the top bar close on Escape and on a click elsewhere.

@@ -371,3 +371,46 @@ def test_worker_sends_the_invitation_email_after_commit(client_for, settings):
         # Its periodic work (release sweeps, stale-run reaping) must not run beside later tests.
         if started_here:
             worker.stop()
+
+
+@pytest.mark.django_db
+def test_an_admin_resends_a_pending_invitation_with_the_same_link(
+    world, client_for, created, django_capture_on_commit_callbacks
+):
+    from apps.tenancy.tasks import invitation_send_email
+
+    # When an admin asks for a pending invitation to be sent again
+    with (
+        mock.patch.object(invitation_send_email, "delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = client_for(world.adam).post(f"/api/v1/orgs/alpha/invitations/{created['id']}/resend")
+
+    # Then its mail is queued after commit, the audit says who asked
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "pending"
+    delay.assert_called_once_with(created["id"])
+    assert AuditEvent.objects.filter(action="invitation.resend", actor=world.adam, org=world.alpha).count() == 1
+    # and the mail carries the same link as the first one
+    mail.outbox.clear()
+    invitation_send_email(created["id"])
+    [message] = mail.outbox
+    assert message.to == ["newbie@example.com"]
+    assert created["accept_url"] in message.body
+
+
+@pytest.mark.django_db
+def test_resending_is_refused_to_developers_and_for_a_revoked_invitation(world, client_for, created):
+    refused = client_for(world.bob).post(f"/api/v1/orgs/alpha/invitations/{created['id']}/resend")
+    assert refused.status_code == 403
+    assert error(refused)["code"] == "permission_denied"
+
+    client_for(world.alice).delete(f"/api/v1/orgs/alpha/invitations/{created['id']}/")
+    again = client_for(world.alice).post(f"/api/v1/orgs/alpha/invitations/{created['id']}/resend")
+    assert again.status_code == 409
+    assert error(again) == {
+        "code": "invitation_not_pending",
+        "message": "The invitation is already revoked.",
+        "fields": {},
+    }
+    assert not AuditEvent.objects.filter(action="invitation.resend").exists()

@@ -52,16 +52,21 @@ def route(name: str, **kwargs: Any) -> str:
 
 
 def traffic_segments(traffic: Iterable[Mapping[str, Any]], canary: int | None = None) -> list[dict[str, Any]]:
-    """A binding's traffic as the traffic bar draws it ({% traffic_bar %}): during a release
-    the release's version is the canary and the others are stable; otherwise a version
-    serving alone is plainly the stable one."""
-    rows: list[dict[str, Any]] = [{"version": int(t["version"]), "weight": int(t.get("weight") or 0)} for t in traffic]
-    for row in rows:
-        if canary is not None:
-            row["role"] = "canary" if row["version"] == canary else "stable"
-        else:
-            row["role"] = "stable" if len(rows) == 1 else ""
-    return rows
+    """A binding's traffic as the traffic bar draws it ({% traffic_bar %}), the one rule for
+    every page: a version's tag (a release tags its versions stable/canary) names its role;
+    untagged, the active release's version (``canary``) is the canary and the others stable;
+    a version serving alone is plainly the stable one."""
+    entries = list(traffic)
+    segments = []
+    for entry in entries:
+        tag = entry.get("tag") or ""
+        role = tag if tag in ("stable", "canary") else ""
+        if not role and len(entries) == 1:
+            role = "stable"
+        elif not role and canary is not None:
+            role = "canary" if entry.get("version") == canary else "stable"
+        segments.append({"version": int(entry["version"]), "weight": int(entry.get("weight") or 0), "role": role})
+    return segments
 
 
 def active_canaries(bindings: Iterable[int]) -> dict[int, int]:

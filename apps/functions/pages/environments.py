@@ -36,6 +36,7 @@ from apps.functions.api import serializers as s
 from apps.functions.deploy_services import binding_url, deploy, environment_config_snapshot
 from apps.functions.models import Binding, Function, TrafficChange, Version
 from apps.functions.page_tabs import function_page_context
+from apps.functions.pages.common import traffic_segments
 from apps.pipelines.models import Run
 from apps.releases.models import Release
 from apps.tenancy import permissions
@@ -73,20 +74,6 @@ def deploy_refusal(environment: Environment) -> str:
     if environment.protected:
         return f"Deploying to {name} needs an admin or a deployer grant on {name}"
     return f"Deploying to {name} needs the developer role or higher on this project"
-
-
-def traffic_segments(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A binding's traffic as the traffic bar draws it: stable/canary from the release's tags;
-    a version serving alone is plainly the stable one (as on the function overview)."""
-    alone = len(traffic) == 1
-    return [
-        {
-            "version": entry["version"],
-            "weight": entry.get("weight", 0),
-            "role": entry.get("tag") or ("stable" if alone else ""),
-        }
-        for entry in traffic
-    ]
 
 
 def _url(name: str, **kwargs: Any) -> str | None:

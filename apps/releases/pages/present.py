@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from apps.functions.pages.common import traffic_segments
 from apps.releases.gates import gate_evaluate
 from apps.releases.models import Release
 from apps.tenancy import permissions
@@ -59,20 +60,6 @@ def action_reason(user: Any, release: Release, action: str) -> str:
 
 def badge_state(state: str) -> str:
     return BADGE_STATE.get(state, state)
-
-
-def traffic_segments(traffic: list[dict[str, Any]], canary: int | None) -> list[dict[str, Any]]:
-    """The traffic bar's segments for a binding's traffic during (or after) a release."""
-    segments = []
-    for entry in traffic:
-        tag = entry.get("tag") or ""
-        role = tag if tag in ("stable", "canary") else ""
-        if not role and len(traffic) > 1:
-            role = "canary" if entry.get("version") == canary else "stable"
-        if not role and len(traffic) == 1:
-            role = "stable"
-        segments.append({"version": entry.get("version"), "weight": entry.get("weight"), "role": role})
-    return segments
 
 
 def step_split(percent: int, canary: int, stable: int | None) -> list[dict[str, Any]]:

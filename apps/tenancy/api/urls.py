@@ -23,6 +23,11 @@ urlpatterns = [
     ),
     path(f"{ORG}/invitations/", v.InvitationListView.as_view(), name="invitation-list"),
     path(f"{ORG}/invitations/<int:invitation_id>/", v.InvitationDetailView.as_view(), name="invitation-detail"),
+    path(
+        f"{ORG}/invitations/<int:invitation_id>/resend",
+        v.InvitationResendView.as_view(),
+        name="invitation-resend",
+    ),
     path("invitations/accept", v.InvitationAcceptView.as_view(), name="invitation-accept"),
     path("projects/", v.ProjectListView.as_view(), name="project-list"),
     path(f"{P}/", v.ProjectDetailView.as_view(), name="project-detail"),

@@ -210,6 +210,19 @@ class InvitationDetailView(ApiView):
         )
 
 
+class InvitationResendView(ApiView):
+    serializer_class = s.InvitationSerializer
+    scope_map = ADMIN_WRITES
+
+    @extend_schema(request=None, responses={200: s.InvitationSerializer})  # answers the invitation, mail queued
+    def post(self, request: Request, org: str, invitation_id: int) -> Response:
+        obj = selectors.org_get(user=request.user, slug=org)
+        invitation = selectors.invitation_get(org=obj, invitation_id=invitation_id)
+        return self.render(
+            s.InvitationSerializer, services.invitation_resend(actor=request.user, invitation=invitation)
+        )
+
+
 class InvitationAcceptView(ApiView):
     serializer_class = s.MemberSerializer
 

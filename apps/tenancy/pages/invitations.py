@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.password_validation import validate_password
-from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -21,13 +20,11 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.audit.services import audit_record
-from apps.core.errors import Conflict, DomainError
+from apps.core.errors import DomainError
 from apps.core.page_utils import or_404, refused
 from apps.tenancy import permissions, selectors, services
 from apps.tenancy.models import Invitation, Organization
 from apps.tenancy.pages.common import org_context, org_or_404, org_reason
-from apps.tenancy.roles import Role
 
 User = get_user_model()
 
@@ -52,23 +49,6 @@ def invitations_page(request: HttpRequest, org: str) -> HttpResponse:
     return render(request, "tenancy/invitations.html", _invitations_context(request, obj))
 
 
-def invitation_resend(*, actor: Any, invitation: Invitation) -> None:
-    """Send the invitation's email again (the same link: the token is rebuilt from the row).
-    The checks of invitation_revoke: admins, and only a pending, unexpired invitation."""
-    # TODO(tenancy services owner): move into apps/tenancy/services.py beside invitation_revoke
-    # (and add POST /api/v1/orgs/<org>/invitations/<id>/resend) so the API offers it too.
-    with transaction.atomic():
-        permissions.require_org_role(actor, invitation.org, Role.ADMIN, "Resending invitations")
-        if invitation.status != Invitation.Status.PENDING:
-            raise Conflict(f"The invitation is already {invitation.status}.", code="invitation_not_pending")
-        if invitation.is_expired():
-            raise Conflict("This invitation has expired; revoke it and invite again.", code="invitation_expired")
-        audit_record(actor=actor, org=invitation.org, action="invitation.resend", target=invitation)
-        from apps.tenancy.tasks import invitation_send_email
-
-        transaction.on_commit(lambda: invitation_send_email.delay(invitation.pk))
-
-
 @login_required
 @require_POST
 def invitation_resend_action(request: HttpRequest, org: str, invitation_id: int) -> HttpResponse:
@@ -76,7 +56,7 @@ def invitation_resend_action(request: HttpRequest, org: str, invitation_id: int)
     invitation = or_404(selectors.invitation_get, org=obj, invitation_id=invitation_id)
     back = f"/orgs/{obj.slug}/invitations/"
     try:
-        invitation_resend(actor=request.user, invitation=invitation)
+        services.invitation_resend(actor=request.user, invitation=invitation)
     except DomainError as exc:
         return refused(request, exc, back)
     messages.success(request, f"Invitation sent again to {invitation.email}.")
@@ -100,26 +80,8 @@ def invitation_revoke_action(request: HttpRequest, org: str, invitation_id: int)
 # --- the link in the email -------------------------------------------------------------------
 
 
-def _peek(token: str) -> Invitation | None:
-    """The invitation a link names, to greet the visitor (which org, which role, which email)
-    before they accept. invitation_accept checks everything again when they do."""
-    # TODO(tenancy services owner): a selector `invitation_from_token(token)` would keep the
-    # token format in one module; until then this reads it as services.invitation_accept does.
-    try:
-        if token.count(":") == 2:  # payload:timestamp:signature, issued by signing.dumps before
-            data = signing.loads(token, salt=services._INVITATION_SALT)
-        else:
-            data = signing.Signer(salt=services._INVITATION_SALT).unsign_object(token)
-        invitation = Invitation.objects.select_related("org", "invited_by").filter(pk=int(data["i"])).first()
-    except (signing.BadSignature, KeyError, TypeError, ValueError):
-        return None
-    if invitation is None or invitation.nonce != str(data.get("n")):
-        return None
-    return invitation
-
-
 def _accept_context(request: HttpRequest, token: str, **extra: Any) -> dict[str, Any]:
-    invitation = _peek(token)
+    invitation = selectors.invitation_from_token(token=token)
     problem = ""
     if invitation is None:
         problem = "This invitation link is not valid."
@@ -167,7 +129,7 @@ def _accept_with_new_account(request: HttpRequest, token: str) -> HttpResponse:
     """Create the account and accept in one transaction: a refused acceptance (revoked,
     expired, used) leaves no account behind. The email is the invitation's, so the service's
     email check holds by construction."""
-    invitation = _peek(token)
+    invitation = selectors.invitation_from_token(token=token)
     values = {"username": request.POST.get("username", "").strip()}
     password, again = request.POST.get("password", ""), request.POST.get("password2", "")
     errors: dict[str, list[str]] = {}
