@@ -1,6 +1,7 @@
 """The tabs of a function's pages, in one place (frontend/templates/functions/function_base.html).
 A tab shows once its route exists: Code, Logs and Metrics arrive with the WebIDE and the
-live-logs issues by adding routes named function-code, function-logs, function-metrics."""
+live-logs issues by adding page routes named function-code, function-log-tail and
+function-metrics (function-logs is the API's log query, not a page)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ FUNCTION_TABS = (
     ("environments", "Environments & traffic", "function-environments"),
     ("releases", "Releases", "function-releases"),
     ("timeline", "Timeline", "function-timeline"),
-    ("logs", "Logs", "function-logs"),
+    ("logs", "Logs", "function-log-tail"),
     ("metrics", "Metrics", "function-metrics"),
     ("settings", "Settings", "function-settings"),
 )

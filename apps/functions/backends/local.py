@@ -75,7 +75,7 @@ class LocalBackend(ExecutionBackend):
         if missing:
             return ApplyResult(ready=False, message=f"versions {missing} are not prepared")
         # Header rules and sticky keys are served by the gateway itself on this backend.
-        return ApplyResult(ready=True, message=f"serving versions {traffic.versions()}")
+        return ApplyResult(ready=True, message="serving " + ", ".join(f"v{n}" for n in traffic.versions()))
 
     def status(self, target: BindingTarget) -> BackendStatus:
         from apps.functions.models import Binding
