@@ -1,5 +1,5 @@
 """`python -m bench.pages`: how long the console's function pages take to render on the
-server for a big project (issue 14: each page ≤ 100 ms with 200 functions × 3 environments
+server for a big project (the budget: each page ≤ 100 ms with 200 functions × 3 environments
 × 50 versions, and a query count that does not grow with the rows).
 
 Builds the project in a throwaway data dir (SQLite, embedded default; DATABASE_URL and
@@ -36,8 +36,8 @@ def populate(*, project: Any, actor: Any, functions: int, versions: int) -> list
 
     from apps.audit.models import AuditEvent
     from apps.functions.artifacts import artifact_store
+    from apps.functions.knobs import CONFIG_FIELDS
     from apps.functions.models import Binding, Function, TrafficChange, Version
-    from apps.functions.services import CONFIG_FIELDS
     from apps.tenancy.models import Environment
 
     artifact = artifact_store(
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
     from django.test import Client
 
-    from apps.tenancy import services
+    from apps.tenancy import org_services, project_services
     from apps.tenancy.roles import Role
 
     settings.ALLOWED_HOSTS = ["*"]
@@ -181,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     users = get_user_model().objects
     alice = users.create_user(username="alice", password="bench-pw-123")  # noqa: S106 - a throwaway db
     bob = users.create_user(username="bob", password="bench-pw-123")  # noqa: S106
-    org = services.org_create(actor=alice, slug="bench", name="Bench")
-    services.membership_ensure(user=bob, org=org, role=Role.DEVELOPER)
-    project = services.project_create(actor=alice, org=org, slug="big", name="Big")
-    services.project_grant_set(actor=alice, project=project, role=Role.DEVELOPER, user=bob)
+    org = org_services.org_create(actor=alice, slug="bench", name="Bench")
+    org_services.membership_ensure(user=bob, org=org, role=Role.DEVELOPER)
+    project = project_services.project_create(actor=alice, org=org, slug="big", name="Big")
+    project_services.project_grant_set(actor=alice, project=project, role=Role.DEVELOPER, user=bob)
     start = time.perf_counter()
     functions = populate(project=project, actor=alice, functions=args.functions, versions=args.versions)
     built_s = time.perf_counter() - start

@@ -20,7 +20,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from apps.tenancy import services
+from apps.tenancy import org_services, project_services, token_services
 from apps.tenancy.models import Organization, Project
 from apps.tenancy.roles import Role
 
@@ -53,16 +53,16 @@ def build_world() -> World:
     alice, adam, bob, carol, dora, charlie = (
         make_user(n) for n in ("alice", "adam", "bob", "carol", "dora", "charlie")
     )
-    alpha = services.org_create(actor=alice, slug="alpha", name="Alpha")
-    other = services.org_create(actor=charlie, slug="other", name="Other")
-    services.membership_ensure(user=adam, org=alpha, role=Role.ADMIN)
-    services.membership_ensure(user=bob, org=alpha, role=Role.DEVELOPER)
-    services.membership_ensure(user=carol, org=alpha, role=Role.VIEWER)
-    services.membership_ensure(user=dora, org=alpha, role=Role.DEVELOPER)
-    web = services.project_create(actor=alice, org=alpha, slug="web", name="Web")
-    services.project_grant_set(actor=alice, project=web, role=Role.DEVELOPER, user=bob)
-    services.project_grant_set(actor=alice, project=web, role=Role.VIEWER, user=carol)
-    outsider_project = services.project_create(actor=charlie, org=other, slug="secret-project", name="Secret")
+    alpha = org_services.org_create(actor=alice, slug="alpha", name="Alpha")
+    other = org_services.org_create(actor=charlie, slug="other", name="Other")
+    org_services.membership_ensure(user=adam, org=alpha, role=Role.ADMIN)
+    org_services.membership_ensure(user=bob, org=alpha, role=Role.DEVELOPER)
+    org_services.membership_ensure(user=carol, org=alpha, role=Role.VIEWER)
+    org_services.membership_ensure(user=dora, org=alpha, role=Role.DEVELOPER)
+    web = project_services.project_create(actor=alice, org=alpha, slug="web", name="Web")
+    project_services.project_grant_set(actor=alice, project=web, role=Role.DEVELOPER, user=bob)
+    project_services.project_grant_set(actor=alice, project=web, role=Role.VIEWER, user=carol)
+    outsider_project = project_services.project_create(actor=charlie, org=other, slug="secret-project", name="Secret")
     return World(alpha, other, web, outsider_project, alice, adam, bob, carol, dora, charlie)
 
 
@@ -87,7 +87,7 @@ def client_for():
         if scopes is None:
             client.force_login(user)
         else:
-            _, plaintext = services.token_create(user=user, name="test", scopes=scopes, **token_kwargs)
+            _, plaintext = token_services.token_create(user=user, name="test", scopes=scopes, **token_kwargs)
             client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
             client.token = plaintext  # type: ignore[attr-defined]
         return client

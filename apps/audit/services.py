@@ -6,11 +6,12 @@ from django.db import models
 
 from apps.audit.models import AuditEvent
 from apps.core import context
+from apps.core.actors import Actor
 
 
 def audit_record(
     *,
-    actor: Any,
+    actor: Actor | None,
     action: str,
     target: models.Model | None = None,
     target_type: str | None = None,
@@ -26,11 +27,11 @@ def audit_record(
         target_type = target_type or target._meta.label_lower.split(".")[-1]
         target_id = target.pk if target_id is None else target_id
         target_repr = target_repr or str(target)
-    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    user = actor if actor is not None and actor.is_authenticated else None
     return AuditEvent.objects.create(
         org=org,
-        actor=actor if authenticated else None,
-        actor_repr=actor.get_username() if authenticated else "system",
+        actor=user,
+        actor_repr=user.get_username() if user is not None else "system",
         action=action,
         target_type=target_type or "",
         target_id="" if target_id is None else str(target_id),

@@ -69,3 +69,8 @@ def envelope(code: str, message: str, fields: dict[str, Any] | None = None) -> d
 
 def json_error(status_code: int, code: str, message: str, fields: dict[str, Any] | None = None) -> JsonResponse:
     return JsonResponse(envelope(code, message, fields), status=status_code)
+
+
+def already_exists(what: str, value: str) -> Conflict:
+    """409 for a name that is taken: ``Organization 'acme' already exists.``"""
+    return Conflict(f"{what} '{value}' already exists.", code="already_exists")

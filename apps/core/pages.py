@@ -1,33 +1,12 @@
-"""The console's pages. For now the shell: login, and a home listing the caller's orgs and
-projects; the console pages grow from here."""
+"""The console's error pages: 404 and 500, as a page or, under /api/, as the API's error
+envelope. Each app owns its other pages (the home page is tenancy's: apps/tenancy/pages/home.py)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from apps.core.errors import json_error
-from apps.tenancy import permissions, selectors
-
-
-@login_required
-def home(request: HttpRequest) -> HttpResponse:
-    orgs = list(selectors.org_list(user=request.user))
-    projects = list(selectors.project_list(user=request.user))
-    permissions.prefetch_project_permissions(request.user, projects)
-    by_org = defaultdict(list)
-    for project in projects:
-        by_org[project.org_id].append({"project": project, "role": permissions.project_role(request.user, project)})
-    rows = [
-        {"org": org, "role": permissions.org_role(request.user, org), "projects": by_org.get(org.pk, [])}
-        for org in orgs
-    ]
-    # Where functions answer: an origin of their own, which shares no cookies with the console.
-    return render(request, "home.html", {"rows": rows, "functions_url": settings.STRATUS_FUNCTIONS_URL})
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

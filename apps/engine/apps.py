@@ -8,6 +8,12 @@ class EngineConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.core.health import register_report
-        from apps.engine.host import isolation_report
+        from apps.engine import host
+        from apps.functions.routes import routes_changed
+        from apps.tenancy.announcements import environment_changed, tokens_revoked
 
-        register_report("isolation", isolation_report)
+        register_report("isolation", host.isolation_report)
+        # The control plane announces; the engine listens (it is never called from below).
+        routes_changed.subscribe(host.routes_changed)
+        environment_changed.subscribe(host.environment_changed)
+        tokens_revoked.subscribe(host.tokens_changed)

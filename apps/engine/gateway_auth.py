@@ -118,7 +118,7 @@ class TokenCache:
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw or " " in raw:
             return HIDDEN
-        from apps.tenancy.services import token_hash
+        from apps.tenancy.token_services import token_hash
 
         digest = token_hash(raw)
         now = time.monotonic()

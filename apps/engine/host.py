@@ -5,14 +5,20 @@ web process (`manage.py serve`, started on boot so reserved instances come up at
 invoke API and the gateway start it on first use otherwise). Async callers on another loop
 (the ASGI server's) and sync callers (DRF views, tasks) both reach it through this host.
 
-Route changes: `routes_changed()` is called after every deploy or traffic change commits.
-It tells this process's engine directly and, when Redis is configured, publishes on the
-``stratus:routes`` channel so the supervisor and every web process reload too.
+The control plane never calls in here: it announces, and apps/engine/apps.py subscribes these
+listeners at start (apps/core/announcements.py).
 
-Token revocations: `tokens_changed(digests)` is called after a revocation commits. It drops the
-tokens from this process's gateway caches (apps/engine/gateway_auth.py) and publishes them on
-``stratus:tokens``, which every web process's engine host listens to (the supervisor checks no
-tokens), so a revoked token stops working on /fn/ everywhere at once, not after the cache TTL.
+Route changes: `routes_changed(binding_ids)` hears apps.functions.routes.routes_changed after
+every deploy or traffic change commits (and `environment_changed` hears tenancy's, after an
+environment's egress allow-list changes). It tells this process's engine directly and, when
+Redis is configured, publishes on the ``stratus:routes`` channel so the supervisor and every
+web process reload too.
+
+Token revocations: `tokens_changed(digests)` hears apps.tenancy.announcements.tokens_revoked
+after a revocation commits. It drops the tokens from this process's gateway caches
+(apps/engine/gateway_auth.py) and publishes them on ``stratus:tokens``, which every web
+process's engine host listens to (the supervisor checks no tokens), so a revoked token stops
+working on /fn/ everywhere at once, not after the cache TTL.
 """
 
 from __future__ import annotations
@@ -238,8 +244,9 @@ def protect_console_port(port: int) -> None:
         host.call_sync(host.engine.refresh_firewall(), timeout=30)
 
 
-def routes_changed(binding_id: int | None = None) -> None:
-    """Announce a deploy or traffic change (call after commit)."""
+def routes_changed(binding_ids: tuple[int, ...] = ()) -> None:
+    """Hear that these bindings' routes changed (apps.functions.routes.routes_changed, after
+    commit; empty: any binding may have): reload here and tell the other processes."""
     host = _host
     if host is not None:
         host.engine.request_reload()
@@ -248,15 +255,24 @@ def routes_changed(binding_id: int | None = None) -> None:
             import redis
 
             client = redis.Redis.from_url(settings.REDIS_URL)
-            client.publish(ROUTES_CHANNEL, str(binding_id or ""))
+            # The listeners reload their whole table; the ids are for whoever watches the channel.
+            client.publish(ROUTES_CHANNEL, ",".join(str(pk) for pk in binding_ids))
             client.close()
         except Exception:
             # The periodic resync (STRATUS_ROUTES_RESYNC_S) still picks the change up.
             logger.exception("publishing a route change failed")
 
 
+def environment_changed(environment_id: int) -> None:
+    """Hear that an environment's instance config changed (apps.tenancy.announcements, after
+    commit): its egress allow-list is part of each instance's spec, so reload the routes (and
+    with them the firewall's allow-lists) now rather than at the next periodic resync."""
+    routes_changed()
+
+
 def tokens_changed(digests: Iterable[str]) -> None:
-    """Announce that these tokens (SHA-256 hex digests) were revoked (call after commit).
+    """Hear that these tokens (SHA-256 hex digests) were revoked
+    (apps.tenancy.announcements.tokens_revoked, after commit).
 
     This process's gateway forgets them at once. With Redis, every web process is told on
     ``stratus:tokens`` and answers on a reply channel once it has forgotten them; this waits for

@@ -25,7 +25,7 @@ from typing import Any
 
 from apps.engine.engine import CallSite, Engine, Outcome, RoutedEngine
 from apps.engine.instance import LogLine, encode_frame
-from apps.engine.routing import RouteVersion
+from apps.engine.routing import RouteVersion, version_from_db
 
 logger = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
@@ -90,31 +90,14 @@ def _build_version(identity: dict[str, Any]) -> RouteVersion | None:
     from django.db import connection
 
     try:
-        return _build_version_from_db(identity)
+        return version_from_db(
+            function_id=identity["function_id"],
+            environment_id=identity["environment_id"],
+            number=identity["number"],
+            binding_id=identity["binding_id"],
+        )
     finally:
         connection.close()
-
-
-def _build_version_from_db(identity: dict[str, Any]) -> RouteVersion | None:
-    from apps.engine.routing import route_version
-    from apps.functions.deploy_services import merged_env
-    from apps.functions.models import Function, Version
-    from apps.tenancy.models import Environment
-
-    function = Function.objects.filter(pk=identity["function_id"]).first()
-    environment = Environment.objects.filter(pk=identity["environment_id"]).first()
-    if function is None or environment is None:
-        return None
-    version = Version.objects.select_related("artifact").filter(function=function, number=identity["number"]).first()
-    if version is None:
-        return None
-    return route_version(
-        function=function,
-        environment=environment,
-        version=version,
-        env=merged_env(version=version, environment=environment),
-        binding_id=identity["binding_id"],
-    )
 
 
 class SupervisorServer:

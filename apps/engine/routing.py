@@ -19,10 +19,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 
 from apps.engine.pool import ScalingPolicy
 from apps.engine.sandbox import InstanceSpec
 from apps.functions.backends.local import version_dir
+from apps.functions.deploy_services import merged_env
+from apps.functions.identities import execution_identities, execution_identity
+from apps.functions.models import Binding, Function, Version
+from apps.tenancy.environment_values import environment_values
+from apps.tenancy.models import Environment
+from apps.tenancy.quotas import org_quota_limits, orgs_quota_limits
 
 RouteKey = tuple[str, str, str, str]  # org, project, environment, function
 PROCESSES_PER_INSTANCE = 64  # processes + threads (a Node instance uses about 11)
@@ -191,21 +198,25 @@ def spec_digest(spec: InstanceSpec, sha256: str) -> str:
 
 def route_version(
     *,
-    function: Any,
-    environment: Any,
-    version: Any,
-    env: dict[str, str],
+    function: Function,
+    environment: Environment,
+    version: Version,
     binding_id: int | None,
     warm: int = 0,
+    env: dict[str, str] | None = None,
     identity: int | None = None,
     org_quota: tuple[int, int] | None = None,
 ) -> RouteVersion:
-    """Build a RouteVersion from a Version row (its config snapshot) and the merged env.
-    ``identity``: the function's execution identity in ``environment``; ``org_quota``: the
-    organization's (instances, memory_mb) quota (each looked up when not given)."""
-    from apps.functions.identities import execution_identity
-    from apps.tenancy.quotas import org_quota_limits
-
+    """The one way a RouteVersion is built from the database: a Version row (its config
+    snapshot) as it runs in ``environment``. The routing table (``routes_from``), the invoke
+    API and the supervisor all build versions here. ``binding_id``: the binding whose pools
+    it shares (None: it runs apart); ``warm``: instances a release pre-starts for it.
+    ``env``, ``identity`` and ``org_quota`` are looked up when not given (the route loader
+    reads them for many versions at once): the process environment (functions'
+    ``merged_env``, the one merge of version, variables and secrets), the function's execution
+    identity in ``environment``, the organization's (instances, memory_mb) quota."""
+    if env is None:
+        env = merged_env(version=version, environment=environment)
     org_id = int(environment.project.org_id)  # the function's project is the environment's
 
     config = version.config
@@ -246,16 +257,6 @@ def route_version(
     return RouteVersion(number=version.number, artifact_sha256=sha, spec=spec, policy=policy, pool_key=key)
 
 
-def _environment_env(environment: Any, cache: dict[int, dict[str, str]]) -> dict[str, str]:
-    from apps.tenancy.services import environment_secret_values
-
-    if environment.pk not in cache:
-        values = {v.name: v.value for v in environment.variables.all()}
-        values.update(environment_secret_values(environment=environment))
-        cache[environment.pk] = values
-    return cache[environment.pk]
-
-
 def load_routes(binding_ids: Iterable[int] | None = None) -> dict[RouteKey, Route]:
     """Every local binding with traffic (or just ``binding_ids``), keyed by URL path parts.
     Runs in a worker thread of the engine; its connection is closed after each load (loads
@@ -267,60 +268,85 @@ def load_routes(binding_ids: Iterable[int] | None = None) -> dict[RouteKey, Rout
 
 
 def _load_routes(binding_ids: Iterable[int] | None) -> dict[RouteKey, Route]:
-    from apps.functions.identities import execution_identities
-    from apps.functions.models import Binding, Version
-    from apps.tenancy.quotas import orgs_quota_limits
-
-    bindings = (
-        Binding.objects.filter(backend="local")
-        .exclude(traffic=[])
-        .select_related("function", "environment__project__org")
-        .prefetch_related("environment__variables", "environment__secrets")
-    )
+    bindings = Binding.objects.filter(backend="local").exclude(traffic=[])
     if binding_ids is not None:
         bindings = bindings.filter(pk__in=list(binding_ids))
-    bindings_list = list(bindings)
-    wanted = {(b.function_id, entry["version"]) for b in bindings_list for entry in b.traffic}
+    return routes_from(bindings)
+
+
+def binding_route(binding: Binding) -> Route | None:
+    """The route of one binding, as the gateway's table holds it (None: it serves nothing)."""
+    routes = routes_from(Binding.objects.filter(pk=binding.pk))
+    return next(iter(routes.values()), None)
+
+
+def version_from_db(
+    *, function_id: int, environment_id: int, number: int, binding_id: int | None
+) -> RouteVersion | None:
+    """One version straight from the database, outside any route (the supervisor asked for a
+    version it has not routed, or not yet); None when the function, environment or version is
+    gone."""
+    function = Function.objects.filter(pk=function_id).first()
+    environment = Environment.objects.select_related("project").filter(pk=environment_id).first()
+    if function is None or environment is None:
+        return None
+    version = Version.objects.select_related("artifact").filter(function=function, number=number).first()
+    if version is None:
+        return None
+    return route_version(function=function, environment=environment, version=version, binding_id=binding_id)
+
+
+def routes_from(bindings: QuerySet[Binding]) -> dict[RouteKey, Route]:
+    """The routes of ``bindings``, keyed by URL path parts: the versions their traffic and
+    rules name, built by ``route_version`` with versions, environment values, identities and
+    quotas each read in one pass for all of them."""
+    bindings_list = list(
+        bindings.select_related("function", "environment__project__org").prefetch_related(
+            "environment__variables", "environment__secrets"
+        )
+    )
+    wanted = {(b.function_id, number) for b in bindings_list for number in b.split().versions()}
     wanted |= {
         (b.function_id, int(rule["version"]))
         for b in bindings_list
         for rule in b.header_rules or []
         if isinstance(rule, dict) and str(rule.get("version", "")).isdigit()
     }
-    versions: dict[tuple[int, int], Any] = {}
+    versions: dict[tuple[int, int], Version] = {}
     if wanted:
         function_ids = {f for f, _ in wanted}
         for version in Version.objects.filter(function_id__in=function_ids).select_related("artifact"):
             if (version.function_id, version.number) in wanted:
                 versions[(version.function_id, version.number)] = version
-    env_cache: dict[int, dict[str, str]] = {}
+    values: dict[int, dict[str, str]] = {}  # environment id -> its variables and secrets
     identities = execution_identities((b.function_id, b.environment_id) for b in bindings_list)
     quotas = orgs_quota_limits({b.environment.project.org_id for b in bindings_list})
     table: dict[RouteKey, Route] = {}
     for binding in bindings_list:
         environment = binding.environment
         project = environment.project
-        base_env = _environment_env(environment, env_cache)
+        if environment.pk not in values:
+            values[environment.pk] = environment_values(environment=environment)
         route_versions: dict[int, RouteVersion] = {}
-        warm = {int(e["version"]): int(e.get("warm") or 0) for e in binding.traffic}
+        split = binding.split()
+        warm = split.warm()
         rule_numbers = [int(r["version"]) for r in binding.header_rules or [] if str(r.get("version", "")).isdigit()]
-        for number in [*(e["version"] for e in binding.traffic), *rule_numbers]:
+        for number in [*split.versions(), *rule_numbers]:
             found = versions.get((binding.function_id, number))
             if found is None or found.number in route_versions:
                 continue
-            env = {**found.config.get("env", {}), **base_env}
             route_versions[found.number] = route_version(
                 function=binding.function,
                 environment=environment,
                 version=found,
-                env=env,
+                env=merged_env(version=found, environment=environment, values=values[environment.pk]),
                 binding_id=binding.pk,
                 warm=warm.get(found.number, 0),
                 identity=identities[(binding.function_id, environment.pk)],
                 org_quota=quotas[project.org_id],
             )
-        weights = [(e["version"], e["weight"]) for e in binding.traffic if e["version"] in route_versions]
-        tags = {str(e["tag"]): int(e["version"]) for e in binding.traffic if e.get("tag")}
+        weights = [(number, weight) for number, weight in split.weights() if number in route_versions]
+        tags = {tag: number for number, tag in split.tags().items()}
         if not weights or sum(w for _, w in weights) <= 0:
             continue
         key = (project.org.slug, project.slug, environment.name, binding.function.name)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 from typing import Any
 
 from apps.core.errors import Conflict, DomainError, Forbidden, NotFound
 from apps.engine.engine import CallSite, Outcome, new_request_id
-from apps.engine.routing import RouteVersion, route_version
+from apps.engine.routing import RouteVersion, binding_route, route_version
 from apps.functions.backends.registry import backend_name_for
-from apps.functions.deploy_services import merged_env
 from apps.functions.models import Binding, Function
 from apps.tenancy import permissions, roles
 from apps.tenancy.models import Environment
@@ -32,30 +30,24 @@ def _require_invoke(actor: Any, environment: Environment) -> None:
 def invocation_target(
     *, function: Function, environment: Environment, version_number: int | None
 ) -> tuple[RouteVersion, Binding | None]:
-    """The version to run: the one asked for, else one drawn by the binding's weights."""
+    """The version to run: the one asked for, else one drawn as the gateway would (the
+    binding's route and its picker). A version the binding's route holds shares its warm
+    instances (the route's own RouteVersion, pool key and scaling policy); any other runs apart."""
     binding = Binding.objects.filter(function=function, environment=environment).first()
+    route = binding_route(binding) if binding is not None and binding.traffic else None
     if version_number is None:
-        if binding is None or not binding.traffic:
+        if route is None:
             raise Conflict(
                 f"Function '{function.name}' is not deployed to '{environment.name}': deploy it or pass a version.",
                 code="not_deployed",
             )
-        numbers = [entry["version"] for entry in binding.traffic]
-        weights = [entry["weight"] for entry in binding.traffic]
-        version_number = random.choices(numbers, weights)[0]
+        return route.pick(), binding
+    if route is not None and version_number in route.versions:
+        return route.versions[version_number], binding
     version = function.versions.select_related("artifact").filter(number=version_number).first()
     if version is None:
         raise NotFound(f"Version {version_number} of function '{function.name}' does not exist.")
-    serving = binding is not None and version.number in binding.version_numbers()
-    rv = route_version(
-        function=function,
-        environment=environment,
-        version=version,
-        env=merged_env(version=version, environment=environment),
-        # A version the binding serves shares its warm instances; any other runs apart.
-        binding_id=binding.pk if serving and binding is not None else None,
-    )
-    return rv, binding
+    return route_version(function=function, environment=environment, version=version, binding_id=None), binding
 
 
 def _event_frame(rv: RouteVersion, request_id: str, event: Any) -> dict[str, Any]:

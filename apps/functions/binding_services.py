@@ -1,5 +1,5 @@
 """A binding's routing rules beyond weights: header/cookie rules, the sticky key and the auth
-mode of its URL; plus the reads of one binding and its timeline.
+mode of its URL (the reads of a binding and its timeline are apps.functions.selectors).
 
 Changing the rules changes which version serves a request, so it is a traffic change like
 any other: it goes through ``traffic_apply`` (traffic unchanged, reason ``rules``), which
@@ -12,13 +12,12 @@ import re
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
 
-from apps.core.errors import DomainError, NotFound
+from apps.core.actors import Actor
+from apps.core.errors import DomainError
 from apps.functions.deploy_services import traffic_apply
 from apps.functions.models import Binding, Function, TrafficChange
 from apps.tenancy import permissions
-from apps.tenancy import selectors as tenancy_selectors
 
 MAX_RULES = 20
 MAX_RULE_VALUE = 200
@@ -28,28 +27,6 @@ SOURCES = ("header", "cookie")
 MATCHES = ("equals", "regex")
 # RFC 9110 token characters: what a header field name (and an RFC 6265 cookie name) may hold.
 TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-# --- reads ---------------------------------------------------------------------------------------
-
-
-def binding_get(*, function: Function, environment_name: str) -> Binding:
-    """The function's binding in the named environment (the function is already scoped to
-    the caller); 404 for an unknown environment or one the function is not deployed to."""
-    environment = tenancy_selectors.environment_get(project=function.project, name=environment_name)
-    binding = (
-        Binding.objects.filter(function=function, environment=environment)
-        .select_related("function", "environment__project__org")
-        .first()
-    )
-    if binding is None:
-        raise NotFound(f"Function '{function.name}' has no binding in '{environment.name}'.")
-    return binding
-
-
-def binding_history(*, binding: Binding) -> QuerySet[TrafficChange]:
-    """The binding's timeline, newest first; one query per page."""
-    return binding.changes.select_related("actor", "version").order_by("-created_at", "-id")
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -160,7 +137,7 @@ def _rules_note(changes: dict[str, tuple[Any, Any]]) -> str:
 @transaction.atomic
 def binding_rules_set(
     *,
-    actor: Any,
+    actor: Actor,
     binding: Binding,
     header_rules: list[dict[str, Any]] | None = None,
     sticky_key: str | None = None,

@@ -13,9 +13,10 @@ from apps.core.origins import functions_origin
 from apps.functions.backends.base import BindingTarget, DeployedVersion, HeaderMatch, TrafficRules
 from apps.functions.backends.registry import backend_name_for, get_backend
 from apps.functions.models import Binding, Function, TrafficChange, Version
+from apps.functions.routes import routes_changed
 from apps.tenancy import permissions, quotas
+from apps.tenancy.environment_values import environment_values
 from apps.tenancy.models import Environment
-from apps.tenancy.services import environment_secret_values
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,14 @@ def environment_config_snapshot(*, function: Function, environment: Environment)
     }
 
 
-def merged_env(*, version: Version, environment: Environment) -> dict[str, str]:
-    """The process environment of a deployed version: the version's own variables, then the
-    environment's variables, then its secrets (later ones win)."""
-    env = dict(version.config.get("env", {}))
-    env.update({v.name: v.value for v in environment.variables.all()})
-    env.update(environment_secret_values(environment=environment))
-    return env
+def merged_env(*, version: Version, environment: Environment, values: dict[str, str] | None = None) -> dict[str, str]:
+    """The process environment of a deployed version, for every backend and the engine: the
+    version's own variables, then the environment's variables, then its secrets (later ones
+    win; tenancy's ``environment_values``). ``values``: those environment values when the
+    caller already read them (the route loader, once per environment for all its versions)."""
+    if values is None:
+        values = environment_values(environment=environment)
+    return {**version.config.get("env", {}), **values}
 
 
 def _validate_traffic(binding: Binding, traffic: list[dict[str, Any]]) -> None:
@@ -144,13 +146,12 @@ def traffic_apply(
             **({"note": note} if note else {}),
         },
     )
-    from apps.engine.host import routes_changed
     from apps.functions.tasks import binding_apply
 
     revision = binding.revision
     # Tell the gateways at once (they serve the new traffic, preparing code on first use if
     # the apply task has not yet), and let the task prepare and mark the binding ready.
-    transaction.on_commit(lambda: routes_changed(binding.pk))
+    routes_changed.after_commit((binding.pk,))
     transaction.on_commit(lambda: binding_apply.delay(binding.pk, revision))
     return binding
 
@@ -199,6 +200,25 @@ def binding_target(binding: Binding) -> BindingTarget:
     )
 
 
+def environment_bindings_remove(*, environment: Environment) -> list[int]:
+    """Stop serving every binding of ``environment``, which is about to be deleted (a preview
+    whose branch is gone): each backend drops what it serves for the binding now, and after
+    commit the routes of those bindings are announced as changed, so every gateway forgets
+    them. The rows themselves go with the environment, in the caller's transaction. Best
+    effort per binding: a backend that fails is logged (a stale local pool drains on the next
+    reload). Returns the ids of the bindings removed."""
+    bindings = list(environment.bindings.select_related("function", "environment__project__org").order_by("pk"))
+    for binding in bindings:
+        try:
+            get_backend(binding.backend).remove(binding_target(binding))
+        except Exception:  # noqa: BLE001 - the rows go anyway
+            logger.exception("removing binding %s from its backend failed", binding.pk)
+    binding_ids = [binding.pk for binding in bindings]
+    if binding_ids:
+        routes_changed.after_commit(tuple(binding_ids))
+    return binding_ids
+
+
 def deployed_versions(binding: Binding) -> list[DeployedVersion]:
     """The versions ``binding``'s traffic names, as a backend receives them."""
     numbers = binding.version_numbers()
@@ -242,8 +262,8 @@ def binding_apply_revision(*, binding_id: int, revision: int) -> Binding | None:
     target = binding_target(binding)
     versions = deployed_versions(binding)
     traffic = TrafficRules(
-        weights=tuple((int(e["version"]), int(e["weight"])) for e in binding.traffic),
-        tags={int(e["version"]): str(e["tag"]) for e in binding.traffic if e.get("tag")},
+        weights=binding.split().weights(),
+        tags=binding.split().tags(),
         header_rules=tuple(
             HeaderMatch(
                 header=str(rule["name"]),

@@ -24,6 +24,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import Length
 
 from apps.audit.services import audit_record
+from apps.core.actors import Actor
 from apps.core.errors import Conflict, DomainError, NotFound
 from apps.functions.archives import DEFAULT_LIMITS, MiB, file_dir_conflict, normalize_path
 from apps.functions.models import DraftFile, Function, Version
@@ -55,7 +56,7 @@ def _sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def _lock(actor: Any, function: Function, action: str) -> Function:
+def _lock(actor: Actor, function: Function, action: str) -> Function:
     """Check the right, then lock and reload the Function row (the draft's serialisation point)."""
     permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, action)
     return Function.objects.select_for_update().select_related("project__org").get(pk=function.pk)
@@ -69,7 +70,7 @@ def _bump(locked: Function, function: Function) -> None:
     function.draft_revision = locked.draft_revision
 
 
-def _audit(actor: Any, function: Function, action: str, changes: dict[str, Any]) -> None:
+def _audit(actor: Actor, function: Function, action: str, changes: dict[str, Any]) -> None:
     audit_record(actor=actor, org=function.project.org, action=action, target=function, changes=changes)
 
 
@@ -158,7 +159,7 @@ def _check_totals(count: int, total: int) -> None:
 @transaction.atomic
 def draft_file_write(
     *,
-    actor: Any,
+    actor: Actor,
     function: Function,
     path: str,
     content: bytes,
@@ -213,7 +214,7 @@ def draft_file_write(
 
 
 @transaction.atomic
-def draft_file_delete(*, actor: Any, function: Function, path: str, if_match: str | None = None) -> None:
+def draft_file_delete(*, actor: Actor, function: Function, path: str, if_match: str | None = None) -> None:
     """Delete one draft file; 404 if it is not there, 409 ``stale_write`` on an If-Match mismatch."""
     path = normalize_path(path)
     locked = _lock(actor, function, "Editing the draft")
@@ -228,7 +229,7 @@ def draft_file_delete(*, actor: Any, function: Function, path: str, if_match: st
 
 @transaction.atomic
 def draft_rename(
-    *, actor: Any, function: Function, source: str, target: str, if_match: str | None = None
+    *, actor: Actor, function: Function, source: str, target: str, if_match: str | None = None
 ) -> list[tuple[str, str]]:
     """Rename a file, or a folder (every file under ``source/``). Returns the (old, new) pairs.
 
@@ -296,7 +297,7 @@ def _check_tree(paths: Iterable[str]) -> None:
 
 
 @transaction.atomic
-def draft_replace(*, actor: Any, function: Function, files: Mapping[str, bytes]) -> None:
+def draft_replace(*, actor: Actor, function: Function, files: Mapping[str, bytes]) -> None:
     """Replace the whole draft with ``files`` (e.g. from an uploaded zip or a version).
 
     Every path is checked and normalised and every limit applied before anything changes.
@@ -338,7 +339,7 @@ def draft_replace(*, actor: Any, function: Function, files: Mapping[str, bytes])
 
 
 @transaction.atomic
-def draft_publish(*, actor: Any, function: Function, message: str = "") -> tuple[Version, bool]:
+def draft_publish(*, actor: Actor, function: Function, message: str = "") -> tuple[Version, bool]:
     """Publish the draft as a version; returns (version, created).
 
     If the draft and config equal the latest version's, that version is returned

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from apps.functions.knobs import KNOB, model_validators
+from apps.functions.traffic import Traffic
 from apps.tenancy.models import Project, slug_validator
 
 
@@ -17,15 +18,6 @@ class Kind(models.TextChoices):
     HTTP = "http", "HTTP: a WSGI or ASGI app object"
 
 
-# Limits shared by every execution backend (the knobs mean the same on local and Knative).
-MEMORY_MB = (128, 3072)
-TIMEOUT_S = (1, 900)
-# Private /tmp of an instance (a tmpfs: it lives in memory and counts against the org's memory quota).
-EPHEMERAL_STORAGE_MB = (16, 10240)
-MAX_INSTANCES_CAP = 1000
-INSTANCE_CONCURRENCY_CAP = 1000
-
-
 class Function(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="functions")
     name = models.SlugField(max_length=50, validators=[slug_validator])
@@ -33,22 +25,27 @@ class Function(models.Model):
     runtime = models.CharField(max_length=16, choices=Runtime.choices)
     handler = models.CharField(max_length=200)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
-    memory_mb = models.PositiveIntegerField(
-        default=256, validators=[MinValueValidator(MEMORY_MB[0]), MaxValueValidator(MEMORY_MB[1])]
-    )
-    timeout_s = models.PositiveIntegerField(
-        default=30, validators=[MinValueValidator(TIMEOUT_S[0]), MaxValueValidator(TIMEOUT_S[1])]
-    )
+    # The knobs: ranges, defaults and words in apps/functions/knobs.py (every entry point's).
+    memory_mb = models.PositiveIntegerField(default=KNOB["memory_mb"].default, validators=model_validators("memory_mb"))
+    timeout_s = models.PositiveIntegerField(default=KNOB["timeout_s"].default, validators=model_validators("timeout_s"))
     ephemeral_storage_mb = models.PositiveIntegerField(
-        default=128,
-        validators=[MinValueValidator(EPHEMERAL_STORAGE_MB[0]), MaxValueValidator(EPHEMERAL_STORAGE_MB[1])],
+        default=KNOB["ephemeral_storage_mb"].default,
+        validators=model_validators("ephemeral_storage_mb"),
         help_text="size of the instance's private /tmp",
     )
     env = models.JSONField(default=dict, blank=True)
-    min_instances = models.PositiveIntegerField(default=0)
-    max_instances = models.PositiveIntegerField(default=10)
-    instance_concurrency = models.PositiveIntegerField(default=1)
-    idle_timeout_s = models.PositiveIntegerField(default=300)
+    min_instances = models.PositiveIntegerField(
+        default=KNOB["min_instances"].default, validators=model_validators("min_instances")
+    )
+    max_instances = models.PositiveIntegerField(
+        default=KNOB["max_instances"].default, validators=model_validators("max_instances")
+    )
+    instance_concurrency = models.PositiveIntegerField(
+        default=KNOB["instance_concurrency"].default, validators=model_validators("instance_concurrency")
+    )
+    idle_timeout_s = models.PositiveIntegerField(
+        default=KNOB["idle_timeout_s"].default, validators=model_validators("idle_timeout_s")
+    )
     # Bumped by every draft write: the draft tree's ETag, so editors detect each other.
     draft_revision = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -148,7 +145,8 @@ class Binding(models.Model):
 
     function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="bindings")
     environment = models.ForeignKey("tenancy.Environment", on_delete=models.CASCADE, related_name="bindings")
-    # [{"version": 3, "weight": 90}, {"version": 4, "weight": 10}]; weights sum to 100.
+    # [{"version": 3, "weight": 90}, {"version": 4, "weight": 10}]; weights sum to 100. Read it
+    # through ``split()`` (apps/functions/traffic.py), never by its keys.
     traffic = models.JSONField(default=list)
     header_rules = models.JSONField(default=list, blank=True)
     sticky_key = models.CharField(max_length=100, blank=True)
@@ -170,8 +168,12 @@ class Binding(models.Model):
     def __str__(self) -> str:
         return f"{self.function} @ {self.environment.name}"
 
+    def split(self) -> Traffic:
+        """The traffic, typed."""
+        return Traffic.parse(self.traffic)
+
     def version_numbers(self) -> list[int]:
-        return [entry["version"] for entry in self.traffic]
+        return self.split().versions()
 
 
 class ExecutionIdentity(models.Model):

@@ -1,7 +1,7 @@
 """The tabs of a function's pages, in one place (frontend/templates/functions/function_base.html).
-A tab shows once its route exists: Code, Logs and Metrics arrive with the WebIDE and the
-live-logs issues by adding page routes named function-code, function-log-tail and
-function-metrics (function-logs is the API's log query, not a page)."""
+A tab shows once its route exists: Code, Logs and Metrics appear when the WebIDE and the
+live-log pages add page routes named function-code, function-log-tail and function-metrics
+(function-logs is the API's log query, not a page)."""
 
 from __future__ import annotations
 

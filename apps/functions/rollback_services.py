@@ -14,10 +14,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.actors import Actor
 from apps.core.errors import Conflict, DomainError
 from apps.functions.backends.registry import backend_name_for
 from apps.functions.deploy_services import traffic_apply
 from apps.functions.models import Binding, Function, TrafficChange, Version
+from apps.functions.traffic import Traffic
 from apps.functions.version_selectors import version_get
 from apps.releases.models import Release
 from apps.releases.selectors import active_release
@@ -27,14 +29,11 @@ from apps.tenancy.models import Environment
 
 def sole_version(traffic: list[dict[str, Any]]) -> int | None:
     """The version serving 100% alone (entries at weight 0 do not count), else None."""
-    serving = [entry for entry in traffic if int(entry.get("weight", 0)) > 0]
-    if len(serving) == 1 and int(serving[0]["weight"]) == 100:
-        return int(serving[0]["version"])
-    return None
+    return Traffic.parse(traffic).sole()
 
 
 def describe_traffic(traffic: list[dict[str, Any]]) -> str:
-    return ", ".join(f"v{entry['version']} {entry['weight']}%" for entry in traffic) or "nothing"
+    return Traffic.parse(traffic).describe()
 
 
 def previous_stable(*, binding: Binding, release: Release | None = None) -> int | None:
@@ -88,7 +87,7 @@ def _binding_of(function: Function, environment: Environment, action: str) -> Bi
 
 @transaction.atomic
 def function_rollback(
-    *, actor: Any, function: Function, environment: Environment, version_number: int | None = None
+    *, actor: Actor, function: Function, environment: Environment, version_number: int | None = None
 ) -> Binding:
     """Serve the previous stable version (or ``version_number``) at 100% in ``environment``.
     An active release on the binding is marked rolled back in the same transaction."""
@@ -134,7 +133,7 @@ def function_rollback(
 
 @transaction.atomic
 def function_promote(
-    *, actor: Any, function: Function, from_environment: Environment, to_environment: Environment
+    *, actor: Actor, function: Function, from_environment: Environment, to_environment: Environment
 ) -> Binding:
     """Deploy the exact version serving 100% in ``from_environment`` (the same Version row:
     same artifact and config) to ``to_environment`` at 100%. The target environment's

@@ -7,26 +7,13 @@ from typing import Any
 from django.db import transaction
 
 from apps.audit.services import audit_record
+from apps.core.actors import Actor, signed_in
 from apps.core.errors import Conflict
+from apps.functions.knobs import CONFIG_FIELDS
 from apps.functions.models import Function
 from apps.functions.validation import validate_function_config
 from apps.tenancy import permissions, quotas, roles
 from apps.tenancy.models import Project
-
-CONFIG_FIELDS = (
-    "description",
-    "runtime",
-    "handler",
-    "kind",
-    "memory_mb",
-    "timeout_s",
-    "ephemeral_storage_mb",
-    "env",
-    "min_instances",
-    "max_instances",
-    "instance_concurrency",
-    "idle_timeout_s",
-)
 
 
 def _config_of(function: Function) -> dict[str, Any]:
@@ -34,11 +21,11 @@ def _config_of(function: Function) -> dict[str, Any]:
 
 
 @transaction.atomic
-def function_create(*, actor: Any, project: Project, name: str, **config: Any) -> Function:
+def function_create(*, actor: Actor, project: Project, name: str, **config: Any) -> Function:
     permissions.require_project_permission(actor, project, roles.EDIT_CODE, "Creating a function")
     if Function.objects.filter(project=project, name=name).exists():
         raise Conflict(f"Function '{name}' already exists in project '{project}'.", code="already_exists")
-    function = Function(project=project, name=name, created_by=actor, **config)
+    function = Function(project=project, name=name, created_by=signed_in(actor), **config)
     validate_function_config(_config_of(function))
     # Counting takes the org's row lock: two creates racing for the last slot queue here.
     org = quotas.check_function_create(org_id=project.org_id, name=name)
@@ -55,7 +42,7 @@ def function_create(*, actor: Any, project: Project, name: str, **config: Any) -
 
 
 @transaction.atomic
-def function_update(*, actor: Any, function: Function, **changes: Any) -> Function:
+def function_update(*, actor: Actor, function: Function, **changes: Any) -> Function:
     permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, "Changing a function")
     # Lock the row: two editors changing different knobs must not undo each other.
     function = Function.objects.select_for_update().select_related("project__org").get(pk=function.pk)
@@ -77,7 +64,7 @@ def function_update(*, actor: Any, function: Function, **changes: Any) -> Functi
 
 
 @transaction.atomic
-def function_delete(*, actor: Any, function: Function) -> None:
+def function_delete(*, actor: Actor, function: Function) -> None:
     permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, "Deleting a function")
     audit_record(actor=actor, org=function.project.org, action="function.delete", target=function)
     function.delete()

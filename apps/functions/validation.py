@@ -7,14 +7,8 @@ import re
 from typing import Any
 
 from apps.core.errors import DomainError
-from apps.functions.models import (
-    EPHEMERAL_STORAGE_MB,
-    INSTANCE_CONCURRENCY_CAP,
-    MAX_INSTANCES_CAP,
-    MEMORY_MB,
-    TIMEOUT_S,
-    Runtime,
-)
+from apps.functions.knobs import KNOBS
+from apps.functions.models import Runtime
 from apps.tenancy.models import var_name_validator
 
 # Python: `module.func` (module may be dotted, e.g. `app.main.handler`);
@@ -37,18 +31,11 @@ def validate_function_config(config: dict[str, Any]) -> None:
         bad("handler", "A Python handler is 'module.function', e.g. 'main.handler'.")
     if runtime == Runtime.NODE20 and (not _NODE_HANDLER.match(handler) or ".." in handler):
         bad("handler", "A Node handler is 'file.export', e.g. 'index.handler'.")
-    limits = (("memory_mb", MEMORY_MB), ("timeout_s", TIMEOUT_S), ("ephemeral_storage_mb", EPHEMERAL_STORAGE_MB))
-    for field, (low, high) in limits:
-        if not low <= config.get(field, low) <= high:
-            bad(field, f"Must be between {low} and {high}.")
-    if not 1 <= config["max_instances"] <= MAX_INSTANCES_CAP:
-        bad("max_instances", f"Must be between 1 and {MAX_INSTANCES_CAP}.")
-    if config["min_instances"] > config["max_instances"]:
+    for knob in KNOBS:
+        if not knob.accepts(config.get(knob.name, knob.default)):
+            bad(knob.name, knob.range_message)
+    if not errors.keys() & {"min_instances", "max_instances"} and config["min_instances"] > config["max_instances"]:
         bad("min_instances", "Must not exceed max_instances.")
-    if not 1 <= config["instance_concurrency"] <= INSTANCE_CONCURRENCY_CAP:
-        bad("instance_concurrency", f"Must be between 1 and {INSTANCE_CONCURRENCY_CAP}.")
-    if config["idle_timeout_s"] < 1:
-        bad("idle_timeout_s", "Must be at least 1 second.")
     env = config["env"]
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         bad("env", "Must be an object of string values.")

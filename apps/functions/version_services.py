@@ -9,11 +9,12 @@ from django.db import transaction
 from django.db.models import Max
 
 from apps.audit.services import audit_record
+from apps.core.actors import Actor, signed_in
 from apps.core.errors import DomainError
 from apps.functions.archives import ArchiveLimits, read_zip
 from apps.functions.artifacts import artifact_store
+from apps.functions.knobs import CONFIG_FIELDS
 from apps.functions.models import Function, Version
-from apps.functions.services import CONFIG_FIELDS
 from apps.tenancy import permissions, roles
 
 
@@ -24,7 +25,7 @@ def function_config_snapshot(function: Function) -> dict[str, Any]:
 @transaction.atomic
 def version_create(
     *,
-    actor: Any,
+    actor: Actor,
     function: Function,
     files: Mapping[str, bytes],
     source: str,
@@ -55,7 +56,7 @@ def version_create(
         source=source,
         source_info=source_info or {},
         message=message,
-        author=actor,
+        author=signed_in(actor),
     )
     audit_record(
         actor=actor,
@@ -68,7 +69,7 @@ def version_create(
 
 
 def version_create_from_zip(
-    *, actor: Any, function: Function, upload: BinaryIO, message: str = "", limits: ArchiveLimits | None = None
+    *, actor: Actor, function: Function, upload: BinaryIO, message: str = "", limits: ArchiveLimits | None = None
 ) -> tuple[Version, bool]:
     # Check the right before reading a 50 MB upload for someone who may not write.
     permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, "Creating a version")

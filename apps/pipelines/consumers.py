@@ -20,8 +20,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from apps.core.errors import DomainError, NotFound
 from apps.core.parsers import loads_bounded
 from apps.pipelines import run_selectors
-from apps.pipelines.executor import line_json
 from apps.pipelines.run_services import run_group
+from apps.pipelines.runner import line_json
 
 BACKLOG_CHUNK = 1000
 
@@ -29,7 +29,7 @@ BACKLOG_CHUNK = 1000
 def _token_user(plaintext: str) -> Any | None:
     from apps.tenancy.authentication import active_token
     from apps.tenancy.models import ApiToken
-    from apps.tenancy.services import token_hash
+    from apps.tenancy.token_services import token_hash
 
     token, _ = active_token(token_hash(plaintext))
     if token is None or ApiToken.Scope.READ not in token.scopes:

@@ -23,8 +23,8 @@ under a new delivery id. A push whose commit looks older than what its branch la
 run's in the mirror) starts nothing at intake: it is recorded as ``pending`` and
 ``delivery_check_head`` (a task, after commit) fetches and decides. The commit is the branch
 head (a force-push back to it) → its run starts, ``accepted``; otherwise ``stale``, with the
-reason. The executor checks again after its own fetch (executor._behind_branch), for what
-intake could not see.
+reason. The runner checks again after its own fetch (runner/checkout.py, ``behind_branch``),
+for what intake could not see.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.core.errors import Conflict, DomainError, NotFound
+from apps.core.actors import Actor
+from apps.core.errors import Conflict, DomainError
 from apps.pipelines import webhooks
 from apps.pipelines.models import Delivery, Repository
 from apps.tenancy import permissions, roles
@@ -105,16 +106,6 @@ def delivery_reject(
     )
 
 
-def bad_signatures(*, project: Any) -> dict[str, Any]:
-    """The project's hook's count of bad-signature POSTs (all of them, stored or not)."""
-    row = Repository.objects.filter(project=project).values("bad_signature_count", "bad_signature_last_at").first()
-    return {
-        "count": row["bad_signature_count"] if row else 0,
-        "last_at": row["bad_signature_last_at"] if row else None,
-        "stored_per_minute": settings.STRATUS_WEBHOOK_REJECTED_PER_MINUTE,
-    }
-
-
 def delivery_receive(*, repository: Repository, provider: str, headers: Mapping[str, str], body: bytes) -> Delivery:
     """A verified delivery: record it and act on it. Raises DeliveryFailed (with the
     failed row saved) when processing raised something unexpected."""
@@ -143,7 +134,7 @@ def delivery_receive(*, repository: Repository, provider: str, headers: Mapping[
 
 
 @transaction.atomic
-def delivery_redeliver(*, actor: Any, delivery: Delivery) -> Delivery:
+def delivery_redeliver(*, actor: Actor, delivery: Delivery) -> Delivery:
     """Process a stored delivery again, as a new delivery (no duplicate check)."""
     project = delivery.repository.project
     permissions.require_project_permission(actor, project, roles.DEPLOY_UNPROTECTED, "Redelivering a webhook")
@@ -308,7 +299,7 @@ def delivery_check_head(delivery_id: int) -> Delivery | None:
         return _settle(delivery, Delivery.Outcome.STALE, f"{problem}: nothing started")
     trigger = "redeliver" if delivery.redelivery_of_id else "push"
     with transaction.atomic():
-        run_services._lock_project(repository.project_id)
+        run_services.lock_project(repository.project_id)
         if not Delivery.objects.select_for_update().filter(pk=delivery.pk, outcome=Delivery.Outcome.PENDING).exists():
             return None  # settled meanwhile (this task ran twice)
         delivery.repository = repository
@@ -337,35 +328,7 @@ def _settle(delivery: Delivery, outcome: str, reason: str) -> Delivery | None:
 
 def deliveries_stale(*, run_id: int, reason: str) -> int:
     """The run of these deliveries ended without deploying: its commit was not the branch head
-    after the executor's fetch. The delivery log says so."""
+    after the runner's fetch. The delivery log says so."""
     return Delivery.objects.filter(run_id=run_id, outcome=Delivery.Outcome.ACCEPTED).update(
         outcome=Delivery.Outcome.STALE, reason=reason[:500]
     )
-
-
-# --- reads --------------------------------------------------------------------------------------
-
-
-def delivery_list(*, project: Any, outcome: str | None = None, provider: str | None = None) -> QuerySet[Delivery]:
-    qs = Delivery.objects.filter(repository__project=project).select_related("repository")
-    if outcome:
-        qs = qs.filter(outcome=outcome)
-    if provider:
-        qs = qs.filter(provider=provider)
-    return qs.order_by("-received_at", "-id")
-
-
-def delivery_get(*, user: Any, delivery_id: int | str) -> Delivery:
-    """A delivery of a project the caller can see; NotFound otherwise."""
-    try:
-        pk = int(delivery_id)
-    except (TypeError, ValueError):
-        raise NotFound("Delivery not found.") from None
-    delivery = (
-        Delivery.objects.filter(pk=pk, repository__project__in=permissions.visible_projects(user))
-        .select_related("repository__project__org")
-        .first()
-    )
-    if delivery is None:
-        raise NotFound("Delivery not found.")
-    return delivery

@@ -20,7 +20,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.errors import DomainError, NotFound
-from apps.pipelines import delivery_services, repository_services, run_selectors, run_services
+from apps.pipelines import delivery_selectors, delivery_services, repository_services, run_selectors, run_services
 from apps.pipelines.models import Repository, Run
 from apps.tenancy import selectors as tenancy_selectors
 
@@ -90,8 +90,8 @@ def _pipeline_context(project: Any, **extra: Any) -> dict[str, Any]:
         "form": RepositoryForm(initial=initial),
         "webhooks": repository_services.webhook_urls(repository) if repository else {},
         "runs": list(run_selectors.run_list(project=project)[:LIST_LIMIT]),
-        "deliveries": list(delivery_services.delivery_list(project=project).select_related("run")[:LIST_LIMIT]),
-        "bad_signatures": delivery_services.bad_signatures(project=project),
+        "deliveries": list(delivery_selectors.delivery_list(project=project).select_related("run")[:LIST_LIMIT]),
+        "bad_signatures": delivery_selectors.bad_signatures(project=project),
         **extra,
     }
 
@@ -156,7 +156,7 @@ def pipeline_run(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def delivery_redeliver(request: HttpRequest, delivery_id: int) -> HttpResponse:
-    delivery = _or_404(delivery_services.delivery_get, user=request.user, delivery_id=delivery_id)
+    delivery = _or_404(delivery_selectors.delivery_get, user=request.user, delivery_id=delivery_id)
     back = f"/projects/{delivery.repository.project_id}/pipeline/"
     try:
         again = delivery_services.delivery_redeliver(actor=request.user, delivery=delivery)

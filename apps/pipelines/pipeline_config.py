@@ -7,7 +7,8 @@
         path: functions/hello       # directory relative to the repository root
         runtime: python3.11
         handler: main.handler
-        memory_mb: 256              # optional: kind, memory_mb, timeout_s, env, ...
+        memory_mb: 256              # optional: kind, the knobs (memory_mb, timeout_s, ...:
+                                    # apps/functions/knobs.py, the API's ranges), env
     steps:                          # shell commands run in order in the workspace
       - name: test
         run: python3 -m pytest -q tests
@@ -38,6 +39,7 @@ from typing import Any
 import yaml
 
 from apps.core.errors import DomainError
+from apps.functions.knobs import CONFIG_FIELDS, KNOBS
 
 FILENAME = "stratus.yaml"
 DEFAULT_TIMEOUT_S = 600
@@ -48,22 +50,7 @@ MAX_STEPS = 50
 MAX_BYTES = 256 * 1024
 
 TOP_KEYS = ("functions", "steps", "triggers")
-FUNCTION_KEYS = (
-    "name",
-    "path",
-    "runtime",
-    "handler",
-    "kind",
-    "memory_mb",
-    "timeout_s",
-    "ephemeral_storage_mb",
-    "env",
-    "min_instances",
-    "max_instances",
-    "instance_concurrency",
-    "idle_timeout_s",
-    "description",
-)
+FUNCTION_KEYS = ("name", "path", *CONFIG_FIELDS)  # a function's configuration, as the API takes it
 STEP_KEYS = ("name", "run", "timeout_s", "memory_mb", "env", "secrets")
 TRIGGER_KEYS = ("branch", "tag", "environment", "preview", "release")
 _FUNCTION_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,48}[a-z0-9])?$")
@@ -223,17 +210,9 @@ def parse_pipeline(text: str | bytes) -> dict[str, Any]:
             fn["kind"] = c.string(item["kind"], (*p, "kind"))
         if "description" in item:
             fn["description"] = c.string(item["description"], (*p, "description"), required=False)
-        for key, low, high in (
-            ("memory_mb", 64, 10240),
-            ("timeout_s", 1, 900),
-            ("ephemeral_storage_mb", 16, 10240),
-            ("min_instances", 0, 1000),
-            ("max_instances", 1, 1000),
-            ("instance_concurrency", 1, 1000),
-            ("idle_timeout_s", 1, 86400),
-        ):
-            if key in item:
-                fn[key] = c.integer(item[key], (*p, key), low, high)
+        for knob in KNOBS:
+            if knob.name in item:
+                fn[knob.name] = c.integer(item[knob.name], (*p, knob.name), knob.min, knob.max)
         if "env" in item:
             fn["env"] = c.env(item["env"], (*p, "env"))
         functions.append(fn)

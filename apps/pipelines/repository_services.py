@@ -18,6 +18,7 @@ from django.db import transaction
 
 from apps.audit.services import audit_record
 from apps.core import crypto
+from apps.core.actors import Actor
 from apps.core.errors import DomainError, NotFound
 from apps.pipelines import remote
 from apps.pipelines.models import Repository
@@ -110,7 +111,7 @@ def validate_pipeline_yaml(text: str) -> None:
             raise _invalid("pipeline_yaml", exc.message) from None
 
 
-def _require_admin(actor: Any, project: Project, action: str) -> None:
+def _require_admin(actor: Actor, project: Project, action: str) -> None:
     permissions.require_project_permission(actor, project, roles.CHANGE_PROJECT, action)
 
 
@@ -124,7 +125,7 @@ def repository_get(*, project: Project) -> Repository:
 @transaction.atomic
 def repository_set(
     *,
-    actor: Any,
+    actor: Actor,
     project: Project,
     url: str,
     default_branch: str = _UNSET,
@@ -190,7 +191,7 @@ def repository_set(
 
 
 @transaction.atomic
-def repository_delete(*, actor: Any, project: Project) -> None:
+def repository_delete(*, actor: Actor, project: Project) -> None:
     """Disconnect: the repository, its deliveries and its runs go."""
     _require_admin(actor, project, "Disconnecting a repository")
     repository = Repository.objects.select_for_update().filter(project=project).first()

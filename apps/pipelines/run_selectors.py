@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import QuerySet
 
+from apps.core.actors import Actor
 from apps.core.errors import NotFound
 from apps.pipelines.models import Run, RunLogLine
 from apps.tenancy import permissions
@@ -21,7 +20,7 @@ def run_list(*, project: Project, branch: str | None = None, state: str | None =
     return runs.order_by("-number")
 
 
-def run_get(*, user: Any, run_id: int | str) -> Run:
+def run_get(*, user: Actor, run_id: int | str) -> Run:
     try:
         pk = int(run_id)
     except (TypeError, ValueError):

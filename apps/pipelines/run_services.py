@@ -17,12 +17,9 @@ which then get the secrets, and the deploy.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import signal
-from typing import Any
+from typing import Any, TypedDict
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -31,8 +28,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.core.actors import Actor, signed_in
 from apps.core.errors import Conflict, DomainError, Forbidden, NotFound
 from apps.pipelines.models import Repository, Run, RunStep
+from apps.pipelines.step_processes import running_steps
 from apps.tenancy import permissions, roles
 from apps.tenancy.models import Environment, Project
 from apps.tenancy.roles import Role
@@ -41,10 +40,9 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_USERNAME = "stratus:pipeline"  # ':' is not allowed in sign-up names
 PREVIEW_PREFIX = "preview-"
+# A cancel sets this flag, which the runner polls; a step running in this process is killed
+# at once as well (step_processes.running_steps).
 _CANCEL_KEY = "stratus:pipelines:run:{}:cancel"
-# Process groups of steps running in this process: a cancel here kills at once; a cancel
-# from another process sets the flag the executor polls.
-RUNNING_PGIDS: dict[int, int] = {}
 
 
 # --- actor -------------------------------------------------------------------------------
@@ -52,24 +50,14 @@ RUNNING_PGIDS: dict[int, int] = {}
 
 def pipeline_actor(project: Project) -> Any:
     """The pipeline's own user, with the developer's rights (code, unprotected deploys) on
-    ``project`` only, held in this object's permission caches, never in the database."""
+    ``project`` only, held by this object in memory, never in the database
+    (``permissions.hold_project_role``)."""
     User = get_user_model()
     user: Any
     user, _ = User.objects.get_or_create(
         username=PIPELINE_USERNAME, defaults={"is_active": False, "email": "", "password": "!"}
     )
-    user._stratus_org_roles = {project.org_id: Role.DEVELOPER}
-
-    class _Checker:
-        def get_perms(self, obj: Any) -> list[str]:
-            if isinstance(obj, Project) and obj.pk == project.pk:
-                return sorted(roles.project_permissions_for(Role.DEVELOPER))
-            return []
-
-        def has_perm(self, perm: str, obj: Any) -> bool:
-            return False
-
-    user._stratus_perm_checker = _Checker()
+    permissions.hold_project_role(user, project, Role.DEVELOPER)
     return user
 
 
@@ -94,7 +82,16 @@ def preview_environment_name(branch: str) -> str:
 # --- queueing ----------------------------------------------------------------------------
 
 
-def _lane(run: Run) -> dict[str, Any]:
+class Lane(TypedDict):
+    """The runs of one branch (or tag) of a project: one of them executes at a time."""
+
+    project_id: int
+    branch: str
+    tag: str
+
+
+def lane_of(run: Run) -> Lane:
+    """``branch_advance(**lane_of(run))`` starts the lane's next run."""
     return {"project_id": run.project_id, "branch": run.branch, "tag": run.tag}
 
 
@@ -156,7 +153,8 @@ def _create_run(
     return run
 
 
-def _lock_project(project_id: int) -> Project:
+def lock_project(project_id: int) -> Project:
+    """The project's row lock: run numbering and the lanes' queues are serialised by it."""
     return Project.objects.select_for_update().select_related("org").get(pk=project_id)
 
 
@@ -179,7 +177,7 @@ def run_for_push(
     if not commit_sha:
         raise DomainError("A push needs a commit sha.", code="invalid")
     with transaction.atomic():
-        project = _lock_project(repository.project_id)
+        project = lock_project(repository.project_id)
         latest = Run.objects.filter(project=project, branch=branch, tag=tag).order_by("-number").first()
         if (
             latest is not None
@@ -261,7 +259,7 @@ def run_again_for_head(*, run: Run, head_sha: str) -> Run | None:
     run for the head was canceled as superseded by ``run`` (pushes delivered out of order), and
     nothing else of the lane runs or ran that commit, start it again: the head is never dropped."""
     with transaction.atomic():
-        project = _lock_project(run.project_id)
+        project = lock_project(run.project_id)
         lane = Run.objects.filter(project=project, branch=run.branch, tag=run.tag)
         live = (Run.State.QUEUED, Run.State.RUNNING, Run.State.WAITING_APPROVAL, Run.State.SUCCEEDED)
         if lane.filter(commit_sha=head_sha, state__in=live).exists() or lane.filter(number__gt=run.number).exists():
@@ -292,7 +290,7 @@ def run_again_for_head(*, run: Run, head_sha: str) -> Run | None:
     return again
 
 
-def run_create_manual(*, actor: Any, project: Project, branch: str = "", commit: str = "") -> Run:
+def run_create_manual(*, actor: Actor, project: Project, branch: str = "", commit: str = "") -> Run:
     """ "Redeploy latest": run the head of ``branch`` (default: the repository's default
     branch) as fetched now, or the given ``commit`` on that branch."""
     from apps.pipelines import mirror
@@ -310,7 +308,7 @@ def run_create_manual(*, actor: Any, project: Project, branch: str = "", commit:
             f"No {what} in the repository.", code="invalid", fields={"commit" if commit else "branch": ["Not found."]}
         )
     with transaction.atomic():
-        project = _lock_project(project.pk)
+        project = lock_project(project.pk)
         run = _create_run(
             project=project,
             repository=repository,
@@ -333,12 +331,12 @@ def run_create_manual(*, actor: Any, project: Project, branch: str = "", commit:
     return run
 
 
-def run_retry(*, actor: Any, run: Run) -> Run:
+def run_retry(*, actor: Actor, run: Run) -> Run:
     permissions.require_project_permission(actor, run.project, roles.DEPLOY_UNPROTECTED, "Retrying a run")
     if run.state in Run.ACTIVE_STATES:
         raise Conflict(f"Run {run.number} is still {run.state}: cancel it first.", code="run_active")
     with transaction.atomic():
-        project = _lock_project(run.project_id)
+        project = lock_project(run.project_id)
         new = _create_run(
             project=project,
             repository=run.repository,
@@ -369,14 +367,7 @@ def cancel_requested(run_id: int) -> bool:
     return bool(cache.get(_CANCEL_KEY.format(run_id)))
 
 
-def kill_local(run_id: int) -> None:
-    pgid = RUNNING_PGIDS.get(run_id)
-    if pgid:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-def run_cancel(*, actor: Any, run: Run) -> Run:
+def run_cancel(*, actor: Actor, run: Run) -> Run:
     permissions.require_project_permission(actor, run.project, roles.DEPLOY_UNPROTECTED, "Canceling a run")
     with transaction.atomic():
         locked = Run.objects.select_for_update().get(pk=run.pk)
@@ -387,7 +378,7 @@ def run_cancel(*, actor: Any, run: Run) -> Run:
         locked.reason = f"canceled by {actor.get_username()}"
         locked.finished_at = timezone.now()
         locked.save(update_fields=["state", "reason", "finished_at"])
-        if was != Run.State.RUNNING:  # a running run's executor skips its own steps
+        if was != Run.State.RUNNING:  # a running run's runner skips its own steps
             locked.steps.filter(state=RunStep.State.PENDING).update(state=RunStep.State.SKIPPED)
         audit_record(
             actor=actor,
@@ -397,17 +388,17 @@ def run_cancel(*, actor: Any, run: Run) -> Run:
             changes={"run": run.number, "was": was},
         )
         run_id = locked.pk
-        lane = _lane(locked)
+        lane = lane_of(locked)
         transaction.on_commit(lambda: cache.set(_CANCEL_KEY.format(run_id), 1, timeout=3600))
-        transaction.on_commit(lambda: kill_local(run_id))
+        transaction.on_commit(lambda: running_steps.kill(run_id))
         _publish_state_after_commit(run_id)
         if was != Run.State.RUNNING:
-            # A running run's executor starts the next one when it stops.
+            # A running run's runner starts the next one when it stops.
             transaction.on_commit(lambda: branch_advance(**lane))
     return locked
 
 
-def _is_pusher(actor: Any, run: Run) -> bool:
+def _is_pusher(actor: Actor, run: Run) -> bool:
     pusher = run.pusher.strip().lower()
     if not pusher:
         return False
@@ -416,7 +407,7 @@ def _is_pusher(actor: Any, run: Run) -> bool:
     return pusher in names
 
 
-def _approval_target(actor: Any, run: Run, action: str) -> Environment:
+def _approval_target(actor: Actor, run: Run, action: str) -> Environment:
     if run.state != Run.State.WAITING_APPROVAL:
         raise Conflict(f"Run {run.number} is {run.state}, not waiting for approval.", code="run_not_waiting")
     environment = (
@@ -437,7 +428,7 @@ def _approval_for(run: Run) -> str:
     return "steps" if (run.pipeline or {}).get("approval") == "steps" else "deploy"
 
 
-def run_approve(*, actor: Any, run: Run) -> Run:
+def run_approve(*, actor: Actor, run: Run) -> Run:
     """Approve a run waiting for a protected environment (the deploy right there, and not its
     pusher when the repository asks so). It resumes as the approver: the deploy, or the
     steps with the environment's secrets and then the deploy, with no second approval."""
@@ -445,7 +436,7 @@ def run_approve(*, actor: Any, run: Run) -> Run:
         locked = Run.objects.select_for_update().select_related("repository", "project__org").get(pk=run.pk)
         _approval_target(actor, locked, "Approving")
         locked.state = Run.State.RUNNING
-        locked.approved_by = actor
+        locked.approved_by = signed_in(actor)
         locked.heartbeat_at = timezone.now()
         locked.save(update_fields=["state", "approved_by", "heartbeat_at"])
         audit_record(
@@ -463,7 +454,7 @@ def run_approve(*, actor: Any, run: Run) -> Run:
     return locked
 
 
-def run_reject(*, actor: Any, run: Run) -> Run:
+def run_reject(*, actor: Actor, run: Run) -> Run:
     with transaction.atomic():
         locked = Run.objects.select_for_update().select_related("repository", "project__org").get(pk=run.pk)
         _approval_target(actor, locked, "Rejecting")
@@ -487,7 +478,7 @@ def run_reject(*, actor: Any, run: Run) -> Run:
             target=locked.project,
             changes={"run": locked.number, "environment": locked.environment, "for": _approval_for(locked)},
         )
-        lane = _lane(locked)
+        lane = lane_of(locked)
         _publish_state_after_commit(locked.pk)
         transaction.on_commit(lambda: branch_advance(**lane))
     return locked
@@ -513,7 +504,8 @@ def branch_advance(*, project_id: int, branch: str, tag: str) -> Run | None:
 def preview_delete(*, repository: Repository, branch: str) -> None:
     """The branch was deleted: remove its preview environment (and so its bindings), and
     cancel its waiting runs."""
-    from apps.tenancy.services import environment_delete
+    from apps.functions.deploy_services import environment_bindings_remove
+    from apps.tenancy.environment_services import environment_delete
 
     name = preview_environment_name(branch)
     project = repository.project
@@ -530,33 +522,11 @@ def preview_delete(*, repository: Repository, branch: str) -> None:
         if environment is None:
             return
         actor = pipeline_actor(project)
-        actor._stratus_org_roles = {project.org_id: Role.ADMIN}  # deleting an environment
-        binding_ids = list(environment.bindings.values_list("pk", flat=True))
-        _remove_bindings(environment)
-        environment_delete(actor=actor, environment=environment)
-
-        def announce() -> None:
-            from apps.engine.host import routes_changed
-
-            for pk in binding_ids:
-                try:
-                    routes_changed(pk)
-                except Exception:  # noqa: BLE001 - best effort: the resync catches up
-                    logger.exception("routes_changed failed for binding %s", pk)
-
-        transaction.on_commit(announce)
-
-
-def _remove_bindings(environment: Environment) -> None:
-    """Tell the execution backend to drop what it serves for the environment's bindings."""
-    from apps.functions.backends.registry import get_backend
-    from apps.functions.deploy_services import binding_target
-
-    for binding in environment.bindings.select_related("function", "environment__project__org"):
-        try:
-            get_backend(binding.backend).remove(binding_target(binding))
-        except Exception:  # noqa: BLE001 - the rows go anyway; a stale local pool drains
-            logger.exception("removing binding %s from its backend failed", binding.pk)
+        # The backends drop the bindings and, after commit, the gateways hear that their
+        # routes changed (a functions service: pipelines never speak to the engine).
+        environment_bindings_remove(environment=environment)
+        with permissions.acting_as(actor, project, Role.ADMIN):  # deleting an environment
+            environment_delete(actor=actor, environment=environment)
 
 
 # --- notifications -------------------------------------------------------------------------

@@ -10,6 +10,12 @@ sets no-new-privileges and makes it non-dumpable. The egress firewall
 addresses and the host's own, except what the target environment's ``egress_allow`` opens;
 the public internet (package registries) stays reachable.
 
+Before its command, as root: the data directory is closed around the run's workspace
+(``harden_workspace``) and the step's rlimits are set between fork and exec
+(``preexec``); the step runs in a session of its own and its end SIGKILLs the group
+(``kill_group``). These rules are the ones function instances follow too:
+``apps/core/isolation/hardening.py``.
+
 What the host supports is probed once per worker process; without root a step runs as the
 worker's uid with only no-new-privileges and the process group (``describe()`` says so).
 """
@@ -26,13 +32,37 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.core.isolation import CONFINE_SCRIPT, probe_host
+from apps.core.errors import DomainError
+from apps.core.isolation import CONFINE_SCRIPT, path_problem, probe_host
 from apps.core.isolation.firewall import Firewall
+from apps.core.isolation.hardening import chown_tree, protect_data_dir, step_preexec
+from apps.core.isolation.hardening import kill_group as kill_group  # a step's end: its group goes
 
 logger = logging.getLogger(__name__)
 
 STEP_TMP_MB = 1024  # a step's private /tmp (tmpfs): builds use it; counted in the step's memory
 STEP_SHM_MB = 64
+
+# The limits of a step's processes, set in the child before exec (plain os calls).
+preexec = step_preexec
+
+
+def harden_workspace(workspace: Path, uid: int, *, data_dir: Path, keep: tuple[Path, ...] = ()) -> None:
+    """Let ``uid`` reach its workspace and nothing else: the data directory and the
+    directories down to the runs directory become 0711 (traversable, not listable); every
+    other entry directly in them loses its group/other permissions (keys, database,
+    mirrors), except those leading to ``keep`` (the engine's sandbox, which function uids
+    reach); the workspace is chowned to the uid, 0700."""
+    protect_data_dir(data_dir, workspace.parent, keep=keep)
+    chown_tree(workspace, uid)
+    os.chmod(workspace, 0o700)
+    problem = path_problem(workspace.parent, readable=False)
+    if problem is not None:
+        raise DomainError(
+            f"the run workspace {workspace} is not reachable by the step user (uid {uid}): {problem} is not "
+            "traversable by other users (needs o+x)",
+            code="workspace_unreachable",
+        )
 
 
 @cache

@@ -1,7 +1,7 @@
 """Celery work for pipeline runs (ids only; every task re-reads the rows and is a no-op when
 the run is no longer in the state it was queued for).
 
-- ``run_execute(run_id)``: claim a queued run and execute it (apps.pipelines.executor).
+- ``run_execute(run_id)``: claim a queued run and execute it (apps.pipelines.runner).
 - ``run_resume(run_id)``: resume an approved run: its deploy, or (when it waited before its
   steps for a protected environment's secrets) its steps with those secrets, then the deploy.
 - ``delivery_check(delivery_id)``: a pushed commit that looked older than what its branch last
@@ -19,7 +19,7 @@ import logging
 from celery import shared_task
 
 from apps.core.periodic import chain_next, start_on_worker_ready
-from apps.pipelines import executor
+from apps.pipelines import runner
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,12 @@ _REAP_CHAIN_KEY = "stratus:pipelines:reap:chain"
 
 @shared_task
 def run_execute(run_id: int) -> str | None:
-    return executor.run_execute(run_id)
+    return runner.run_execute(run_id)
 
 
 @shared_task
 def run_resume(run_id: int) -> str | None:
-    return executor.run_resume(run_id)
+    return runner.run_resume(run_id)
 
 
 @shared_task
@@ -49,7 +49,7 @@ def delivery_check(delivery_id: int) -> str | None:
 def runs_reap(chain: bool = False) -> int:
     if chain and not chain_next(runs_reap, key=_REAP_CHAIN_KEY, interval_s=REAP_INTERVAL_S, gap_s=REAP_INTERVAL_S // 2):
         return 0  # another chain is alive
-    return executor.runs_reap_stale()
+    return runner.runs_reap_stale()
 
 
 start_on_worker_ready(runs_reap)

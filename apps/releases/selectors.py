@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from apps.core.actors import Actor
 from apps.core.errors import NotFound
 from apps.functions.models import Function
 from apps.releases.models import Release
@@ -33,7 +34,7 @@ def release_list(*, function: Function, environment: str | None = None) -> Query
     return releases.order_by("-created_at", "-id")
 
 
-def release_get(*, user: Any, release_id: int | str) -> Release:
+def release_get(*, user: Actor, release_id: int | str) -> Release:
     """A release of a function the caller may see; NotFound otherwise (another org's
     release answers exactly as a release that does not exist)."""
     try:

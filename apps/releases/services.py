@@ -18,10 +18,12 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.core.actors import Actor, signed_in
 from apps.core.errors import Conflict, DomainError, Forbidden
 from apps.functions.backends.registry import backend_name_for
 from apps.functions.deploy_services import traffic_apply
 from apps.functions.models import Binding, Function, TrafficChange, Version
+from apps.functions.traffic import Traffic
 from apps.monitoring.models import Invocation
 from apps.releases.gates import GateResult, gate_evaluate
 from apps.releases.models import Release
@@ -127,7 +129,7 @@ def _require_state(release: Release, action: str, *states: str) -> None:
         )
 
 
-def _audit(actor: Any, release: Release, action: str, **changes: Any) -> None:
+def _audit(actor: Actor | None, release: Release, action: str, **changes: Any) -> None:
     binding = release.binding
     audit_record(
         actor=actor,
@@ -168,16 +170,9 @@ def prewarm_count(*, release: Release, percent: int, now: datetime | None = None
 def _step_traffic(release: Release, percent: int, now: datetime) -> list[dict[str, Any]]:
     canary = release.version.number
     if percent >= 100 or release.stable_version is None:
-        return [{"version": canary, "weight": 100}]
-    return [
-        {"version": release.stable_version.number, "weight": 100 - percent, "tag": "stable"},
-        {
-            "version": canary,
-            "weight": percent,
-            "tag": "canary",
-            "warm": prewarm_count(release=release, percent=percent, now=now),
-        },
-    ]
+        return Traffic.only(canary).to_json()
+    warm = prewarm_count(release=release, percent=percent, now=now)
+    return Traffic.split(stable=release.stable_version.number, canary=canary, percent=percent, warm=warm).to_json()
 
 
 def _queue_advance(release: Release, countdown: float) -> None:
@@ -189,7 +184,7 @@ def _queue_advance(release: Release, countdown: float) -> None:
     transaction.on_commit(lambda: release_advance.apply_async((release_id, index), countdown=countdown))
 
 
-def _apply_step(actor: Any, release: Release, index: int, now: datetime, reason: str | None = None) -> Release:
+def _apply_step(actor: Actor | None, release: Release, index: int, now: datetime, reason: str | None = None) -> Release:
     """Serve step ``index`` of the plan (the caller holds the release lock)."""
     steps = release.steps
     percent = steps[index]
@@ -227,7 +222,9 @@ def _apply_step(actor: Any, release: Release, index: int, now: datetime, reason:
     return release
 
 
-def _back_to_stable(actor: Any, release: Release, reason: str, failure: dict[str, Any], now: datetime) -> Release:
+def _back_to_stable(
+    actor: Actor | None, release: Release, reason: str, failure: dict[str, Any], now: datetime
+) -> Release:
     """All traffic back to the stable version (when a step ever shifted any), state aborted."""
     if release.step_index >= 0 and release.stable_version is not None:
         traffic_apply(
@@ -252,7 +249,9 @@ def _back_to_stable(actor: Any, release: Release, reason: str, failure: dict[str
 
 
 @transaction.atomic
-def release_start(*, actor: Any, function: Function, environment: Environment, version: Version, plan: Any) -> Release:
+def release_start(
+    *, actor: Actor, function: Function, environment: Environment, version: Version, plan: Any
+) -> Release:
     """Start moving ``version`` into the binding of ``function`` in ``environment``."""
     permissions.require_deploy(actor, environment)
     if environment.project_id != function.project_id or version.function_id != function.pk:
@@ -271,8 +270,7 @@ def release_start(*, actor: Any, function: Function, environment: Environment, v
             "binding): promote, abort or wait for it first.",
             code="release_active",
         )
-    traffic = binding.traffic if binding is not None else []
-    stable_number = traffic[0]["version"] if len(traffic) == 1 and int(traffic[0]["weight"]) == 100 else None
+    stable_number = binding.split().sole() if binding is not None else None
     if binding is None or (stable_number is None and not direct):
         raise Conflict(
             f"Nothing to shift from: deploy first (a batched release needs one version serving 100% in "
@@ -293,7 +291,7 @@ def release_start(*, actor: Any, function: Function, environment: Environment, v
                 state=(
                     Release.State.AWAITING_APPROVAL if environment.requires_release_approval else Release.State.RUNNING
                 ),
-                requested_by=actor if getattr(actor, "is_authenticated", False) else None,
+                requested_by=actor if actor.is_authenticated else None,
                 approval_required=environment.requires_release_approval,
             )
     except IntegrityError:
@@ -310,7 +308,7 @@ def release_start(*, actor: Any, function: Function, environment: Environment, v
     return _apply_step(actor, release, 0, now)
 
 
-def _require_approver(actor: Any, release: Release, action: str) -> None:
+def _require_approver(actor: Actor, release: Release, action: str) -> None:
     environment = release.binding.environment
     if not permissions.can_deploy(actor, environment):
         raise Forbidden(f"{action} a release needs the deploy right on environment '{environment.name}'.")
@@ -319,25 +317,25 @@ def _require_approver(actor: Any, release: Release, action: str) -> None:
 
 
 @transaction.atomic
-def release_approve(*, actor: Any, release: Release) -> Release:
+def release_approve(*, actor: Actor, release: Release) -> Release:
     release = _lock(release)
     _require_approver(actor, release, "Approving")
     _require_state(release, "approve", Release.State.AWAITING_APPROVAL)
     now = timezone.now()
-    release.approved_by = actor
+    release.approved_by = signed_in(actor)
     release.approved_at = now
     _audit(actor, release, "approve")
     return _apply_step(actor, release, 0, now)
 
 
 @transaction.atomic
-def release_reject(*, actor: Any, release: Release) -> Release:
+def release_reject(*, actor: Actor, release: Release) -> Release:
     release = _lock(release)
     _require_approver(actor, release, "Rejecting")
     _require_state(release, "reject", Release.State.AWAITING_APPROVAL)
     now = timezone.now()
     release.state = Release.State.REJECTED
-    release.approved_by = actor
+    release.approved_by = signed_in(actor)
     release.approved_at = now
     release.finished_at = now
     release.failure = {"by": "approver", "user": actor.get_username()}
@@ -347,7 +345,7 @@ def release_reject(*, actor: Any, release: Release) -> Release:
 
 
 @transaction.atomic
-def release_promote(*, actor: Any, release: Release) -> Release:
+def release_promote(*, actor: Actor, release: Release) -> Release:
     """Move to the next step now (a person's decision: the gate is not consulted)."""
     release = _lock(release)
     permissions.require_deploy(actor, release.binding.environment)
@@ -358,7 +356,7 @@ def release_promote(*, actor: Any, release: Release) -> Release:
 
 
 @transaction.atomic
-def release_promote_all(*, actor: Any, release: Release) -> Release:
+def release_promote_all(*, actor: Actor, release: Release) -> Release:
     """Straight to 100%: the release completes."""
     release = _lock(release)
     permissions.require_deploy(actor, release.binding.environment)
@@ -368,7 +366,7 @@ def release_promote_all(*, actor: Any, release: Release) -> Release:
 
 
 @transaction.atomic
-def release_pause(*, actor: Any, release: Release) -> Release:
+def release_pause(*, actor: Actor, release: Release) -> Release:
     """Stop advancing (traffic stays as it is) until resumed, promoted or aborted."""
     release = _lock(release)
     permissions.require_deploy(actor, release.binding.environment)
@@ -381,7 +379,7 @@ def release_pause(*, actor: Any, release: Release) -> Release:
 
 
 @transaction.atomic
-def release_resume(*, actor: Any, release: Release) -> Release:
+def release_resume(*, actor: Actor, release: Release) -> Release:
     """Back to running; the step's dwell and gate window start again from now."""
     release = _lock(release)
     permissions.require_deploy(actor, release.binding.environment)
@@ -400,7 +398,7 @@ def release_resume(*, actor: Any, release: Release) -> Release:
 
 
 @transaction.atomic
-def release_abort(*, actor: Any, release: Release) -> Release:
+def release_abort(*, actor: Actor, release: Release) -> Release:
     """All traffic back to the stable version at 100%."""
     release = _lock(release)
     permissions.require_deploy(actor, release.binding.environment)

@@ -9,7 +9,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from apps.tenancy.models import ApiToken
-from apps.tenancy.services import token_hash, token_touch
+from apps.tenancy.token_services import held_scopes, token_hash, token_touch
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -27,14 +27,6 @@ def active_token(digest: str) -> tuple[ApiToken | None, str]:
     if not token.user.is_active:
         return None, "The token's user is inactive."
     return token, ""
-
-
-def held_scopes(token: ApiToken) -> set[str]:
-    """The token's scopes; the deploy scope implies invoke: whoever may ship a function may call it."""
-    held = set(token.scopes)
-    if ApiToken.Scope.DEPLOY in held:
-        held.add(ApiToken.Scope.INVOKE)
-    return held
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

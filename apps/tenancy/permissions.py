@@ -9,6 +9,8 @@ A user who is not a member of a project's org holds nothing on it, whatever rows
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -147,6 +149,65 @@ def prefetch_project_permissions(user: Any, projects: list[Project]) -> None:
 
 def forget_cached_permissions(user: Any) -> None:
     """Drop per-request caches after a write that changes this user's own rights."""
-    for attr in ("_stratus_org_roles", "_stratus_perm_checker"):
+    for attr in _CACHES:
         if hasattr(user, attr):
             delattr(user, attr)
+
+
+_CACHES = ("_stratus_org_roles", "_stratus_perm_checker")
+
+
+# --- a role held in memory -------------------------------------------------------------------
+# Stratus acts on its own too: a pipeline creates functions and versions and deploys, as the
+# built-in user ``stratus:pipeline``, which is a member of no org. What it may do is decided
+# per task by code and must never reach the database (a membership or a grant would show
+# in the org, and outlive the task). So it holds a role in the two caches every check above
+# reads: the services' own checks see it, unchanged, and nothing else of the user's changes.
+
+
+class _HeldRole:
+    """In place of guardian's checker: ``role``'s permissions on one project, and nothing on
+    any other object (no per-environment deploy grant either: a protected environment needs
+    a person who holds one)."""
+
+    def __init__(self, project_id: int, role: str) -> None:
+        self.project_id = project_id
+        self.perms = sorted(roles.project_permissions_for(role))
+
+    def get_perms(self, obj: Any) -> list[str]:
+        return list(self.perms) if isinstance(obj, Project) and obj.pk == self.project_id else []
+
+    def has_perm(self, perm: str, obj: Any) -> bool:
+        return False
+
+    def prefetch_perms(self, objects: Any) -> bool:
+        return True
+
+
+def hold_project_role(user: Any, project: Project, role: str) -> None:
+    """From now on this user object, in memory only, holds ``role`` (viewer, developer or
+    admin) on ``project`` and nothing on the org's other projects. In the org it counts as an
+    ordinary member (developer; viewer for the viewer role), never a manager: a manager's
+    role reaches every project of the org. Other orgs: what its memberships say (Stratus's
+    own users have none)."""
+    if role not in (Role.VIEWER, Role.DEVELOPER, Role.ADMIN):
+        raise ValueError(f"a project role is viewer, developer or admin, not {role!r}")
+    member = Role.VIEWER if role == Role.VIEWER else Role.DEVELOPER
+    user._stratus_org_roles = {project.org_id: member}
+    user._stratus_perm_checker = _HeldRole(project.pk, role)
+
+
+@contextlib.contextmanager
+def acting_as(user: Any, project: Project, role: str) -> Iterator[Any]:
+    """Within the block ``user`` acts with ``role`` on ``project`` (``hold_project_role``);
+    after it, it holds what it held before. For the one call that needs more than the actor
+    holds, e.g. the pipeline (a developer) creating a branch's preview environment, which
+    takes a project admin."""
+    saved = {attr: getattr(user, attr) for attr in _CACHES if hasattr(user, attr)}
+    hold_project_role(user, project, role)
+    try:
+        yield user
+    finally:
+        forget_cached_permissions(user)
+        for attr, value in saved.items():
+            setattr(user, attr, value)

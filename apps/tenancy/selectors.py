@@ -4,14 +4,19 @@ never Forbidden, so ids of other tenants' objects reveal nothing."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import Prefetch, QuerySet
+from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from apps.audit.models import AuditEvent
+from apps.core.actors import Actor
 from apps.core.errors import NotFound
 from apps.tenancy import permissions
+from apps.tenancy.invitation_services import invitation_token_read
 from apps.tenancy.models import (
     ApiToken,
     Environment,
@@ -22,15 +27,18 @@ from apps.tenancy.models import (
     ProjectGrant,
     Team,
 )
+from apps.tenancy.roles import DEPLOY_ENVIRONMENT
 
 User = get_user_model()
 
 
-def org_list(*, user: Any) -> QuerySet[Organization]:
+def org_list(*, user: Actor) -> QuerySet[Organization]:
+    if not user.is_authenticated:
+        return Organization.objects.none()
     return Organization.objects.filter(memberships__user=user)
 
 
-def org_get(*, user: Any, slug: str) -> Organization:
+def org_get(*, user: Actor, slug: str) -> Organization:
     org = org_list(user=user).filter(slug=slug).first()
     if org is None:
         raise NotFound(f"Organization '{slug}' not found.")
@@ -82,8 +90,6 @@ def invitation_get(*, org: Organization, invitation_id: int) -> Invitation:
 def invitation_from_token(*, token: str) -> Invitation | None:
     """The invitation an emailed link names (to greet the visitor: which org, role, email),
     or None for a link that is not valid. invitation_accept checks everything again."""
-    from apps.tenancy.services import invitation_token_read  # services build on selectors' models only
-
     try:
         invitation_id, nonce = invitation_token_read(token)
     except NotFound:
@@ -94,7 +100,7 @@ def invitation_from_token(*, token: str) -> Invitation | None:
     return invitation
 
 
-def project_list(*, user: Any, org: Organization | None = None) -> QuerySet[Project]:
+def project_list(*, user: Actor, org: Organization | None = None) -> QuerySet[Project]:
     qs = (
         permissions.visible_projects(user)
         .select_related("org")
@@ -105,7 +111,7 @@ def project_list(*, user: Any, org: Organization | None = None) -> QuerySet[Proj
     return qs.order_by("org__slug", "slug")
 
 
-def project_get(*, user: Any, project_id: int | str) -> Project:
+def project_get(*, user: Actor, project_id: int | str) -> Project:
     try:
         pk = int(project_id)
     except (TypeError, ValueError):
@@ -138,22 +144,52 @@ def environment_get(*, project: Project, name: str) -> Environment:
     return env
 
 
-def token_list(*, user: Any) -> QuerySet[ApiToken]:
+def environment_deployers(*, environments: Iterable[Environment]) -> dict[int, dict[str, list[str]]]:
+    """{environment id: {"users": [...], "teams": [...]}}: who holds the deploy right on each
+    environment (the guardian object permission environment_deployer_add grants), names
+    sorted; two queries for any number of environments."""
+    environments = list(environments)
+    out: dict[int, dict[str, list[str]]] = {e.pk: {"users": [], "teams": []} for e in environments}
+    if not environments:
+        return out
+    ct = ContentType.objects.get_for_model(Environment)
+    held = {"content_type": ct, "object_pk__in": [str(pk) for pk in out], "permission__codename": DEPLOY_ENVIRONMENT}
+    for pk, username in UserObjectPermission.objects.filter(**held).values_list("object_pk", "user__username"):
+        out[int(pk)]["users"].append(username)
+    teams = GroupObjectPermission.objects.filter(**held, group__team__isnull=False)
+    for pk, slug in teams.values_list("object_pk", "group__team__slug"):
+        out[int(pk)]["teams"].append(slug)
+    for names in out.values():
+        names["users"].sort()
+        names["teams"].sort()
+    return out
+
+
+def deployer_list(*, environment: Environment) -> dict[str, list[str]]:
+    """{"users": [...], "teams": [...]} granted the deploy right on ``environment``."""
+    return environment_deployers(environments=[environment])[environment.pk]
+
+
+def token_list(*, user: Actor) -> QuerySet[ApiToken]:
+    if not user.is_authenticated:
+        return ApiToken.objects.none()
     return ApiToken.objects.filter(user=user)
 
 
-def token_get(*, user: Any, token_id: int) -> ApiToken:
+def token_get(*, user: Actor, token_id: int) -> ApiToken:
     token = token_list(user=user).filter(pk=token_id).first()
     if token is None:
         raise NotFound("Token not found.")
     return token
 
 
-def audit_event_list(*, user: Any, filters: dict[str, str]) -> QuerySet[AuditEvent]:
+def audit_event_list(*, user: Actor, filters: dict[str, str]) -> QuerySet[AuditEvent]:
     """Events of orgs the caller manages (admin/owner), plus the caller's own events that
     belong to no org (their tokens)."""
     from django.db.models import Q
 
+    if not user.is_authenticated:
+        return AuditEvent.objects.none()
     managed = Membership.objects.filter(user=user, role__in=permissions.ORG_MANAGERS).values("org_id")
     qs = AuditEvent.objects.filter(Q(org_id__in=managed) | Q(org__isnull=True, actor=user)).select_related("org")
     if filters.get("org"):

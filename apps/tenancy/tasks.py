@@ -1,8 +1,8 @@
 from celery import shared_task
 from django.core.mail import send_mail
 
+from apps.tenancy.invitation_services import invitation_link
 from apps.tenancy.models import Invitation
-from apps.tenancy.services import invitation_link
 
 
 @shared_task

@@ -1,7 +1,7 @@
 """A pre-forked "zygote": a long-lived process that has already imported the bootstrap and forks
 one child per function instance, so an instance pays no interpreter start-up or import cost.
 
-The supervisor (``apps/engine/sandbox.py``) starts it as::
+The supervisor (``apps/engine/sandbox/zygote.py``) starts it as::
 
     python -I -S -c "import sys; sys.path.insert(0, '<repo>/runtime'); \
         from stratus_bootstrap.zygote import main; main()"

@@ -113,7 +113,7 @@ def chunks(*parts: bytes) -> Iterator[bytes]:
 
 
 def token_headers(user, scopes: list[str]) -> dict[str, str]:
-    from apps.tenancy.services import token_create
+    from apps.tenancy.token_services import token_create
 
     _, plaintext = token_create(user=user, name="t", scopes=scopes)
     return {"authorization": f"Bearer {plaintext}", "content-type": "application/json"}

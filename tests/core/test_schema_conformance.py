@@ -63,7 +63,14 @@ from apps.monitoring.sink import RecordSink
 from apps.pipelines.models import Delivery, Run, RunLogLine, RunStep
 from apps.pipelines.repository_services import repository_set
 from apps.releases.services import release_pause, release_start
-from apps.tenancy import services
+from apps.tenancy import (
+    environment_services,
+    invitation_services,
+    org_services,
+    project_services,
+    team_services,
+    token_services,
+)
 from apps.tenancy.models import ApiToken, Environment, Invitation
 from apps.tenancy.roles import Role
 from tests.engine.conftest import engine, sandbox_dir  # noqa: F401  (the engine fixture for invoke)
@@ -118,27 +125,31 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
     """The world's objects. Answers the values of every path parameter that point at them
     (the first of each is the default) and the hand-made requests per operation."""
     w = world
-    team = services.team_create(actor=w.alice, org=w.alpha, slug=TEAM, name="Platform Team")
-    services.team_member_add(actor=w.alice, team=team, user=w.bob)
-    spare_org = services.org_create(actor=w.alice, slug="spare", name="Spare")  # empty: deletable
-    empty_project = services.project_create(actor=w.alice, org=w.alpha, slug="empty", name="Empty")
-    invitation, _ = services.invitation_create(
+    team = team_services.team_create(actor=w.alice, org=w.alpha, slug=TEAM, name="Platform Team")
+    team_services.team_member_add(actor=w.alice, team=team, user=w.bob)
+    spare_org = org_services.org_create(actor=w.alice, slug="spare", name="Spare")  # empty: deletable
+    empty_project = project_services.project_create(actor=w.alice, org=w.alpha, slug="empty", name="Empty")
+    invitation, _ = invitation_services.invitation_create(
         actor=w.alice, org=w.alpha, email="newhire@example.com", role=Role.DEVELOPER
     )
     # Invitations of alice to charlie's org: one she can accept (201), one expired (410).
-    _, welcome = services.invitation_create(actor=w.charlie, org=w.other, email=w.alice.email, role=Role.VIEWER)
-    expired, expired_token = services.invitation_create(
+    _, welcome = invitation_services.invitation_create(
+        actor=w.charlie, org=w.other, email=w.alice.email, role=Role.VIEWER
+    )
+    expired, expired_token = invitation_services.invitation_create(
         actor=w.charlie, org=w.other, email=w.alice.email, role=Role.ADMIN
     )
     Invitation.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(days=1))
 
     dev, prod = (Environment.objects.get(project=w.web, name=name) for name in ("dev", "prod"))
     for env in (dev, prod):
-        services.environment_var_set(actor=w.alice, environment=env, name=VAR_NAME, value="https://api.example")
-        services.environment_secret_set(actor=w.alice, environment=env, name=SECRET_NAME, value="sk_live_1")
-    services.environment_deployer_add(actor=w.alice, environment=prod, user=w.bob)
-    services.environment_deployer_add(actor=w.alice, environment=prod, team=team)
-    other_token, _ = services.token_create(user=w.alice, name="ci", scopes=["read"])
+        environment_services.environment_var_set(
+            actor=w.alice, environment=env, name=VAR_NAME, value="https://api.example"
+        )
+        environment_services.environment_secret_set(actor=w.alice, environment=env, name=SECRET_NAME, value="sk_live_1")
+    environment_services.environment_deployer_add(actor=w.alice, environment=prod, user=w.bob)
+    environment_services.environment_deployer_add(actor=w.alice, environment=prod, team=team)
+    other_token, _ = token_services.token_create(user=w.alice, name="ci", scopes=["read"])
 
     function = function_services.function_create(
         actor=w.alice, project=w.web, name="checkout", runtime="python3.11", handler="main.handler"
@@ -157,13 +168,13 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
     # Releases in every state a command acts on: running in dev, awaiting approval in staging
     # (bob asked: alice may approve), paused in qa. prod serves version 2 after 1 (rollback
     # and promote have a previous version and a source); test has no binding yet.
-    staging = services.environment_update(
+    staging = environment_services.environment_update(
         actor=w.alice,
         environment=Environment.objects.get(project=w.web, name="staging"),
         requires_release_approval=True,
     )
-    qa = services.environment_create(actor=w.alice, project=w.web, name="qa")
-    services.environment_create(actor=w.alice, project=w.web, name="test")
+    qa = environment_services.environment_create(actor=w.alice, project=w.web, name="qa")
+    environment_services.environment_create(actor=w.alice, project=w.web, name="test")
     v1, v2 = function.versions.get(number=1), function.versions.get(number=2)
     for env in (dev, prod, staging, qa):
         for version in (v1, v2):
@@ -391,7 +402,7 @@ def test_every_operation_answers_as_the_schema_says(world, wsgi_app, settings, t
     settings.STRATUS_REPOSITORY_ALLOW_LOCAL = True
     started = time.monotonic()
     values, valid = build_world(world, GitRepo(tmp_path))
-    _, plaintext = services.token_create(user=world.alice, name="conformance", scopes=list(ApiToken.Scope.values))
+    _, plaintext = token_services.token_create(user=world.alice, name="conformance", scopes=list(ApiToken.Scope.values))
     auth = {"Authorization": f"Bearer {plaintext}"}
     schema = schemathesis.openapi.from_wsgi(SCHEMA_URL, wsgi_app)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -461,7 +472,7 @@ def test_invoke_answers_as_the_schema_says(world):
     deployed = make_function(world, "echo", {"main.py": INVOKE_HANDLER})
     deploy_latest(world, deployed)
     undeployed = make_function(world, "idle", {"main.py": INVOKE_HANDLER})
-    _, plaintext = services.token_create(user=world.alice, name="conformance", scopes=list(ApiToken.Scope.values))
+    _, plaintext = token_services.token_create(user=world.alice, name="conformance", scopes=list(ApiToken.Scope.values))
     operation = schemathesis.openapi.from_wsgi(SCHEMA_URL, application)[f"{API}/functions/{{function_id}}/invoke"][
         "POST"
     ]

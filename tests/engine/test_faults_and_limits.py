@@ -238,8 +238,8 @@ def test_open_files_and_processes_are_capped(world, engine, served):
 
 
 def test_an_instance_sees_only_its_own_environment_and_files(world, engine, served, settings, monkeypatch):
+    from apps.tenancy.environment_services import environment_secret_set, environment_var_set
     from apps.tenancy.models import Environment
-    from apps.tenancy.services import environment_secret_set, environment_var_set
 
     monkeypatch.setenv("DATABASE_URL", "postgres://console-secret@db/x")
     monkeypatch.setenv("STRATUS_SECRET_KEY", "console-secret-key-zz")

@@ -13,7 +13,7 @@ import pytest
 
 from apps.monitoring.models import Invocation, LogLine
 from apps.monitoring.sink import get_sink
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import token_services
 from tests.engine.conftest import deploy_latest, make_function, url, wait_routed
 
 LAMBDA = """
@@ -221,10 +221,10 @@ def test_token_mode_checks_the_bearer_token(world, engine, served):
     fn = make_function(world, "private", {"main.py": PLAIN})
     deploy_latest(world, fn, auth_mode="token")
     wait_routed(engine, fn)
-    _, invoke_token = tenancy_services.token_create(user=world.bob, name="inv", scopes=["invoke"])
-    _, deploy_token = tenancy_services.token_create(user=world.bob, name="dep", scopes=["deploy"])
-    _, read_token = tenancy_services.token_create(user=world.bob, name="ro", scopes=["read"])
-    _, outsider = tenancy_services.token_create(user=world.charlie, name="x", scopes=["invoke", "deploy"])
+    _, invoke_token = token_services.token_create(user=world.bob, name="inv", scopes=["invoke"])
+    _, deploy_token = token_services.token_create(user=world.bob, name="dep", scopes=["deploy"])
+    _, read_token = token_services.token_create(user=world.bob, name="ro", scopes=["read"])
+    _, outsider = token_services.token_create(user=world.charlie, name="x", scopes=["invoke", "deploy"])
 
     def call(token: str | None) -> Any:
         headers = {"authorization": f"Bearer {token}"} if token else {}

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.engine import gateway_auth
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import token_services
 from tests.engine.conftest import deploy_latest, make_function, url, wait_routed
 
 PLAIN = "def handler(event, context):\n    return {'ok': True}\n"
@@ -57,12 +57,12 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def fresh_token(user: Any, scopes: list[str]) -> str:
-    return tenancy_services.token_create(user=user, name="t", scopes=scopes)[1]
+    return token_services.token_create(user=user, name="t", scopes=scopes)[1]
 
 
 def revoked_token(user: Any) -> str:
-    token, plaintext = tenancy_services.token_create(user=user, name="old", scopes=["invoke"])
-    tenancy_services.token_revoke(actor=user, token=token)
+    token, plaintext = token_services.token_create(user=user, name="old", scopes=["invoke"])
+    token_services.token_revoke(actor=user, token=token)
     return plaintext
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import token_services
 from apps.tenancy.models import Environment
 from tests.engine.conftest import deploy_latest, make_function
 
@@ -108,5 +108,5 @@ def test_invoke_an_http_function_with_a_request_object(world, engine, client_for
 
 
 def test_token_scope_invoke_is_listed(world):
-    _, token = tenancy_services.token_create(user=world.bob, name="i", scopes=["invoke"])
+    _, token = token_services.token_create(user=world.bob, name="i", scopes=["invoke"])
     assert token.startswith("stt_")

@@ -23,8 +23,8 @@ import pytest
 
 from apps.engine.sandbox import CGROUP_PARENT
 from apps.functions.models import ExecutionIdentity
+from apps.tenancy.environment_services import environment_secret_set, environment_update
 from apps.tenancy.models import Environment
-from apps.tenancy.services import environment_secret_set, environment_update
 from tests.engine.conftest import deploy_latest, make_function, running_as_root, url, wait_routed
 
 pytestmark = pytest.mark.skipif(not running_as_root(), reason="tenant isolation needs the engine to run as root")

@@ -1,4 +1,4 @@
-"""apps/engine/sandbox.py with real processes: the Python zygote, Node instances, limits, the
+"""apps/engine/sandbox/ with real processes: the Python zygote, Node instances, limits, the
 privilege drop (when the tests run as root) and cold-start time."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from django.utils import timezone
 from apps.engine import host as host_module
 from apps.engine.host import EngineHost, build_local_engine
 from apps.engine.remote import SupervisorServer
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import token_services
 from apps.tenancy.models import ApiToken
 from tests.engine.conftest import deploy_latest, free_port, make_function, url, wait_for, wait_routed
 
@@ -54,7 +54,7 @@ def test_a_revoked_token_fails_on_the_very_next_call(world, engine, served, clie
     fn = make_function(world, "private", {"main.py": PLAIN})
     deploy_latest(world, fn, auth_mode="token")
     wait_routed(engine, fn)
-    token, plaintext = tenancy_services.token_create(user=world.bob, name="inv", scopes=["invoke"])
+    token, plaintext = token_services.token_create(user=world.bob, name="inv", scopes=["invoke"])
     assert served.get(url(fn), headers=bearer(plaintext)).status_code == 200
     assert served.get(url(fn), headers=bearer(plaintext)).status_code == 200  # now from the cache
 
@@ -69,7 +69,7 @@ def test_revoking_a_parent_stops_its_children_on_the_very_next_call(world, engin
     fn = make_function(world, "private", {"main.py": PLAIN})
     deploy_latest(world, fn, auth_mode="token")
     wait_routed(engine, fn)
-    parent, parent_plain = tenancy_services.token_create(user=world.bob, name="ci", scopes=["invoke", "admin"])
+    parent, parent_plain = token_services.token_create(user=world.bob, name="ci", scopes=["invoke", "admin"])
     minted = served.post(
         "/api/v1/tokens/", json={"name": "job", "scopes": ["invoke"]}, headers=bearer(parent_plain)
     ).json()
@@ -87,7 +87,7 @@ def test_an_expiring_token_stops_at_its_expiry_not_at_the_caches(world, engine, 
     deploy_latest(world, fn, auth_mode="token")
     wait_routed(engine, fn)
     expires_at = timezone.now() + timedelta(seconds=1.5)
-    _, plaintext = tenancy_services.token_create(user=world.bob, name="short", scopes=["invoke"], expires_at=expires_at)
+    _, plaintext = token_services.token_create(user=world.bob, name="short", scopes=["invoke"], expires_at=expires_at)
     assert served.get(url(fn), headers=bearer(plaintext)).status_code == 200
 
     time.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()) + 0.05)
@@ -183,8 +183,8 @@ def other_web_process(settings: Any, supervisor: Path, redis_url: str) -> Iterat
 def test_a_revocation_reaches_another_web_process_at_once(world, supervisor, other_web_process):
     fn = make_function(world, "private", {"main.py": PLAIN})
     deploy_latest(world, fn, auth_mode="token")
-    token, plaintext = tenancy_services.token_create(user=world.bob, name="inv", scopes=["invoke"])
-    parent, parent_plain = tenancy_services.token_create(user=world.bob, name="ci", scopes=["invoke", "admin"])
+    token, plaintext = token_services.token_create(user=world.bob, name="inv", scopes=["invoke"])
+    parent, parent_plain = token_services.token_create(user=world.bob, name="ci", scopes=["invoke", "admin"])
     child = other_web_process.post(
         "/api/v1/tokens/", json={"name": "job", "scopes": ["invoke"]}, headers=bearer(parent_plain)
     ).json()
@@ -196,10 +196,10 @@ def test_a_revocation_reaches_another_web_process_at_once(world, supervisor, oth
     wait_for(lambda: call(plaintext)[0] == 200, timeout=30)  # its routes are loaded
     assert call(plaintext)[0] == 200 and call(child["token"])[0] == 200  # its cache holds both now
 
-    tenancy_services.token_revoke(actor=world.bob, token=token)  # in this process
+    token_services.token_revoke(actor=world.bob, token=token)  # in this process
     status, text = call(plaintext)  # the very next call, in the other
     assert status == 404, text
 
-    tenancy_services.token_revoke(actor=world.bob, token=ApiToken.objects.get(pk=parent.pk))
+    token_services.token_revoke(actor=world.bob, token=ApiToken.objects.get(pk=parent.pk))
     status, text = call(child["token"])
     assert status == 404, text

@@ -8,7 +8,7 @@ from apps.functions import services, version_services
 from apps.functions.backends.local import version_dir
 from apps.functions.deploy_services import binding_apply_revision, merged_env
 from apps.functions.models import Binding, TrafficChange
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import environment_services
 from apps.tenancy.models import Environment
 
 HELLO = {"name": "hello", "runtime": "python3.11", "handler": "main.handler"}
@@ -53,8 +53,8 @@ def test_developer_deploys_to_dev_and_the_binding_serves_it(world, client_for, f
 
 def test_redeploy_records_the_timeline_and_the_config_used(world, client_for, fn):
     dev = Environment.objects.get(project=world.web, name="dev")
-    tenancy_services.environment_var_set(actor=world.alice, environment=dev, name="LOG_LEVEL", value="debug")
-    tenancy_services.environment_secret_set(actor=world.alice, environment=dev, name="DB_PASSWORD", value="pw-zz9")
+    environment_services.environment_var_set(actor=world.alice, environment=dev, name="LOG_LEVEL", value="debug")
+    environment_services.environment_secret_set(actor=world.alice, environment=dev, name="DB_PASSWORD", value="pw-zz9")
     bob = client_for(world.bob)
 
     deploy(bob, fn, "dev", 1)
@@ -111,7 +111,7 @@ def test_who_may_deploy_where(world, client_for, fn, actor, environment, expecte
 
 def test_a_deployer_grant_on_prod_lets_a_developer_deploy_there(world, client_for, fn):
     prod = Environment.objects.get(project=world.web, name="prod")
-    tenancy_services.environment_deployer_add(actor=world.alice, environment=prod, user=world.bob)
+    environment_services.environment_deployer_add(actor=world.alice, environment=prod, user=world.bob)
 
     assert deploy(client_for(world.bob), fn, "prod", 1).status_code == 200
 

@@ -50,10 +50,10 @@ def test_node_http_function_with_knobs(world, client_for):
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        ({"memory_mb": 64}, "memory_mb", "Ensure this value is greater than or equal to 128."),
-        ({"memory_mb": 4096}, "memory_mb", "Ensure this value is less than or equal to 3072."),
-        ({"timeout_s": 0}, "timeout_s", "Ensure this value is greater than or equal to 1."),
-        ({"timeout_s": 901}, "timeout_s", "Ensure this value is less than or equal to 900."),
+        ({"memory_mb": 64}, "memory_mb", "Must be between 128 and 3072."),
+        ({"memory_mb": 4096}, "memory_mb", "Must be between 128 and 3072."),
+        ({"timeout_s": 0}, "timeout_s", "Must be between 1 and 900."),
+        ({"timeout_s": 901}, "timeout_s", "Must be between 1 and 900."),
         ({"handler": "main"}, "handler", "A Python handler is 'module.function', e.g. 'main.handler'."),
         (
             {"runtime": "node20", "handler": "../x.handler"},

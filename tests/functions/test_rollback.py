@@ -10,7 +10,7 @@ from apps.functions.backends.local import version_dir
 from apps.functions.deploy_services import binding_apply_revision, merged_env, traffic_apply
 from apps.functions.models import Binding, TrafficChange
 from apps.releases.models import Release
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import environment_services
 from apps.tenancy.models import Environment
 
 HELLO = {"name": "hello", "runtime": "python3.11", "handler": "main.handler"}
@@ -306,8 +306,8 @@ def test_rollback_body_is_validated(world, client_for, fn):
 def test_promote_deploys_the_exact_version_from_staging_to_prod(world, client_for, fn):
     # Given v2 serving staging, v1 serving prod, and each environment with its own variables
     staging, prod = env(world, "staging"), env(world, "prod")
-    tenancy_services.environment_var_set(actor=world.alice, environment=staging, name="DB", value="staging-db")
-    tenancy_services.environment_var_set(actor=world.alice, environment=prod, name="DB", value="prod-db")
+    environment_services.environment_var_set(actor=world.alice, environment=staging, name="DB", value="staging-db")
+    environment_services.environment_var_set(actor=world.alice, environment=prod, name="DB", value="prod-db")
     alice = client_for(world.alice)
     deploy(alice, fn, "staging", 2)
     deploy(alice, fn, "prod", 1)

@@ -271,7 +271,7 @@ def test_rollback_with_nothing_before_is_disabled_with_the_reason_and_refused(wo
 
 
 def test_the_rollback_dialog_names_the_version_who_deployed_it_and_its_configuration(world: World) -> None:
-    from apps.tenancy.services import environment_var_set
+    from apps.tenancy.environment_services import environment_var_set
 
     function = make_function(world, versions=3)
     environment_var_set(actor=world.alice, environment=env(world, "dev"), name="COLOR", value="blue")

@@ -22,7 +22,7 @@ from apps.functions import services as function_services
 from apps.functions import version_services
 from apps.functions.deploy_services import binding_apply_revision, binding_url, deploy
 from apps.pipelines.models import Run
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import project_services
 from apps.tenancy.models import Environment
 from tests.conftest import build_world, serving_console
 from tests.engine.conftest import engine, sandbox_dir, wait_routed  # noqa: F401  (a real engine)
@@ -80,7 +80,7 @@ def console(engine: Any, settings: Any) -> Iterator[dict[str, Any]]:  # noqa: F8
     """The console on 127.0.0.1:<port>, functions on localhost:<port>; alice (org alpha) has a
     project; org other's charlie has deployed a public function."""
     world = build_world()
-    victim = tenancy_services.project_create(actor=world.alice, org=world.alpha, slug=VICTIM_SLUG, name="Payroll")
+    victim = project_services.project_create(actor=world.alice, org=world.alpha, slug=VICTIM_SLUG, name="Payroll")
     repository = make_repository(victim, "https://git.example.com/alpha/payroll.git")
     run = Run.objects.create(
         project=victim, repository=repository, number=1, branch="main", commit_sha="a" * 40, trigger="push"

@@ -234,7 +234,7 @@ def test_settings_save_through_the_service_and_show_the_apis_messages(world: Wor
 
     bad = bob.post(f"/functions/{hello.pk}/settings/", {**form, "memory_mb": "99999", "min_instances": "5"})
     assert bad.status_code == 400
-    assert field_error(bad, "memory_mb") == "Ensure this value is less than or equal to 3072."
+    assert field_error(bad, "memory_mb") == "Must be between 128 and 3072."
     assert 'value="99999"' in bad.content.decode()
     bad = bob.post(f"/functions/{hello.pk}/settings/", {**form, "min_instances": "5"})
     assert field_error(bad, "min_instances") == "Must not exceed max_instances."

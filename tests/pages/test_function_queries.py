@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from apps.tenancy import services
+from apps.tenancy import project_services
 from apps.tenancy.roles import Role
 from bench.pages import populate
 from tests.conftest import World
@@ -38,12 +38,12 @@ def queries_of(client: Client, path: str) -> int:
 def projects(world: World) -> dict[str, Any]:
     made = {}
     for size, slug in ((10, "small"), (200, "big")):
-        project = services.project_create(actor=world.alice, org=world.alpha, slug=slug, name=slug)
-        services.project_grant_set(actor=world.alice, project=project, role=Role.DEVELOPER, user=world.bob)
+        project = project_services.project_create(actor=world.alice, org=world.alpha, slug=slug, name=slug)
+        project_services.project_grant_set(actor=world.alice, project=project, role=Role.DEVELOPER, user=world.bob)
         made[slug] = (project, populate(project=project, actor=world.alice, functions=size, versions=3))
     for versions, slug in ((10, "few-versions"), (200, "many-versions")):
-        project = services.project_create(actor=world.alice, org=world.alpha, slug=slug, name=slug)
-        services.project_grant_set(actor=world.alice, project=project, role=Role.DEVELOPER, user=world.bob)
+        project = project_services.project_create(actor=world.alice, org=world.alpha, slug=slug, name=slug)
+        project_services.project_grant_set(actor=world.alice, project=project, role=Role.DEVELOPER, user=world.bob)
         made[slug] = (project, populate(project=project, actor=world.alice, functions=1, versions=versions))
     return made
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from apps.pipelines import delivery_services, executor, run_services
+from apps.pipelines import delivery_services, run_services, runner
 from apps.pipelines.models import Delivery, Run
 from tests.conftest import build_world, serving_console
 from tests.pipelines.conftest import HELLO, WEBHOOK_SECRET, GitRepo, make_repository
@@ -77,7 +77,7 @@ def test_the_run_page_shows_the_log_live_in_order_and_the_state_as_it_changes(br
         assert page.locator("form[data-action=cancel]").is_visible()
         assert not page.locator("form[data-action=retry]").is_visible()
 
-        worker = threading.Thread(target=executor.run_execute, args=(pipeline.run.pk,))
+        worker = threading.Thread(target=runner.run_execute, args=(pipeline.run.pk,))
         worker.start()
         # Live: the first tick shows while the step still runs (the step takes > 2.4 s).
         page.locator("#log .line", has_text="tick 1").wait_for(timeout=10_000)

@@ -25,7 +25,15 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from apps.audit.models import AuditEvent
-from apps.tenancy import permissions, services
+from apps.tenancy import (
+    environment_services,
+    invitation_services,
+    org_services,
+    permissions,
+    project_services,
+    team_services,
+    token_services,
+)
 from apps.tenancy.models import (
     ApiToken,
     EnvironmentSecret,
@@ -176,7 +184,7 @@ def test_a_token_made_on_the_page_works_against_the_api_until_revoked_there(
         form.locator("select[name=expires]").select_option("7")
         form.locator("button[type=submit]").click()
         plaintext = page.get_by_test_id("token-value").locator("code").inner_text()
-        assert plaintext.startswith(services.TOKEN_PREFIX)
+        assert plaintext.startswith(token_services.TOKEN_PREFIX)
         token = ApiToken.objects.get(user=world.bob, name="laptop")
         assert token.scopes == ["read"] and token.expires_at is not None
 
@@ -221,19 +229,21 @@ def rich(db: None) -> World:
     """build_world plus a team, a pending invitation, a variable, a secret, a deployer grant
     on prod, a token of alice's and a pending invitation: an object for every page action."""
     world = build_world()
-    team = services.team_create(actor=world.alice, org=world.alpha, slug="ops", name="Ops")
-    services.team_member_add(actor=world.alice, team=team, user=world.bob)
-    services.project_grant_set(actor=world.alice, project=world.web, role=Role.VIEWER, team=team)
+    team = team_services.team_create(actor=world.alice, org=world.alpha, slug="ops", name="Ops")
+    team_services.team_member_add(actor=world.alice, team=team, user=world.bob)
+    project_services.project_grant_set(actor=world.alice, project=world.web, role=Role.VIEWER, team=team)
     envs = {e.name: e for e in world.web.environments.all()}
-    services.environment_var_set(actor=world.alice, environment=envs["dev"], name="LOG_LEVEL", value="debug")
-    services.environment_secret_set(
+    environment_services.environment_var_set(
+        actor=world.alice, environment=envs["dev"], name="LOG_LEVEL", value="debug"
+    )
+    environment_services.environment_secret_set(
         actor=world.alice, environment=envs["dev"], name="DB_PASSWORD", value="hunter2-secret"
     )
-    services.environment_deployer_add(actor=world.alice, environment=envs["prod"], user=world.bob)
-    world.invitation, _ = services.invitation_create(
+    environment_services.environment_deployer_add(actor=world.alice, environment=envs["prod"], user=world.bob)
+    world.invitation, _ = invitation_services.invitation_create(
         actor=world.alice, org=world.alpha, email="someone@example.com", role=Role.VIEWER
     )
-    world.token, _ = services.token_create(user=world.alice, name="alice-cli", scopes=["read"])
+    world.token, _ = token_services.token_create(user=world.alice, name="alice-cli", scopes=["read"])
     world.team, world.envs = team, envs
     world.grant = ProjectGrant.objects.get(project=world.web, user=world.carol)
     return world
@@ -395,7 +405,9 @@ def test_environment_page_edits_variables_and_never_renders_a_secret(rich: World
     page = text(bob.get(f"/projects/{rich.web.pk}/environments/"))
     assert "DB_PASSWORD" in page
     assert "rotated-value-77" not in page and "hunter2-secret" not in page
-    assert services.environment_secret_values(environment=rich.envs["dev"]) == {"DB_PASSWORD": "rotated-value-77"}
+    assert environment_services.environment_secret_values(environment=rich.envs["dev"]) == {
+        "DB_PASSWORD": "rotated-value-77"
+    }
     # A failed secret form does not echo the value either.
     response = bob.post(f"{base}/secrets/set", {"name": "bad name", "value": "echo-me-not"})
     assert response.status_code == 400 and "echo-me-not" not in text(response)
@@ -414,7 +426,7 @@ def test_a_token_is_shown_once_and_scopes_are_validated_like_the_api(rich: World
     assert response.status_code == 200 and response["Cache-Control"].startswith("max-age=0")
     plaintext = re.search(r"(stt_[A-Za-z0-9_-]+)", text(response)).group(1)
     token = ApiToken.objects.get(user=rich.bob, name="ci")
-    assert services.token_hash(plaintext) == token.token_hash and token.expires_at is None
+    assert token_services.token_hash(plaintext) == token.token_hash and token.expires_at is None
     assert plaintext not in text(bob.get("/account/tokens/"))
 
 
@@ -474,7 +486,7 @@ def test_invitations_are_resent_and_revoked_from_the_page(rich: World, django_ca
 
 def test_a_signed_in_invitee_accepts_and_a_wrong_account_is_told_why(rich: World) -> None:
     dave = make_user("dave")
-    invitation, token = services.invitation_create(
+    invitation, token = invitation_services.invitation_create(
         actor=rich.alice, org=rich.alpha, email="dave@example.com", role="viewer"
     )
     anonymous = Client().get(f"/invitations/accept?token={token}")
@@ -510,9 +522,9 @@ def test_members_and_audit_pages_do_not_run_a_query_per_row(db: None) -> None:
         world = build_world()
         for i in range(n):
             user = make_user(f"m{n}-{i}")
-            services.membership_ensure(user=user, org=world.alpha, role=Role.DEVELOPER)
+            org_services.membership_ensure(user=user, org=world.alpha, role=Role.DEVELOPER)
         for i in range(n):
-            services.environment_var_set(
+            environment_services.environment_var_set(
                 actor=world.alice, environment=world.web.environments.first(), name=f"V{i}", value="x"
             )
         alice = signed_in(world.alice)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from apps.functions.models import Binding, Function
-from apps.pipelines import executor
+from apps.pipelines import runner
 from apps.pipelines.models import Delivery, Run
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import token_services
 from apps.tenancy.models import Environment
 from tests.conftest import build_world
 from tests.engine.conftest import wait_for
@@ -50,7 +50,7 @@ def invoke_until(served: Any, path: str, token: str, expected: str, timeout: flo
 def test_push_to_main_deploys_and_the_new_version_answers(live_world: Any, served: Any, git_repo: GitRepo) -> None:
     world = live_world
     repository = make_repository(world.web, str(git_repo.origin))
-    _, token = tenancy_services.token_create(user=world.alice, name="invoke", scopes=["invoke"])
+    _, token = token_services.token_create(user=world.alice, name="invoke", scopes=["invoke"])
     path = "/fn/alpha/web/dev/hello/"
     timings = []
     for n, tag in enumerate(("v1", "v2"), start=1):
@@ -61,7 +61,7 @@ def test_push_to_main_deploys_and_the_new_version_answers(live_world: Any, serve
         run = Run.objects.get(pk=answer["run"])
         assert run.commit_sha == sha and run.trigger == "push" and run.pusher == "pat"
         assert Delivery.objects.get(pk=answer["delivery"]).run_id == run.pk
-        assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+        assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
         invoke_until(served, path, token, f"hello from git {tag}")
         timings.append(time.monotonic() - started)
         run.refresh_from_db()
@@ -86,7 +86,7 @@ def test_failing_test_step_stops_the_deploy(live_world: Any, served: Any, git_re
     git_repo.push("main")
     repository = make_repository(world.web, str(git_repo.origin))
     answer = deliver(served, repository, "refs/heads/main", sha, delivery="gh-f")
-    assert executor.run_execute(answer["run"]) == Run.State.FAILED
+    assert runner.run_execute(answer["run"]) == Run.State.FAILED
     run = Run.objects.get(pk=answer["run"])
     assert run.reason == "step test exited with code 1"
     assert {s.name: s.state for s in run.steps.all()} == {
@@ -107,10 +107,10 @@ def test_branch_push_creates_a_preview_environment(live_world: Any, served: Any,
     sha = git_repo.commit("shiny", {"functions/hello/main.py": HELLO % "preview"})
     git_repo.push("feature/Shiny")
     repository = make_repository(world.web, str(git_repo.origin))
-    _, token = tenancy_services.token_create(user=world.bob, name="invoke", scopes=["invoke"])
+    _, token = token_services.token_create(user=world.bob, name="invoke", scopes=["invoke"])
 
     answer = deliver(served, repository, "refs/heads/feature/Shiny", sha, delivery="gh-p")
-    assert executor.run_execute(answer["run"]) == Run.State.SUCCEEDED
+    assert runner.run_execute(answer["run"]) == Run.State.SUCCEEDED
     run = Run.objects.get(pk=answer["run"])
     assert run.preview and run.environment == "preview-feature-shiny"
     environment = Environment.objects.get(project=world.web, name="preview-feature-shiny")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from apps.core.errors import DomainError
-from apps.pipelines import executor, mirror, remote, run_services
+from apps.pipelines import mirror, remote, run_services, runner
 from apps.pipelines.models import Repository, Run
 from tests.pipelines.conftest import GitRepo, make_repository
 from tests.pipelines.git_http import GitHttpServer, RedirectServer
@@ -265,7 +265,7 @@ def test_a_name_that_turns_private_after_connect_is_refused_at_fetch_time(
         author="a",
         pusher="p",
     )
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == refused.value.message
     assert git_server.requests == 0

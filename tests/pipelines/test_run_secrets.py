@@ -23,10 +23,13 @@ from websockets.sync.client import connect
 
 from apps.core.errors import DomainError, Forbidden
 from apps.functions.models import Binding
-from apps.pipelines import executor, run_services
+from apps.pipelines import run_services, runner
 from apps.pipelines.models import Run, RunLogLine, RunStep
 from apps.pipelines.pipeline_config import parse_pipeline
-from apps.tenancy import services as tenancy_services
+from apps.pipelines.runner.claim import finish
+from apps.pipelines.runner.environment import environment_values
+from apps.pipelines.runner.logs import MAX_LINE
+from apps.tenancy import environment_services, token_services
 from apps.tenancy.models import Environment
 from tests.conftest import build_world, serving_console
 from tests.pipelines.conftest import GitRepo, make_repository
@@ -155,13 +158,13 @@ def test_protected_run_waits_before_its_steps_and_shows_secrets_masked_to_every_
     _allow_prod_secrets(world, client_for)
     sha = _pipeline_repo(git_repo, STEPS, trigger=PROD)
     run = push(make_repository(world.web, str(git_repo.origin)), sha, pusher="bob")  # a developer's push
-    _, viewer_token = tenancy_services.token_create(user=world.carol, name="ws", scopes=["read"])
-    _, admin_token = tenancy_services.token_create(user=world.alice, name="ws", scopes=["read"])
+    _, viewer_token = token_services.token_create(user=world.carol, name="ws", scopes=["read"])
+    _, admin_token = token_services.token_create(user=world.alice, name="ws", scopes=["read"])
     viewer_api = client_for(world.carol, scopes=["read"])
     with ExitStack() as stack:
         watchers = [Watcher(stack, console_url, run.pk, token) for token in (viewer_token, admin_token)]
         # Before approval: the run parks before its first step; nothing ran, nothing leaked.
-        assert executor.run_execute(run.pk) == Run.State.WAITING_APPROVAL
+        assert runner.run_execute(run.pk) == Run.State.WAITING_APPROVAL
         run.refresh_from_db()
         assert (run.state, run.reason) == (Run.State.WAITING_APPROVAL, WAITING)
         assert {s.name: s.state for s in run.steps.all()} == {
@@ -185,7 +188,7 @@ def test_protected_run_waits_before_its_steps_and_shows_secrets_masked_to_every_
 
         # After approval: one resume runs the steps with the secrets, packages and deploys,
         # with no second wait.
-        assert executor.run_resume(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+        assert runner.run_resume(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
         for watcher in watchers:
             assert watcher.ended.wait(15), watcher.states()
             watcher.thread.join(15)
@@ -213,14 +216,14 @@ def test_protected_run_waits_before_its_steps_and_shows_secrets_masked_to_every_
 
 
 def test_a_protected_environment_refuses_secrets_by_default(live_world: Any, git_repo: GitRepo) -> None:
-    tenancy_services.environment_secret_set(
+    environment_services.environment_secret_set(
         actor=live_world.alice,
         environment=Environment.objects.get(project=live_world.web, name="prod"),
         name="DB_PASSWORD",
         value=SECRET,
     )
     run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, STEPS, trigger=PROD))
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == REFUSED.format(env="prod")
     assert {s.name: s.state for s in run.steps.all()} == {
@@ -236,10 +239,10 @@ def test_a_protected_environment_refuses_secrets_by_default(live_world: Any, git
 
 def test_an_environment_that_turned_pipeline_secrets_off_refuses_them(live_world: Any, git_repo: GitRepo) -> None:
     dev = Environment.objects.get(project=live_world.web, name="dev")
-    tenancy_services.environment_update(actor=live_world.alice, environment=dev, pipeline_secrets=False)
+    environment_services.environment_update(actor=live_world.alice, environment=dev, pipeline_secrets=False)
     trigger = "  - branch: main\n    environment: dev\n"
     run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, STEPS, trigger=trigger))
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == REFUSED.format(env="dev")
     assert not RunLogLine.objects.filter(run=run, stream="stdout").exists()
@@ -273,7 +276,7 @@ def test_stratus_yaml_cannot_turn_pipeline_secrets_on(text: str, message: str) -
 def test_a_run_whose_yaml_tries_to_allow_secrets_fails_and_runs_nothing(live_world: Any, git_repo: GitRepo) -> None:
     steps = STEPS.replace("    secrets: true\n", "    secrets: true\n    pipeline_secrets: true\n")
     run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, steps, trigger=PROD))
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == (
         "stratus.yaml line 16: steps[1].pipeline_secrets is not a known field; known: name, run, timeout_s, "
@@ -285,11 +288,11 @@ def test_a_run_whose_yaml_tries_to_allow_secrets_fails_and_runs_nothing(live_wor
 
 def _waiting_run(world: Any, git_repo: GitRepo, repository: Any = None) -> tuple[Run, Any]:
     prod = Environment.objects.get(project=world.web, name="prod")
-    tenancy_services.environment_update(actor=world.alice, environment=prod, pipeline_secrets=True)
-    tenancy_services.environment_secret_set(actor=world.alice, environment=prod, name="DB_PASSWORD", value=SECRET)
+    environment_services.environment_update(actor=world.alice, environment=prod, pipeline_secrets=True)
+    environment_services.environment_secret_set(actor=world.alice, environment=prod, name="DB_PASSWORD", value=SECRET)
     repository = repository or make_repository(world.web, str(git_repo.origin))
     run = push(repository, _pipeline_repo(git_repo, STEPS, trigger=PROD), pusher="bob")
-    assert executor.run_execute(run.pk) == Run.State.WAITING_APPROVAL
+    assert runner.run_execute(run.pk) == Run.State.WAITING_APPROVAL
     return Run.objects.get(pk=run.pk), repository
 
 
@@ -301,12 +304,12 @@ def test_rejecting_or_superseding_a_waiting_run_runs_none_of_its_steps(live_worl
     assert [s.state for s in run.steps.exclude(kind="checkout")] == ["skipped"] * 4
 
     canceled = run_services.run_retry(actor=live_world.alice, run=run)
-    assert executor.run_execute(canceled.pk) == Run.State.WAITING_APPROVAL
+    assert runner.run_execute(canceled.pk) == Run.State.WAITING_APPROVAL
     run_services.run_cancel(actor=live_world.bob, run=Run.objects.get(pk=canceled.pk))
     assert [s.state for s in canceled.steps.exclude(kind="checkout")] == ["skipped"] * 4
 
     older = run_services.run_retry(actor=live_world.alice, run=run)
-    assert executor.run_execute(older.pk) == Run.State.WAITING_APPROVAL
+    assert runner.run_execute(older.pk) == Run.State.WAITING_APPROVAL
     newer_sha = git_repo.commit("next", {"README": "x"})
     git_repo.push("main")
     newer = push(repository, newer_sha, pusher="bob")
@@ -320,8 +323,8 @@ def test_turning_pipeline_secrets_off_while_a_run_waits_stops_it_at_resume(live_
     run, _ = _waiting_run(live_world, git_repo)
     run_services.run_approve(actor=live_world.alice, run=run)
     prod = Environment.objects.get(project=live_world.web, name="prod")
-    tenancy_services.environment_update(actor=live_world.alice, environment=prod, pipeline_secrets=False)
-    assert executor.run_resume(run.pk) == Run.State.FAILED
+    environment_services.environment_update(actor=live_world.alice, environment=prod, pipeline_secrets=False)
+    assert runner.run_resume(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == REFUSED.format(env="prod")
     assert not RunLogLine.objects.filter(run=run, stream="stdout").exists()
@@ -332,15 +335,15 @@ def test_a_protected_run_without_secret_steps_runs_its_steps_and_waits_only_to_d
     live_world: Any, git_repo: GitRepo
 ) -> None:
     prod = Environment.objects.get(project=live_world.web, name="prod")
-    tenancy_services.environment_update(actor=live_world.alice, environment=prod, pipeline_secrets=True)
+    environment_services.environment_update(actor=live_world.alice, environment=prod, pipeline_secrets=True)
     steps = STEPS.replace("    secrets: true\n", "").replace("      env | grep '^DB_PASSWORD='\n", "")
     run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, steps, trigger=PROD))
-    assert executor.run_execute(run.pk) == Run.State.WAITING_APPROVAL
+    assert runner.run_execute(run.pk) == Run.State.WAITING_APPROVAL
     run.refresh_from_db()
     assert run.reason == "waiting for approval to deploy to prod"
     assert _stdout(run, "build") == ["build-ran"] and _stdout(run, "deploy-db")[0] == "pw="  # no secret asked
     run_services.run_approve(actor=live_world.alice, run=run)
-    assert executor.run_resume(run.pk) == Run.State.SUCCEEDED
+    assert runner.run_resume(run.pk) == Run.State.SUCCEEDED
     assert "build-ran" in _texts(Run.objects.get(pk=run.pk))
 
 
@@ -354,7 +357,7 @@ def test_multi_line_secrets_repeated_values_and_the_reason_are_masked(
 ) -> None:
     dev = Environment.objects.get(project=live_world.web, name="dev")
     for name, value in (("CERT", CERT), ("TOKEN", "tok-1234"), ("PIN", "42"), ("STEPNAME", "leaky-step-9911")):
-        tenancy_services.environment_secret_set(actor=live_world.alice, environment=dev, name=name, value=value)
+        environment_services.environment_secret_set(actor=live_world.alice, environment=dev, name=name, value=value)
     steps = (
         "  - name: show\n"
         "    run: |\n"
@@ -366,7 +369,7 @@ def test_multi_line_secrets_repeated_values_and_the_reason_are_masked(
         "    run: exit 3\n"
     )
     run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, steps))
-    assert executor.run_execute(run.pk) == Run.State.FAILED  # unprotected: no approval needed
+    assert runner.run_execute(run.pk) == Run.State.FAILED  # unprotected: no approval needed
     run.refresh_from_db()
     assert _stdout(run, "show") == ["***", "***", "  ***", "***", "twice=***:***,end", "pin=42"]
     assert run.reason == "step *** exited with code 3"
@@ -384,31 +387,33 @@ def test_multi_line_secrets_repeated_values_and_the_reason_are_masked(
 def test_log_writer_masks_before_storing_and_publishing(live_world: Any) -> None:
     repository = make_repository(live_world.web, "/nonexistent/origin.git")
     run = push(repository, "a" * 40)
-    log = executor.LogWriter(run.pk)
+    log = runner.LogWriter(run.pk)
     assert log.mask_secrets({"A": "abcd", "LONG": "abcdef-long", "ONE": "x", "EMPTY": ""}) == ["ONE"]
-    log.add("abcdef-long and abcd and abc and x" + "y" * executor.MAX_LINE)
+    log.add("abcdef-long and abcd and abc and x" + "y" * MAX_LINE)
     log.flush()
     stored = RunLogLine.objects.get(run=run).text
-    assert stored.startswith("*** and *** and abc and x") and len(stored) == executor.MAX_LINE
-    assert executor._finish(run, Run.State.FAILED, "boom abcdef-long", from_states=(Run.State.QUEUED,), log=log)
+    assert stored.startswith("*** and *** and abc and x") and len(stored) == MAX_LINE
+    assert finish(run, Run.State.FAILED, "boom abcdef-long", from_states=(Run.State.QUEUED,), log=log)
     assert Run.objects.get(pk=run.pk).reason == "boom ***"
 
 
 def test_a_protected_environments_values_are_loaded_only_for_an_approved_run(live_world: Any) -> None:
-    """The second lock behind the check before the steps: ``_environment_values`` itself gives
+    """The second lock behind the check before the steps: ``environment_values`` itself gives
     a protected environment's secrets to approved runs only, and never against its setting."""
     prod = Environment.objects.get(project=live_world.web, name="prod")
-    tenancy_services.environment_secret_set(actor=live_world.alice, environment=prod, name="DB_PASSWORD", value=SECRET)
-    tenancy_services.environment_var_set(actor=live_world.alice, environment=prod, name="COLOR", value="blue")
+    environment_services.environment_secret_set(
+        actor=live_world.alice, environment=prod, name="DB_PASSWORD", value=SECRET
+    )
+    environment_services.environment_var_set(actor=live_world.alice, environment=prod, name="COLOR", value="blue")
     run = push(make_repository(live_world.web, "/nonexistent/origin.git"), "a" * 40)
     asking = {"steps": [{"name": "deploy-db", "run": "true", "secrets": True}]}
 
     def values(approved: bool, pipeline: dict[str, Any] = asking) -> dict[str, str] | None:
-        log = executor.LogWriter(run.pk)
-        return executor._environment_values(environment=prod, pipeline=pipeline, log=log, approved=approved)
+        log = runner.LogWriter(run.pk)
+        return environment_values(environment=prod, pipeline=pipeline, log=log, approved=approved)
 
     assert values(approved=True) is None  # pipeline_secrets unset: no for a protected environment
-    tenancy_services.environment_update(actor=live_world.alice, environment=prod, pipeline_secrets=True)
+    environment_services.environment_update(actor=live_world.alice, environment=prod, pipeline_secrets=True)
     assert values(approved=False) is None
     assert values(approved=True) == {"DB_PASSWORD": SECRET, "COLOR": "blue"}
     assert values(approved=True, pipeline={"steps": [{"name": "x", "run": "true", "secrets": False}]}) is None

@@ -12,9 +12,10 @@ from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 from django.test import Client
 
-from apps.pipelines import executor, run_services
+from apps.pipelines import run_services, runner
 from apps.pipelines.models import Run
-from apps.tenancy import services as tenancy_services
+from apps.pipelines.runner.claim import claim
+from apps.tenancy import token_services
 from tests.conftest import build_world
 from tests.pipelines.conftest import make_repository
 
@@ -62,12 +63,12 @@ def live(transactional_db: None) -> Any:
     run = run_services.run_for_push(
         repository=repo, ref="refs/heads/main", commit_sha="a" * 40, commit_message="m", author="a", pusher="p"
     )
-    executor.claim(run.pk, "test-worker")
+    claim(run.pk, "test-worker")
     return world, run
 
 
 def token(user: Any, scopes: list[str]) -> str:
-    return tenancy_services.token_create(user=user, name="ws", scopes=scopes)[1]
+    return token_services.token_create(user=user, name="ws", scopes=scopes)[1]
 
 
 async def connect(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
@@ -80,7 +81,7 @@ async def connect(path: str, headers: list[tuple[bytes, bytes]] | None = None) -
 
 
 def write(run_id: int, texts: list[str]) -> None:
-    log = executor.LogWriter(run_id)
+    log = runner.LogWriter(run_id)
     for text in texts:
         log.add(text)
     log.flush()
@@ -106,7 +107,7 @@ def test_backlog_then_live_lines_in_order(live: Any) -> None:
         state = await comm.receive_json_from(timeout=5)
         assert state["type"] == "state" and state["state"] == "running"
 
-        await sync_to_async(write)(run.pk, ["four", "five"])  # the executor's way: rows + group
+        await sync_to_async(write)(run.pk, ["four", "five"])  # the runner's way: rows + group
         assert await texts(comm, 2) == [(4, "four"), (5, "five")]
 
         # A repeated message and an overlapping one: nothing twice, nothing out of order.
@@ -142,7 +143,7 @@ def test_backlog_then_live_lines_in_order(live: Any) -> None:
 
 
 def _write_silently(run_id: int, lines: list[str]) -> None:
-    log = executor.LogWriter(run_id)
+    log = runner.LogWriter(run_id)
     for text in lines:
         log.add(text)
     from apps.pipelines.models import RunLogLine

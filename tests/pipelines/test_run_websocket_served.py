@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from apps.pipelines import executor
-from apps.tenancy import services as tenancy_services
+from apps.pipelines import runner
+from apps.tenancy import token_services
 from tests.conftest import build_world, serving_console
 from tests.pipelines.conftest import make_repository
 from tests.pipelines.test_runs import push
@@ -34,8 +34,8 @@ def _receive(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
 def test_lines_written_by_another_thread_reach_a_served_websocket_at_once(console_url: str) -> None:
     world = build_world()
     run = push(make_repository(world.web, "/nonexistent/origin.git"), "a" * 40)
-    _, token = tenancy_services.token_create(user=world.alice, name="ws", scopes=["read"])
-    log = executor.LogWriter(run.pk)
+    _, token = token_services.token_create(user=world.alice, name="ws", scopes=["read"])
+    log = runner.LogWriter(run.pk)
     log.add("before connect")
     log.flush()
 
@@ -46,7 +46,7 @@ def test_lines_written_by_another_thread_reach_a_served_websocket_at_once(consol
             sent: list[float] = []
 
             def write(n: int = n) -> None:  # a worker thread, not the server's loop
-                writer = executor.LogWriter(run.pk)
+                writer = runner.LogWriter(run.pk)
                 writer.add(f"live {n}")
                 sent.append(time.monotonic())
                 writer.flush()

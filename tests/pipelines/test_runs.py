@@ -16,8 +16,11 @@ from django.utils import timezone
 
 from apps.core.errors import Forbidden
 from apps.functions.models import Binding, Function
-from apps.pipelines import executor, run_services, step_cgroup
+from apps.pipelines import run_services, runner, step_cgroup
 from apps.pipelines.models import Run, RunStep
+from apps.pipelines.runner.claim import claim
+from apps.pipelines.runner.steps import PIPELINE_UID_BASE
+from apps.pipelines.step_processes import running_steps
 from tests.pipelines.conftest import HELLO, GitRepo, make_repository
 
 
@@ -65,34 +68,34 @@ def test_newer_push_supersedes_queued_runs_of_its_branch(repo: Any) -> None:
 
 def test_newest_commit_waits_for_the_running_one_and_is_never_dropped(repo: Any) -> None:
     a = push(repo, "a" * 40)
-    assert executor.claim(a.pk, "w1") is not None  # a is running
+    assert claim(a.pk, "w1") is not None  # a is running
     b = push(repo, "b" * 40)
-    assert executor.claim(b.pk, "w2") is None  # the lane is busy: b stays queued
+    assert claim(b.pk, "w2") is None  # the lane is busy: b stays queued
     c = push(repo, "c" * 40)
     b.refresh_from_db()
     assert b.state == Run.State.CANCELED and b.reason == f"superseded by run {c.number}"
     Run.objects.filter(pk=a.pk).update(state=Run.State.SUCCEEDED)
     assert run_services.branch_advance(project_id=repo.project_id, branch="main", tag="") == c
-    assert executor.claim(c.pk, "w1") is not None
+    assert claim(c.pk, "w1") is not None
     c.refresh_from_db()
     assert c.state == Run.State.RUNNING and c.commit_sha == "c" * 40
 
 
 def test_worker_death_is_reaped_with_the_reason(repo: Any) -> None:
     a = push(repo, "a" * 40)
-    executor.claim(a.pk, "w1")
+    claim(a.pk, "w1")
     RunStep.objects.create(run=a, index=0, name="checkout", kind="checkout", state=RunStep.State.RUNNING)
-    assert executor.runs_reap_stale() == 0  # fresh heartbeat
+    assert runner.runs_reap_stale() == 0  # fresh heartbeat
     old = timezone.now() - timedelta(seconds=60)
     Run.objects.filter(pk=a.pk).update(heartbeat_at=old)
     b = push(repo, "b" * 40)
-    assert executor.runs_reap_stale() == 1
+    assert runner.runs_reap_stale() == 1
     a.refresh_from_db()
     assert a.state == Run.State.FAILED
     assert a.reason.startswith("worker vanished (no heartbeat since ")
     assert a.finished_at is not None
     assert a.steps.get().state == RunStep.State.FAILED  # the step it was on
-    assert executor.claim(b.pk, "w2") is not None  # the lane moved on
+    assert claim(b.pk, "w2") is not None  # the lane moved on
 
 
 def test_preview_delete_removes_the_environment(repo: Any, world: Any) -> None:
@@ -157,9 +160,9 @@ def test_cancel_kills_the_steps_process_group(live_world: Any, git_repo: GitRepo
     repository = make_repository(live_world.web, str(git_repo.origin))
     run = push(repository, sha)
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.setdefault("state", executor.run_execute(run.pk)))
+    thread = threading.Thread(target=lambda: result.setdefault("state", runner.run_execute(run.pk)))
     thread.start()
-    pgid = _wait(lambda: run_services.RUNNING_PGIDS.get(run.pk))
+    pgid = _wait(lambda: running_steps.pgid(run.pk))
     _wait(lambda: len(_pgroup_alive(pgid)) >= 2)  # bash and its sleep
     started = time.monotonic()
     run_services.run_cancel(actor=live_world.alice, run=Run.objects.get(pk=run.pk))
@@ -177,7 +180,7 @@ def test_cancel_kills_the_steps_process_group(live_world: Any, git_repo: GitRepo
 def test_timeout_kills_the_step_and_fails_the_run(live_world: Any, git_repo: GitRepo) -> None:
     sha = _pipeline_repo(git_repo, "  - name: slow\n    run: sleep 30 & sleep 20\n    timeout_s: 1\n")
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == "step slow timed out after 1 s"
 
@@ -186,7 +189,7 @@ def test_background_leftovers_of_a_step_are_killed_when_it_ends(live_world: Any,
     sha = _pipeline_repo(git_repo, "  - name: bg\n    run: sleep 30 & echo started\n")
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
     started = time.monotonic()
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED
     assert time.monotonic() - started < 10
     assert "started" in run.log_lines.values_list("text", flat=True)
 
@@ -216,7 +219,7 @@ def test_a_daemon_that_left_the_steps_process_group_dies_with_the_step(live_worl
     # setsid: a new session and process group, which killing the step's group misses.
     steps = "  - name: daemon\n    run: setsid sleep 300 >/dev/null 2>&1 </dev/null & echo pid=$!; sleep 0.2\n"
     run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, steps))
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
     daemon = int(_log_value(run, "pid"))
     assert not _alive(daemon), f"the daemon {daemon} outlived its step"
     assert step_cgroup.kill_run(run.pk) == 0  # and its cgroup is gone
@@ -225,7 +228,7 @@ def test_a_daemon_that_left_the_steps_process_group_dies_with_the_step(live_worl
 @needs_cgroups
 def test_the_reaper_kills_what_a_vanished_workers_steps_left(repo: Any) -> None:
     a = push(repo, "a" * 40)
-    executor.claim(a.pk, "w1")
+    claim(a.pk, "w1")
     group = step_cgroup.StepCgroup.create(f"run-{a.pk}-1")
     assert group is not None
     fd = group.enter_fd()
@@ -239,7 +242,7 @@ def test_the_reaper_kills_what_a_vanished_workers_steps_left(repo: Any) -> None:
         os.close(fd)
     assert group.pids() == [orphan.pid]
     Run.objects.filter(pk=a.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
-    assert executor.runs_reap_stale() == 1
+    assert runner.runs_reap_stale() == 1
     assert orphan.wait(5) == -9
     assert not any(d.exists() for d in group.group.dirs)
 
@@ -252,7 +255,7 @@ def test_step_memory_is_limited_without_breaking_node(live_world: Any, git_repo:
         '  - name: hog\n    run: python3 -c "bytearray(512 * 1024 * 1024)"\n    memory_mb: 256\n'
     )
     run = push(make_repository(live_world.web, str(git_repo.origin)), _pipeline_repo(git_repo, steps))
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert _log_value(run, "node") == "2"
     assert run.reason == "step hog exited with code 1"
@@ -273,17 +276,17 @@ def test_steps_run_as_the_runs_own_uid_and_cannot_read_the_data_dir(
     )
     sha = _pipeline_repo(git_repo, steps)
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
     out = list(run.log_lines.filter(stream="stdout").values_list("text", flat=True))
     if os.geteuid() == 0:
-        assert out[0] == str(executor.PIPELINE_UID_BASE + run.pk)
+        assert out[0] == str(PIPELINE_UID_BASE + run.pk)
     assert "top secret" not in out and "no-secret" in out and "no-mirrors" in out and "wrote" in out
 
 
 def test_a_step_cannot_point_packaging_outside_the_workspace(live_world: Any, git_repo: GitRepo) -> None:
     sha = _pipeline_repo(git_repo, "  - name: swap\n    run: rm -rf functions/hello && ln -s /etc functions/hello\n")
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == "package: functions hello: 'functions/hello' leads outside the workspace."
     assert not Function.objects.filter(project=live_world.web, name="hello").exists()
@@ -292,7 +295,7 @@ def test_a_step_cannot_point_packaging_outside_the_workspace(live_world: Any, gi
 def test_retry_runs_the_same_commit_again(live_world: Any, git_repo: GitRepo) -> None:
     sha = _pipeline_repo(git_repo, "  - name: fail\n    run: echo boom >&2; exit 3\n")
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == "step fail exited with code 3"
     assert [line.text for line in run.log_lines.filter(stream="stdout")] == ["boom"]
@@ -304,8 +307,8 @@ def test_retry_runs_the_same_commit_again(live_world: Any, git_repo: GitRepo) ->
 
 
 def test_secrets_only_reach_steps_that_ask(live_world: Any, git_repo: GitRepo) -> None:
+    from apps.tenancy.environment_services import environment_secret_set, environment_var_set
     from apps.tenancy.models import Environment
-    from apps.tenancy.services import environment_secret_set, environment_var_set
 
     dev = Environment.objects.get(project=live_world.web, name="dev")
     environment_var_set(actor=live_world.alice, environment=dev, name="COLOR", value="blue")
@@ -316,7 +319,7 @@ def test_secrets_only_reach_steps_that_ask(live_world: Any, git_repo: GitRepo) -
     )
     sha = _pipeline_repo(git_repo, steps)
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED
     texts = list(run.log_lines.filter(stream="stdout").values_list("text", flat=True))
     assert texts[0].startswith("plain=none none ") and texts[0].endswith("/.home")
     assert texts[1] == "asks=*** blue"  # the step had the secret; the log masks it
@@ -329,7 +332,7 @@ def test_protected_environment_waits_for_an_approver_who_is_not_the_pusher(live_
     )
     repository = make_repository(live_world.web, str(git_repo.origin))
     run = push(repository, sha, pusher="adam@example.com")
-    assert executor.run_execute(run.pk) == Run.State.WAITING_APPROVAL
+    assert runner.run_execute(run.pk) == Run.State.WAITING_APPROVAL
     run.refresh_from_db()
     assert run.environment == "prod" and run.reason == "waiting for approval to deploy to prod"
     with pytest.raises(Forbidden, match="other than its pusher"):
@@ -339,7 +342,7 @@ def test_protected_environment_waits_for_an_approver_who_is_not_the_pusher(live_
     with pytest.raises(Forbidden, match="deploy right"):
         run_services.run_approve(actor=live_world.bob, run=run)  # developer: not on protected
     run_services.run_approve(actor=live_world.alice, run=run)
-    assert executor.run_resume(run.pk) == Run.State.SUCCEEDED
+    assert runner.run_resume(run.pk) == Run.State.SUCCEEDED
     run.refresh_from_db()
     assert run.state == Run.State.SUCCEEDED and run.approved_by == live_world.alice
     binding = Binding.objects.get(function__name="hello", environment__name="prod")
@@ -351,7 +354,7 @@ def test_protected_environment_waits_for_an_approver_who_is_not_the_pusher(live_
 def test_reject_cancels_the_deploy(live_world: Any, git_repo: GitRepo) -> None:
     sha = _pipeline_repo(git_repo, "", trigger="  - branch: main\n    environment: prod\n")
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
-    assert executor.run_execute(run.pk) == Run.State.WAITING_APPROVAL
+    assert runner.run_execute(run.pk) == Run.State.WAITING_APPROVAL
     run_services.run_reject(actor=live_world.alice, run=Run.objects.get(pk=run.pk))
     run.refresh_from_db()
     assert run.state == Run.State.CANCELED and "rejected by alice" in run.reason
@@ -364,7 +367,7 @@ def test_no_matching_trigger_runs_the_checks_and_deploys_nothing(live_world: Any
         git_repo, "  - name: ok\n    run: echo checked\n", trigger="  - tag: 'v*'\n    environment: prod\n"
     )
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED
     run.refresh_from_db()
     assert run.reason == "no trigger matches branch main"
     assert [s.name for s in run.steps.all()] == ["checkout", "ok"]
@@ -375,7 +378,7 @@ def test_a_broken_pipeline_fails_the_run_with_the_line(live_world: Any, git_repo
     git_repo.commit("bad", {"stratus.yaml": "steps:\n  - name: a\n    run: x\n    timeout_s: 0\n"})
     git_repo.push()
     run = push(make_repository(live_world.web, str(git_repo.origin)), git_repo.git("rev-parse", "HEAD"))
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     run.refresh_from_db()
     assert run.reason == "stratus.yaml line 4: steps[0].timeout_s must be between 1 and 3600"
 
@@ -393,7 +396,7 @@ def test_runs_api(live_world: Any, hello_repo: GitRepo, client_for: Any) -> None
     head = hello_repo.git("rev-parse", "HEAD")
     assert (body["number"], body["commit_sha"], body["trigger"], body["created_by"]) == (1, head, "manual", "bob")
     assert body["websocket"] == f"/ws/runs/{body['id']}/"
-    assert executor.run_execute(body["id"]) == Run.State.SUCCEEDED
+    assert runner.run_execute(body["id"]) == Run.State.SUCCEEDED
 
     listed = reader.get(f"/api/v1/projects/{live_world.web.pk}/runs/?branch=main&state=succeeded").json()
     assert [r["number"] for r in listed["results"]] == [1]
@@ -500,7 +503,7 @@ def test_a_token_fetches_from_a_server_that_demands_it(live_world: Any, hello_re
 
     repository = _token_repository(live_world.web, git_server.url("origin.git"), "tok-very-secret")
     run = push(repository, hello_repo.git("rev-parse", "HEAD"))
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
     assert ("x-access-token", "tok-very-secret") in git_server.seen  # sent by the askpass helper
     config = (mirror.mirror_path(repository) / "config").read_bytes()
     assert b"tok-very-secret" not in config and git_server.url("origin.git").encode() in config
@@ -527,7 +530,7 @@ def test_a_wrong_token_fails_the_run_with_the_servers_answer_and_never_prompts(
     repository = _token_repository(live_world.web, git_server.url("origin.git"), "tok-wrong")
     run = push(repository, hello_repo.git("rev-parse", "HEAD"))
     started = time.monotonic()
-    assert executor.run_execute(run.pk) == Run.State.FAILED
+    assert runner.run_execute(run.pk) == Run.State.FAILED
     assert time.monotonic() - started < 30  # no prompt waiting for a terminal
     run.refresh_from_db()
     assert run.reason.startswith(f"Fetching {git_server.url('origin.git')} failed: ")
@@ -558,7 +561,7 @@ def test_a_deploy_key_fetches_over_ssh_and_leaves_no_key_file(
             live_world.web, url, credentials_kind="ssh_key", credentials_ciphertext=crypto.encrypt(private)
         )
         run = push(good, hello_repo.git("rev-parse", "HEAD"))
-        assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+        assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
         assert list(mirror.pipelines_dir().glob("key-*")) == []  # the key file lived for the fetch only
         assert b"PRIVATE KEY" not in (mirror.mirror_path(good) / "config").read_bytes()
 
@@ -567,7 +570,7 @@ def test_a_deploy_key_fetches_over_ssh_and_leaves_no_key_file(
             live_world.web, url, credentials_kind="ssh_key", credentials_ciphertext=crypto.encrypt(other)
         )
         failed = push(wrong, hello_repo.git("rev-parse", "HEAD"))
-        assert executor.run_execute(failed.pk) == Run.State.FAILED
+        assert runner.run_execute(failed.pk) == Run.State.FAILED
         failed.refresh_from_db()
         assert failed.reason.startswith(f"Fetching {url} failed: ") and "Permission denied" in failed.reason
         assert list(mirror.pipelines_dir().glob("key-*")) == []

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from apps.functions.models import Binding, Function
-from apps.pipelines import delivery_services, executor, mirror, run_services
+from apps.pipelines import delivery_services, mirror, run_services, runner
 from apps.pipelines.models import Delivery, Repository, Run
-from apps.tenancy import services as tenancy_services
+from apps.tenancy import token_services
 from tests.conftest import build_world
 from tests.engine.conftest import wait_for
 from tests.pipelines.conftest import GIT_ENV, HELLO, PIPELINE, WEBHOOK_SECRET, GitRepo, make_repository
@@ -41,7 +41,7 @@ def repository(live_world: Any, git_repo: GitRepo) -> Repository:
 
 @pytest.fixture
 def token(live_world: Any) -> str:
-    return tenancy_services.token_create(user=live_world.alice, name="invoke", scopes=["invoke"])[1]
+    return token_services.token_create(user=live_world.alice, name="invoke", scopes=["invoke"])[1]
 
 
 def push_body(sha: str, *, forced: bool = False) -> bytes:
@@ -70,7 +70,7 @@ def push_and_run(served: Any, repository: Repository, git_repo: GitRepo, tag: st
     response = deliver(served, repository, push_body(sha), delivery)
     assert response.status_code == 202, response.text
     run = Run.objects.get(pk=response.json()["run"])
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
     return sha, run
 
 
@@ -138,7 +138,7 @@ def test_a_replayed_old_push_starts_nothing_and_the_newer_commit_stays_deployed(
     assert (again.outcome, again.run_id) == ("accepted", run_b.pk)
     head_run = run_services.run_create_manual(actor=live_world.alice, project=live_world.web, branch="main")
     assert head_run.commit_sha == b
-    assert executor.run_execute(head_run.pk) == Run.State.SUCCEEDED
+    assert runner.run_execute(head_run.pk) == Run.State.SUCCEEDED
     answers(served, token, "hello from git v2")
 
 
@@ -158,7 +158,7 @@ def test_pushes_delivered_out_of_order_deploy_the_newest_and_never_the_older(
     assert (run_b.state, run_b.reason) == ("canceled", f"superseded by run {run_a.number}")
 
     # When A's run executes: after its fetch, main is at B
-    assert executor.run_execute(run_a.pk) == Run.State.CANCELED
+    assert runner.run_execute(run_a.pk) == Run.State.CANCELED
 
     # Then it deployed nothing, says why, and so does its delivery
     run_a.refresh_from_db()
@@ -171,7 +171,7 @@ def test_pushes_delivered_out_of_order_deploy_the_newest_and_never_the_older(
     # And B, which A's run had superseded, runs again and deploys
     run_b2 = Run.objects.get(number=run_a.number + 1)
     assert (run_b2.commit_sha, run_b2.retry_of_id, run_b2.state) == (b, run_b.pk, "queued")
-    assert executor.run_execute(run_b2.pk) == Run.State.SUCCEEDED
+    assert runner.run_execute(run_b2.pk) == Run.State.SUCCEEDED
     answers(served, token, "hello from git v2")
     versions = Function.objects.get(project=live_world.web, name="hello").versions.all()
     assert [v.source_info["commit"] for v in versions] == [b]
@@ -192,7 +192,7 @@ def test_a_force_push_to_an_older_looking_commit_that_is_no_ancestor_runs(
 
     # Then it runs at once and deploys C
     assert response.status_code == 202 and response.json()["outcome"] == "accepted", response.text
-    assert executor.run_execute(response.json()["run"]) == Run.State.SUCCEEDED
+    assert runner.run_execute(response.json()["run"]) == Run.State.SUCCEEDED
     answers(served, token, "hello from git v3")
     version = Function.objects.get(project=live_world.web, name="hello").versions.get(number=served_version())
     assert version.source_info["commit"] == c
@@ -215,7 +215,7 @@ def test_a_force_push_back_to_an_earlier_commit_runs_after_the_fetch(
     assert settled is not None and settled.outcome == "accepted", settled and settled.reason
     run = Run.objects.get(pk=settled.run_id)
     assert (run.commit_sha, run.trigger, run.number) == (a, "push", run_a.number + 2)
-    assert executor.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
     answers(served, token, "hello from git v1")
     version = Function.objects.get(project=live_world.web, name="hello").versions.get(number=served_version())
     assert version.source_info["commit"] == a

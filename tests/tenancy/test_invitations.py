@@ -12,7 +12,7 @@ from django.core import mail
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.tenancy import services
+from apps.tenancy import invitation_services, org_services
 from apps.tenancy.models import Invitation, Membership
 from apps.tenancy.roles import Role
 from tests.conftest import build_world, make_user
@@ -71,7 +71,7 @@ def test_owner_invites_and_the_token_is_shown_once(world, client_for, settings, 
     invitation = Invitation.objects.get(pk=created["id"])
     assert invitation.org == world.alpha
     assert invitation.invited_by == world.alice
-    assert services.invitation_token(invitation) == created["token"]
+    assert invitation_services.invitation_token(invitation) == created["token"]
     expected_expiry = invitation.created_at + timedelta(days=settings.INVITATION_TTL_DAYS)
     assert abs((invitation.expires_at - expected_expiry).total_seconds()) < 5
 
@@ -206,7 +206,7 @@ def test_tampered_token_is_invalid(world, client_for, created, tamper):
 def test_token_signed_for_another_nonce_is_invalid(world, client_for, created):
     invitation = Invitation.objects.get(pk=created["id"])
     invitation.nonce = "something-else"
-    forged = services.invitation_token(invitation)
+    forged = invitation_services.invitation_token(invitation)
     response = accept(client_for(make_user("newbie")), forged)
     assert response.status_code == 404
     assert error(response)["code"] == "invitation_invalid"
@@ -217,8 +217,8 @@ def test_link_is_the_same_whenever_it_is_rebuilt(world, created):
     """The email task rebuilds the link from the id later: it must equal the one shown."""
     invitation = Invitation.objects.get(pk=created["id"])
     with mock.patch("django.core.signing.time.time", return_value=time.time() + 3600):
-        assert services.invitation_token(invitation) == created["token"]
-        assert services.invitation_link(invitation) == created["accept_url"]
+        assert invitation_services.invitation_token(invitation) == created["token"]
+        assert invitation_services.invitation_link(invitation) == created["accept_url"]
 
 
 @pytest.mark.django_db
@@ -258,7 +258,7 @@ def test_inviting_an_existing_member_conflicts(world, client_for):
 @pytest.mark.django_db
 def test_accepting_when_already_a_member_conflicts(world, client_for, created):
     newbie = make_user("newbie")
-    services.membership_ensure(user=newbie, org=world.alpha, role=Role.VIEWER)
+    org_services.membership_ensure(user=newbie, org=world.alpha, role=Role.VIEWER)
     response = accept(client_for(newbie), created["token"])
     assert response.status_code == 409
     assert error(response)["code"] == "already_member"

@@ -41,7 +41,7 @@ from apps.monitoring.sink import RecordSink
 from apps.pipelines.models import Delivery, Run
 from apps.pipelines.repository_services import repository_set
 from apps.releases.services import release_start
-from apps.tenancy import services
+from apps.tenancy import environment_services, invitation_services, team_services, token_services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
 from apps.tenancy.roles import Role
 
@@ -190,18 +190,20 @@ def fast_password_hashing(settings: Any) -> None:
 def alpha(world: Any) -> Alpha:
     """alpha's objects every path parameter can point at."""
     w = world
-    team = services.team_create(actor=w.alice, org=w.alpha, slug=TEAM_SLUG, name=TEAM_NAME)
-    services.team_member_add(actor=w.alice, team=team, user=w.bob)
-    invitation, invitation_token = services.invitation_create(
+    team = team_services.team_create(actor=w.alice, org=w.alpha, slug=TEAM_SLUG, name=TEAM_NAME)
+    team_services.team_member_add(actor=w.alice, team=team, user=w.bob)
+    invitation, invitation_token = invitation_services.invitation_create(
         actor=w.alice, org=w.alpha, email=INVITEE_EMAIL, role=Role.DEVELOPER
     )
     for env in Environment.objects.filter(project=w.web, name__in=["dev", "prod"]):
-        services.environment_var_set(actor=w.alice, environment=env, name=VAR_NAME, value=VAR_VALUE)
-        services.environment_secret_set(actor=w.alice, environment=env, name=SECRET_NAME, value=SECRET_VALUE)
+        environment_services.environment_var_set(actor=w.alice, environment=env, name=VAR_NAME, value=VAR_VALUE)
+        environment_services.environment_secret_set(
+            actor=w.alice, environment=env, name=SECRET_NAME, value=SECRET_VALUE
+        )
     prod = Environment.objects.get(project=w.web, name="prod")
-    services.environment_deployer_add(actor=w.alice, environment=prod, user=w.bob)
-    services.environment_deployer_add(actor=w.alice, environment=prod, team=team)
-    alice_token, _ = services.token_create(user=w.alice, name="alice-ci", scopes=["read"])
+    environment_services.environment_deployer_add(actor=w.alice, environment=prod, user=w.bob)
+    environment_services.environment_deployer_add(actor=w.alice, environment=prod, team=team)
+    alice_token, _ = token_services.token_create(user=w.alice, name="alice-ci", scopes=["read"])
     function = function_services.function_create(
         actor=w.alice, project=w.web, name=FUNCTION_NAME, runtime="python3.11", handler="main.handler"
     )

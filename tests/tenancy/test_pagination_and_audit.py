@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.tenancy import services
+from apps.tenancy import org_services, project_services, team_services, token_services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Membership, Project, ProjectGrant, Team
 from apps.tenancy.roles import Role
 
@@ -32,7 +32,7 @@ def _fast_password_hashing(settings):
 
 def add_projects(world, count: int, start: int = 0) -> list[Project]:
     return [
-        services.project_create(actor=world.alice, org=world.alpha, slug=f"p{i:03d}", name=f"P{i}")
+        project_services.project_create(actor=world.alice, org=world.alpha, slug=f"p{i:03d}", name=f"P{i}")
         for i in range(start, start + count)
     ]
 
@@ -73,7 +73,7 @@ def test_limit_is_capped(world, client_for):
 
 def test_pagination_counts_only_what_the_caller_sees(world, client_for):
     projects = add_projects(world, 4)
-    services.project_grant_set(actor=world.alice, project=projects[1], role=Role.VIEWER, user=world.bob)
+    project_services.project_grant_set(actor=world.alice, project=projects[1], role=Role.VIEWER, user=world.bob)
     page = client_for(world.bob).get("/api/v1/projects/", {"limit": 1}).json()
     assert page["count"] == 2
     assert page["next"] == "http://testserver/api/v1/projects/?limit=1&offset=1"
@@ -90,14 +90,14 @@ def grow(world, size: int) -> None:
     members (granted on web), teams with a member, and the audit events all that writes."""
     have = Project.objects.filter(org=world.alpha).exclude(slug="web").count()
     for project in add_projects(world, size - have, start=have):
-        services.project_grant_set(actor=world.alice, project=project, role=Role.DEVELOPER, user=world.bob)
+        project_services.project_grant_set(actor=world.alice, project=project, role=Role.DEVELOPER, user=world.bob)
     for i in range(have, size):
         user = User.objects.create(username=f"member{i:03d}", email=f"member{i:03d}@example.com")
-        services.membership_ensure(user=user, org=world.alpha, role=Role.VIEWER)
-        services.project_grant_set(actor=world.alice, project=world.web, role=Role.VIEWER, user=user)
-        team = services.team_create(actor=world.alice, org=world.alpha, slug=f"team{i:03d}", name=f"Team {i}")
-        services.team_member_add(actor=world.alice, team=team, user=user)
-        services.team_member_add(actor=world.alice, team=team, user=world.bob)
+        org_services.membership_ensure(user=user, org=world.alpha, role=Role.VIEWER)
+        project_services.project_grant_set(actor=world.alice, project=world.web, role=Role.VIEWER, user=user)
+        team = team_services.team_create(actor=world.alice, org=world.alpha, slug=f"team{i:03d}", name=f"Team {i}")
+        team_services.team_member_add(actor=world.alice, team=team, user=user)
+        team_services.team_member_add(actor=world.alice, team=team, user=world.bob)
 
 
 # (who, path, rows expected at size n, query bound). The bound is the same for 5 and 40 rows.
@@ -300,8 +300,8 @@ def test_admins_list_and_filter_their_orgs_events(world, client_for, admin):
     ]
 
     mid = timezone.now()
-    team = services.team_create(actor=world.adam, org=world.alpha, slug="late", name="Late")
-    services.team_update(actor=world.adam, team=team, name="Later")
+    team = team_services.team_create(actor=world.adam, org=world.alpha, slug="late", name="Late")
+    team_services.team_update(actor=world.adam, team=team, name="Later")
     late = list(
         AuditEvent.objects.filter(created_at__gte=mid).order_by("-created_at", "-id").values_list("id", flat=True)
     )
@@ -331,7 +331,7 @@ def test_filter_on_another_org_is_404_and_bad_dates_are_400(world, client_for):
 
 @pytest.mark.parametrize("name", ["bob", "carol", "dora"])
 def test_developers_and_viewers_see_none_of_the_orgs_events(world, client_for, name):
-    services.team_create(actor=world.adam, org=world.alpha, slug="x", name="X")
+    team_services.team_create(actor=world.adam, org=world.alpha, slug="x", name="X")
     client = client_for(world.user(name))
     assert ids(client.get("/api/v1/audit-events/")) == []
     assert ids(client.get("/api/v1/audit-events/", {"org": "alpha"})) == []
@@ -349,7 +349,7 @@ def test_outsider_sees_only_their_own_org(world, client_for):
 
 
 def test_events_outside_any_org_are_visible_to_their_actor_only(world, client_for):
-    token, _ = services.token_create(user=world.bob, name="mine", scopes=["read"])
+    token, _ = token_services.token_create(user=world.bob, name="mine", scopes=["read"])
     event = AuditEvent.objects.get(action="token.create", actor=world.bob)
     assert event.org is None
     assert ids(client_for(world.bob).get("/api/v1/audit-events/")) == [event.pk]
@@ -360,14 +360,14 @@ def test_events_outside_any_org_are_visible_to_their_actor_only(world, client_fo
 def test_member_who_leaves_loses_the_events(world, client_for):
     client = client_for(world.adam)
     assert ids(client.get("/api/v1/audit-events/")) == alpha_event_ids()
-    services.member_remove(actor=world.alice, membership=Membership.objects.get(org=world.alpha, user=world.adam))
+    org_services.member_remove(actor=world.alice, membership=Membership.objects.get(org=world.alpha, user=world.adam))
     assert ids(client.get("/api/v1/audit-events/")) == []
     assert ProjectGrant.objects.filter(user=world.adam).count() == 0
 
 
 def test_audit_list_queries_are_bounded_by_page(world, client_for, django_assert_max_num_queries):
     for i in range(60):
-        services.team_create(actor=world.alice, org=world.alpha, slug=f"t{i}", name=f"T{i}")
+        team_services.team_create(actor=world.alice, org=world.alpha, slug=f"t{i}", name=f"T{i}")
     client = client_for(world.alice)
     client.get("/api/v1/audit-events/")
     with django_assert_max_num_queries(4):

@@ -2,7 +2,7 @@ from django.contrib.contenttypes.models import ContentType
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from apps.audit.models import AuditEvent
-from apps.tenancy import services
+from apps.tenancy import environment_services, project_services, team_services
 from apps.tenancy.models import Environment, Project
 from apps.tenancy.roles import Role
 
@@ -35,10 +35,10 @@ def test_new_project_gets_dev_staging_and_protected_prod(world, client_for):
 
 def test_deleting_a_project_deletes_its_object_permissions(world, client_for):
     # Given team and user grants on web, and a deployer on web's prod
-    team = services.team_create(actor=world.alice, org=world.alpha, slug="ops", name="Ops")
-    services.project_grant_set(actor=world.alice, project=world.web, role=Role.DEVELOPER, team=team)
+    team = team_services.team_create(actor=world.alice, org=world.alpha, slug="ops", name="Ops")
+    project_services.project_grant_set(actor=world.alice, project=world.web, role=Role.DEVELOPER, team=team)
     prod = Environment.objects.get(project=world.web, name="prod")
-    services.environment_deployer_add(actor=world.alice, environment=prod, user=world.bob)
+    environment_services.environment_deployer_add(actor=world.alice, environment=prod, user=world.bob)
     assert _guardian_rows(world.web) > 0
     assert _guardian_rows(prod) == 1
 

@@ -580,7 +580,7 @@ def live_world(transactional_db: None, settings: Any) -> Any:
 def pipeline_run(world: Any, tmp_path: Any, function_yaml: str) -> Any:
     """Push a repository whose stratus.yaml declares ``hello`` with ``function_yaml`` (extra
     keys) and deploys main to dev; run it in this thread; return the finished run."""
-    from apps.pipelines import executor, run_services
+    from apps.pipelines import run_services, runner
     from tests.pipelines.conftest import HELLO, GitRepo, make_repository
 
     repo = GitRepo(tmp_path)
@@ -599,7 +599,7 @@ def pipeline_run(world: Any, tmp_path: Any, function_yaml: str) -> Any:
         author="Ann",
         pusher="pat",
     )
-    executor.run_execute(run.pk)
+    runner.run_execute(run.pk)
     run.refresh_from_db()
     return run
 

@@ -25,7 +25,15 @@ from guardian.shortcuts import get_perms
 from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
-from apps.tenancy import roles, services
+from apps.tenancy import (
+    environment_services,
+    invitation_services,
+    org_services,
+    project_services,
+    roles,
+    team_services,
+    token_services,
+)
 from apps.tenancy.models import (
     ApiToken,
     Environment,
@@ -79,9 +87,9 @@ class Alpha:
 def dora_via_team(a: Alpha) -> Any:
     """Put dora in team `releasers` and grant the team developer on web."""
     w = a.world
-    team = services.team_create(actor=w.alice, org=w.alpha, slug="releasers", name="Releasers")
-    services.team_member_add(actor=w.alice, team=team, user=w.dora)
-    services.project_grant_set(actor=w.alice, project=w.web, role=Role.DEVELOPER, team=team)
+    team = team_services.team_create(actor=w.alice, org=w.alpha, slug="releasers", name="Releasers")
+    team_services.team_member_add(actor=w.alice, team=team, user=w.dora)
+    project_services.project_grant_set(actor=w.alice, project=w.web, role=Role.DEVELOPER, team=team)
     return User.objects.get(pk=w.dora.pk)
 
 
@@ -89,17 +97,17 @@ def dora_via_team(a: Alpha) -> Any:
 def alpha(world: Any) -> Alpha:
     w = world
     erin = User.objects.create_user(username="erin", email="erin@example.com", password="erin-pw-123")
-    services.membership_ensure(user=erin, org=w.alpha, role=Role.DEVELOPER)
-    platform = services.team_create(actor=w.alice, org=w.alpha, slug="platform", name="Platform")
-    services.team_member_add(actor=w.alice, team=platform, user=erin)
-    invitation, _ = services.invitation_create(
+    org_services.membership_ensure(user=erin, org=w.alpha, role=Role.DEVELOPER)
+    platform = team_services.team_create(actor=w.alice, org=w.alpha, slug="platform", name="Platform")
+    team_services.team_member_add(actor=w.alice, team=platform, user=erin)
+    invitation, _ = invitation_services.invitation_create(
         actor=w.alice, org=w.alpha, email="newhire@example.com", role=Role.DEVELOPER
     )
     for env in Environment.objects.filter(project=w.web, name__in=["dev", "prod"]):
-        services.environment_var_set(actor=w.alice, environment=env, name=VAR, value="v1")
-        services.environment_secret_set(actor=w.alice, environment=env, name=SECRET, value="s1")
+        environment_services.environment_var_set(actor=w.alice, environment=env, name=VAR, value="v1")
+        environment_services.environment_secret_set(actor=w.alice, environment=env, name=SECRET, value="s1")
     prod = Environment.objects.get(project=w.web, name="prod")
-    services.environment_deployer_add(actor=w.alice, environment=prod, user=erin)
+    environment_services.environment_deployer_add(actor=w.alice, environment=prod, user=erin)
     return Alpha(w, erin, platform, invitation, w.web.grants.get(user=w.carol))
 
 
@@ -140,7 +148,7 @@ def var_value(a: Alpha, env: str) -> str | None:
 
 
 def secret_value(a: Alpha, env: str) -> str | None:
-    return services.environment_secret_values(environment=a.env(env)).get(SECRET)
+    return environment_services.environment_secret_values(environment=a.env(env)).get(SECRET)
 
 
 def in_team(team: Team, user: Any) -> bool:
@@ -394,7 +402,7 @@ def test_admin_cannot_grant_change_or_remove_the_owner_role(
     method: str, path: str, body: Any, world: Any, client_for: Any
 ) -> None:
     # Given adam, an admin, and a second owner so that no last-owner rule is in play
-    services.membership_ensure(user=world.dora, org=world.alpha, role=Role.OWNER)
+    org_services.membership_ensure(user=world.dora, org=world.alpha, role=Role.OWNER)
     client = client_for(world.adam)
     before = db_snapshot()
 
@@ -477,12 +485,12 @@ def test_removing_a_member_removes_grants_team_memberships_and_permissions(world
     # Given bob with a direct grant on web, in a team granted on web, deployer on prod,
     # and admin of a project he created himself
     w = world
-    team = services.team_create(actor=w.alice, org=w.alpha, slug="backend", name="Backend")
-    services.team_member_add(actor=w.alice, team=team, user=w.bob)
-    services.project_grant_set(actor=w.alice, project=w.web, role=Role.DEVELOPER, team=team)
+    team = team_services.team_create(actor=w.alice, org=w.alpha, slug="backend", name="Backend")
+    team_services.team_member_add(actor=w.alice, team=team, user=w.bob)
+    project_services.project_grant_set(actor=w.alice, project=w.web, role=Role.DEVELOPER, team=team)
     prod = Environment.objects.get(project=w.web, name="prod")
-    services.environment_deployer_add(actor=w.alice, environment=prod, user=w.bob)
-    own = services.project_create(actor=w.bob, org=w.alpha, slug="bobs-tool", name="Bob's tool")
+    environment_services.environment_deployer_add(actor=w.alice, environment=prod, user=w.bob)
+    own = project_services.project_create(actor=w.bob, org=w.alpha, slug="bobs-tool", name="Bob's tool")
     bob = client_for(w.bob)
     assert bob.get(f"/api/v1/projects/{w.web.pk}/").status_code == 200
     assert sorted(ProjectGrant.objects.filter(user=w.bob).values_list("project__slug", "role")) == [
@@ -529,7 +537,7 @@ def test_project_list_shows_managers_every_project_and_others_only_granted_ones(
     actor: str, alpha: Alpha, client_for: Any
 ) -> None:
     # Given a second project in alpha, granted to nobody
-    services.project_create(actor=alpha.world.alice, org=alpha.world.alpha, slug="api", name="API")
+    project_services.project_create(actor=alpha.world.alice, org=alpha.world.alpha, slug="api", name="API")
     user = alpha.actor(actor) if actor != "charlie" else alpha.world.charlie
 
     # When the actor lists projects
@@ -643,7 +651,7 @@ def test_expired_token_is_rejected(world: Any, client_for: Any) -> None:
     # Given a token that worked, whose expiry then passed
     client = client_for(world.alice, scopes=["read"], expires_at=timezone.now() + timedelta(hours=1))
     assert client.get("/api/v1/me/").status_code == 200
-    token = ApiToken.objects.get(token_hash=services.token_hash(client.token))
+    token = ApiToken.objects.get(token_hash=token_services.token_hash(client.token))
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     # When it is used

@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.audit.models import AuditEvent
 from apps.core import crypto
 from apps.core.logging import JsonFormatter, RequestIdFilter
-from apps.tenancy import services
+from apps.tenancy import environment_services
 from apps.tenancy.models import Environment, EnvironmentSecret
 
 pytestmark = pytest.mark.django_db
@@ -164,7 +164,7 @@ def test_secret_value_never_leaves_the_database_in_plaintext(world, client_for, 
     assert str(secret) == "DB_PASSWORD"
 
     # The deploy path decrypts it.
-    assert services.environment_secret_values(environment=dev(world)) == {"DB_PASSWORD": VALUE}
+    assert environment_services.environment_secret_values(environment=dev(world)) == {"DB_PASSWORD": VALUE}
 
 
 def test_overwriting_a_secret_reencrypts_and_audits_without_values(world, client_for):
@@ -176,7 +176,9 @@ def test_overwriting_a_secret_reencrypts_and_audits_without_values(world, client
     assert "another-value-123" not in response.content.decode()
     assert bytes(EnvironmentSecret.objects.get(name="DB_PASSWORD").ciphertext) != first
     assert EnvironmentSecret.objects.count() == 1
-    assert services.environment_secret_values(environment=dev(world)) == {"DB_PASSWORD": "another-value-123"}
+    assert environment_services.environment_secret_values(environment=dev(world)) == {
+        "DB_PASSWORD": "another-value-123"
+    }
     assert list(
         AuditEvent.objects.filter(action="environment.secret_set").order_by("id").values_list("changes", flat=True)
     ) == [{"name": "DB_PASSWORD", "created": True}, {"name": "DB_PASSWORD", "created": False}]
@@ -218,7 +220,7 @@ def test_rotate_secrets_reencrypts_with_the_new_primary_key(world, client_for, s
     settings.ENCRYPTION_KEYS = [new_key]
     crypto._fernet.cache_clear()
     with pytest.raises(ImproperlyConfigured):  # not yet readable with the new key alone
-        services.environment_secret_values(environment=dev(world))
+        environment_services.environment_secret_values(environment=dev(world))
 
     settings.ENCRYPTION_KEYS = [new_key, old_key]
     crypto._fernet.cache_clear()
@@ -235,13 +237,13 @@ def test_rotate_secrets_reencrypts_with_the_new_primary_key(world, client_for, s
 
     settings.ENCRYPTION_KEYS = [new_key]
     crypto._fernet.cache_clear()
-    assert services.environment_secret_values(environment=dev(world)) == {"DB_PASSWORD": VALUE}
-    assert services.environment_secret_values(environment=prod) == {"API_KEY": "prod-key-987"}
+    assert environment_services.environment_secret_values(environment=dev(world)) == {"DB_PASSWORD": VALUE}
+    assert environment_services.environment_secret_values(environment=prod) == {"API_KEY": "prod-key-987"}
 
     settings.ENCRYPTION_KEYS = [old_key]
     crypto._fernet.cache_clear()
     with pytest.raises(ImproperlyConfigured):  # the old key can be dropped: it reads nothing now
-        services.environment_secret_values(environment=dev(world))
+        environment_services.environment_secret_values(environment=dev(world))
     crypto._fernet.cache_clear()
 
 

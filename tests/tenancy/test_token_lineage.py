@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.core.errors import Forbidden
-from apps.tenancy import services
+from apps.tenancy import token_services
 from apps.tenancy.models import ApiToken
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +34,7 @@ def mint(client: APIClient, **body):
 @pytest.fixture
 def parent(world) -> tuple[ApiToken, str]:
     """alice's token with read, invoke and admin (admin: it may mint), expiring in an hour."""
-    return services.token_create(
+    return token_services.token_create(
         user=world.alice,
         name="parent",
         scopes=["read", "invoke", "admin"],
@@ -90,7 +90,7 @@ def test_a_child_cannot_hold_scopes_its_parent_lacks(world, parent):
 
 
 def test_a_deploy_token_may_mint_an_invoke_token_because_deploy_holds_invoke(world):
-    _, plaintext = services.token_create(user=world.alice, name="ci", scopes=["deploy", "admin"])
+    _, plaintext = token_services.token_create(user=world.alice, name="ci", scopes=["deploy", "admin"])
     response = mint(bearer(plaintext), scopes=["invoke"])
     assert response.status_code == 201, response.content
     assert response.json()["expires_at"] is None  # the parent never expires: neither need the child
@@ -101,7 +101,7 @@ def test_revoking_a_token_revokes_its_children_and_theirs(world, parent, client_
     expires_at = token.expires_at.isoformat()
     child = mint(bearer(plaintext), name="child", scopes=["read", "admin"], expires_at=expires_at).json()
     grandchild = mint(bearer(child["token"]), name="grandchild", scopes=["read"], expires_at=expires_at).json()
-    _, sibling = services.token_create(user=world.alice, name="unrelated", scopes=["read"])
+    _, sibling = token_services.token_create(user=world.alice, name="unrelated", scopes=["read"])
     assert grandchild["parent"] == child["id"]
     for plain in (plaintext, child["token"], grandchild["token"], sibling):
         assert bearer(plain).get("/api/v1/me/").status_code == 200
@@ -139,7 +139,7 @@ def test_a_revoked_parent_cannot_mint_even_if_its_request_was_already_authentica
     ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
 
     with pytest.raises(Forbidden) as refused:
-        services.token_create(user=world.alice, name="late", scopes=["read"], actor_token=token)
+        token_services.token_create(user=world.alice, name="late", scopes=["read"], actor_token=token)
 
     assert refused.value.message == "The token making this request has been revoked or has expired."
     assert not ApiToken.objects.filter(name="late").exists()

@@ -5,6 +5,8 @@
   not dumpable.
 - ``cgroups.py``: per-instance / per-step memory and pids limits, and killing a whole tree.
 - ``egress.py`` and ``firewall.py``: which addresses tenant code may reach (nftables by uid).
+- ``hardening.py``: the data directory closed around what tenant uids reach, the files handed
+  to them, a step's rlimits, the process-group kill.
 """
 
 from __future__ import annotations

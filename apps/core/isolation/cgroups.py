@@ -300,6 +300,8 @@ class CgroupFactory:
         groups = []
         for name in sorted(names):
             dirs = [base / name for base in bases if (base / name).is_dir()]
+            if not dirs:
+                continue  # removed since the listing (another supervisor on this host cleaned it up)
             memory = self.v1_dirs.get("memory")
             groups.append(
                 Cgroup(

@@ -1,7 +1,7 @@
 """The egress firewall for tenant code: nftables rules matched on the socket owner's uid.
 
 Every function identity and pipeline step runs as a uid of its own at or above
-``STRATUS_SANDBOX_UID_BASE`` (apps/engine/sandbox.py, apps/pipelines/executor.py). One table,
+``STRATUS_SANDBOX_UID_BASE`` (apps/engine/sandbox/, apps/pipelines/runner/steps.py). One table,
 ``inet stratus``, holds one output chain that looks only at new connections of those uids
 (``meta skuid``), so the console, its database clients and everything else on the host are
 untouched, and the cost is one comparison per new connection:

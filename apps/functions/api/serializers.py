@@ -2,17 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.functions.models import (
-    EPHEMERAL_STORAGE_MB,
-    MEMORY_MB,
-    TIMEOUT_S,
-    Binding,
-    Function,
-    Kind,
-    Runtime,
-    TrafficChange,
-)
-from apps.functions.services import CONFIG_FIELDS
+from apps.functions.knobs import CONFIG_FIELDS, KNOB
+from apps.functions.models import Binding, Function, Kind, Runtime, TrafficChange
 from apps.tenancy.models import slug_validator
 
 
@@ -25,6 +16,19 @@ class FunctionSerializer(serializers.ModelSerializer):
         fields = ["id", "org", "project", "name", *CONFIG_FIELDS, "created_at", "updated_at"]
 
 
+def knob_field(name: str) -> serializers.IntegerField:
+    """A knob as an optional integer input (apps/functions/knobs.py: its range and words)."""
+    knob = KNOB[name]
+    out_of_range = knob.range_message
+    return serializers.IntegerField(
+        required=False,
+        min_value=knob.min,
+        max_value=knob.max,
+        help_text=f"{knob.help}; {knob.min}..{knob.max}{' ' + knob.unit if knob.unit else ''}, default {knob.default}",
+        error_messages={"min_value": out_of_range, "max_value": out_of_range},
+    )
+
+
 class FunctionConfigSerializer(serializers.Serializer):
     """Input for create (name, runtime and handler required) and update (all optional)."""
 
@@ -32,16 +36,14 @@ class FunctionConfigSerializer(serializers.Serializer):
     runtime = serializers.ChoiceField(choices=Runtime.choices, required=False)
     handler = serializers.CharField(max_length=200, required=False)
     kind = serializers.ChoiceField(choices=Kind.choices, required=False)
-    memory_mb = serializers.IntegerField(required=False, min_value=MEMORY_MB[0], max_value=MEMORY_MB[1])
-    timeout_s = serializers.IntegerField(required=False, min_value=TIMEOUT_S[0], max_value=TIMEOUT_S[1])
-    ephemeral_storage_mb = serializers.IntegerField(
-        required=False, min_value=EPHEMERAL_STORAGE_MB[0], max_value=EPHEMERAL_STORAGE_MB[1]
-    )
+    memory_mb = knob_field("memory_mb")
+    timeout_s = knob_field("timeout_s")
+    ephemeral_storage_mb = knob_field("ephemeral_storage_mb")
     env = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=4096), required=False)
-    min_instances = serializers.IntegerField(required=False, min_value=0)
-    max_instances = serializers.IntegerField(required=False, min_value=1)
-    instance_concurrency = serializers.IntegerField(required=False, min_value=1)
-    idle_timeout_s = serializers.IntegerField(required=False, min_value=1)
+    min_instances = knob_field("min_instances")
+    max_instances = knob_field("max_instances")
+    instance_concurrency = knob_field("instance_concurrency")
+    idle_timeout_s = knob_field("idle_timeout_s")
 
 
 class FunctionCreateSerializer(FunctionConfigSerializer):

@@ -123,14 +123,12 @@ class BindingDetailView(ApiView):
 
     def get(self, request: Request, function_id: int, environment: str) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
-        return self.render(
-            s.BindingSerializer, binding_services.binding_get(function=function, environment_name=environment)
-        )
+        return self.render(s.BindingSerializer, selectors.binding_get(function=function, environment_name=environment))
 
     @extend_schema(request=s.BindingRulesSerializer, responses=s.BindingSerializer)
     def patch(self, request: Request, function_id: int, environment: str) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
-        binding = binding_services.binding_get(function=function, environment_name=environment)
+        binding = selectors.binding_get(function=function, environment_name=environment)
         data = self.parse(s.BindingRulesSerializer, request)
         binding = binding_services.binding_rules_set(actor=request.user, binding=binding, **data)
         return self.render(s.BindingSerializer, binding)
@@ -144,5 +142,5 @@ class BindingHistoryView(ApiView):
     @extend_schema(responses=s.TrafficChangeSerializer(many=True))  # a page of changes (render_page)
     def get(self, request: Request, function_id: int, environment: str) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
-        binding = binding_services.binding_get(function=function, environment_name=environment)
-        return self.render_page(s.TrafficChangeSerializer, binding_services.binding_history(binding=binding))
+        binding = selectors.binding_get(function=function, environment_name=environment)
+        return self.render_page(s.TrafficChangeSerializer, selectors.binding_history(binding=binding))

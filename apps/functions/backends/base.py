@@ -4,7 +4,8 @@ The control plane (bindings, deploys, releases) speaks only in these terms; a ba
 them onto its engine: `local` onto processes on this host, `knative` onto Knative Serving
 Services and Revisions. Knobs in a version's config (memory_mb, timeout_s,
 min_instances, max_instances, instance_concurrency, idle_timeout_s) mean the same on every
-backend. Invocation joins this interface with the local engine (issue 4).
+backend. Calls of functions do not pass through it: the local engine (apps/engine) serves
+the routes of `local` bindings on `/fn/`, Knative serves its own.
 """
 
 from __future__ import annotations

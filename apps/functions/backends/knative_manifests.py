@@ -93,7 +93,7 @@ class KnativeVersion:
 @dataclass(frozen=True)
 class HeaderRule:
     """Route requests whose header (or cookie) `header` equals (or, with match "regex", matches) `value`
-    to `version`: the release issue's header rules, which Knative cannot express."""
+    to `version`: the binding's header rules, which Knative cannot express."""
 
     header: str
     value: str

@@ -2,8 +2,8 @@
 
 This part prepares versions (unpacks each artifact once, atomically, into the data
 directory) and records which versions each binding serves. Starting and scaling the
-function processes is the local engine's job (the supervisor, issue 4), which reads the
-same prepared directories and the bindings from the database.
+function processes is the local engine's job (apps/engine, in process or as the supervisor),
+which reads the same prepared directories and the bindings from the database.
 """
 
 from __future__ import annotations

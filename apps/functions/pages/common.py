@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString, mark_safe
 from apps.audit.models import AuditEvent
 from apps.core.templatetags.console import badge, when
 from apps.functions.models import Binding, Function, Runtime, TrafficChange
+from apps.functions.traffic import CANARY, STABLE, Traffic
 from apps.releases.models import Release
 from apps.tenancy import permissions, roles
 from apps.tenancy.models import Environment, Project
@@ -51,21 +52,22 @@ def route(name: str, **kwargs: Any) -> str:
         return ""
 
 
-def traffic_segments(traffic: Iterable[Mapping[str, Any]], canary: int | None = None) -> list[dict[str, Any]]:
+def traffic_segments(
+    traffic: Traffic | Iterable[Mapping[str, Any]], canary: int | None = None
+) -> list[dict[str, Any]]:
     """A binding's traffic as the traffic bar draws it ({% traffic_bar %}), the one rule for
     every page: a version's tag (a release tags its versions stable/canary) names its role;
     untagged, the active release's version (``canary``) is the canary and the others stable;
     a version serving alone is plainly the stable one."""
-    entries = list(traffic)
+    split = traffic if isinstance(traffic, Traffic) else Traffic.parse(traffic)
     segments = []
-    for entry in entries:
-        tag = entry.get("tag") or ""
-        role = tag if tag in ("stable", "canary") else ""
-        if not role and len(entries) == 1:
-            role = "stable"
+    for entry in split:
+        role = entry.tag if entry.tag in (STABLE, CANARY) else ""
+        if not role and len(split) == 1:
+            role = STABLE
         elif not role and canary is not None:
-            role = "canary" if entry.get("version") == canary else "stable"
-        segments.append({"version": int(entry["version"]), "weight": int(entry.get("weight") or 0), "role": role})
+            role = CANARY if entry.version == canary else STABLE
+        segments.append({"version": entry.version, "weight": entry.weight, "role": role})
     return segments
 
 
@@ -189,7 +191,7 @@ def form_errors(errors: Mapping[str, list[str]], fields: Iterable[str]) -> dict[
 def function_rows_html(rows: list[FunctionRow]) -> SafeString:
     """The functions table's rows as HTML, built here rather than in a template loop: a
     project of 200 functions × 3 environments is 800 cells, which Django's template engine
-    renders in ~150 ms and this in a few (the page budget is 100 ms, issue 14). Every value
+    renders in ~150 ms and this in a few (the page budget is 100 ms: bench/pages.py). Every value
     is escaped; the badge and the time come from the same tags as everywhere else."""
     link = reverse("function", kwargs={"function_id": 1}).replace("/1/", "/{}/")
     badges: dict[str, str] = {}

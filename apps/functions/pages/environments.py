@@ -1,4 +1,4 @@
-"""A function's environments and traffic, one-click rollback, and its timeline (issue 14).
+"""A function's environments and traffic, one-click rollback, and its timeline.
 
 - ``/functions/<id>/environments/``: a card per environment of the project: traffic bar,
   binding status (an htmx fragment that polls only while the binding is in motion), auth
@@ -77,7 +77,7 @@ def deploy_refusal(environment: Environment) -> str:
 
 
 def _url(name: str, **kwargs: Any) -> str | None:
-    """A page's URL, or None while the page does not exist yet (other issues add them)."""
+    """A page's URL, or None when no page route has that name (the page does not exist yet)."""
     try:
         return reverse(name, kwargs=kwargs)
     except NoReverseMatch:
@@ -181,12 +181,7 @@ def _cards(user: Any, function: Function, only: str | None = None) -> tuple[list
     versions = list(version_selectors.version_list(function=function)[:VERSION_CHOICES])
     by_number = {v.number: v for v in versions}
     history: dict[int, list[TrafficChange]] = defaultdict(list)
-    changes = (
-        TrafficChange.objects.filter(binding__function=function)
-        .select_related("actor", "version", "release")
-        .order_by("-created_at", "-id")[:HISTORY_SCAN]
-    )
-    for change in changes:
+    for change in selectors.function_history(function=function)[:HISTORY_SCAN]:
         history[change.binding_id].append(change)
     releases = {
         r.binding_id: r
@@ -333,7 +328,7 @@ def environment_page(request: HttpRequest, function_id: int, environment: str) -
 def environment_status(request: HttpRequest, function_id: int, environment: str) -> HttpResponse:
     """The status part of a card (htmx): polls itself while the binding is in motion."""
     function = or_404(selectors.function_get, user=request.user, function_id=function_id)
-    binding = or_404(binding_services.binding_get, function=function, environment_name=environment)
+    binding = or_404(selectors.binding_get, function=function, environment_name=environment)
     context = {"function": function, "binding": binding, "env_name": binding.environment.name}
     return render(request, "functions/_env_status.html", context)
 
@@ -348,13 +343,7 @@ def timeline_page(request: HttpRequest, function_id: int) -> HttpResponse:
     env_filter = request.GET.get("env", "")
     if env_filter and env_filter not in {e.name for e in environments}:
         env_filter = ""
-    changes = (
-        TrafficChange.objects.filter(binding__function=function)
-        .select_related("actor", "version", "binding__environment")
-        .order_by("-created_at", "-id")
-    )
-    if env_filter:
-        changes = changes.filter(binding__environment__name=env_filter)
+    changes = selectors.function_history(function=function, environment_name=env_filter)
     page = Paginator(changes, PAGE_SIZE).get_page(request.GET.get("page"))
     rows = list(page.object_list)
     # Links to the pipeline runs that built the versions: one query for the page.
@@ -599,7 +588,7 @@ def environment_rules(request: HttpRequest, function_id: int, environment: str) 
     if not serializer.is_valid():
         return _failed(request, function, env, "rules", field_errors(serializer.errors), 400, f"{what}.")
     try:
-        binding = binding_services.binding_get(function=function, environment_name=env.name)
+        binding = selectors.binding_get(function=function, environment_name=env.name)
     except NotFound as exc:
         return _failed(request, function, env, "rules", {"__all__": [exc.message]}, 400, f"{what}: {exc.message}")
     try:

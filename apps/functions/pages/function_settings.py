@@ -17,27 +17,14 @@ from apps.core.errors import DomainError, NotFound
 from apps.core.page_utils import domain_field_errors, field_errors, or_404, refused
 from apps.functions import selectors, services
 from apps.functions.api.serializers import FunctionConfigSerializer
-from apps.functions.models import (
-    EPHEMERAL_STORAGE_MB,
-    INSTANCE_CONCURRENCY_CAP,
-    MAX_INSTANCES_CAP,
-    MEMORY_MB,
-    TIMEOUT_S,
-    Function,
-    Runtime,
-)
+from apps.functions.knobs import KNOB
+from apps.functions.models import Function, Runtime
 from apps.functions.page_tabs import function_page_context
 from apps.functions.pages.common import KIND_SHORT, can_edit, form_errors
 
-# (field, label, unit, min, max, help): the knobs as number inputs.
-KNOBS: tuple[tuple[str, str, str, int, int | None, str], ...] = (
-    ("memory_mb", "Memory", "MB", MEMORY_MB[0], MEMORY_MB[1], "per instance"),
-    ("timeout_s", "Timeout", "s", TIMEOUT_S[0], TIMEOUT_S[1], "per invocation"),
-    ("instance_concurrency", "Concurrency", "requests", 1, INSTANCE_CONCURRENCY_CAP, "in flight per instance"),
-    ("min_instances", "Min instances", "", 0, MAX_INSTANCES_CAP, "kept warm (0: scale to zero)"),
-    ("max_instances", "Max instances", "", 1, MAX_INSTANCES_CAP, "per environment"),
-    ("idle_timeout_s", "Idle timeout", "s", 1, None, "before an idle instance stops"),
-    ("ephemeral_storage_mb", "Ephemeral storage", "MB", EPHEMERAL_STORAGE_MB[0], EPHEMERAL_STORAGE_MB[1], "temp dir"),
+# (field, label, unit, min, max, help): the knobs as number inputs (apps/functions/knobs.py).
+KNOBS: tuple[tuple[str, str, str, int, int | None, str], ...] = tuple(
+    (k.name, k.label, k.unit, k.min, k.max, k.help) for k in KNOB.values()
 )
 TEXT_FIELDS = ("runtime", "handler", "kind", "description")
 

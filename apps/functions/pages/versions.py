@@ -26,6 +26,7 @@ from apps.functions.models import Binding, Function, Version
 from apps.functions.page_tabs import function_page_context
 from apps.functions.pages.common import can_edit, form_errors
 from apps.functions.pages.highlight import diff_lines, highlighted_lines
+from apps.functions.traffic import Traffic
 
 PAGE_SIZE = 50
 FILE_VIEW_LIMIT = 1024 * 1024  # larger files: sizes and a download, not a page of text
@@ -35,10 +36,8 @@ def _serving(function: Function) -> dict[int, list[dict[str, Any]]]:
     """{version number: [{"environment": name, "weight": pct}, ...]}: where each version serves."""
     serving: dict[int, list[dict[str, Any]]] = {}
     for environment, traffic in Binding.objects.filter(function=function).values_list("environment__name", "traffic"):
-        for entry in traffic:
-            serving.setdefault(int(entry["version"]), []).append(
-                {"environment": environment, "weight": entry.get("weight", 0)}
-            )
+        for entry in Traffic.parse(traffic):
+            serving.setdefault(entry.version, []).append({"environment": environment, "weight": entry.weight})
     return serving
 
 

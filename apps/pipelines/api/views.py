@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from apps.core.api import ApiView
 from apps.core.pagination import LimitOffsetPagination
-from apps.pipelines import delivery_services, repository_services
+from apps.pipelines import delivery_selectors, delivery_services, repository_services
 from apps.pipelines.api import serializers as s
 from apps.tenancy import selectors as tenancy_selectors
 from apps.tenancy.models import ApiToken
@@ -94,9 +94,9 @@ class DeliveryListView(ApiView):
         project = tenancy_selectors.project_get(user=request.user, project_id=project_id)
         query = s.DeliveryFilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        cast(DeliveryPagination, self.paginator).bad_signatures = delivery_services.bad_signatures(project=project)
+        cast(DeliveryPagination, self.paginator).bad_signatures = delivery_selectors.bad_signatures(project=project)
         return self.render_page(
-            s.DeliverySerializer, delivery_services.delivery_list(project=project, **query.validated_data)
+            s.DeliverySerializer, delivery_selectors.delivery_list(project=project, **query.validated_data)
         )
 
 
@@ -106,7 +106,7 @@ class DeliveryDetailView(ApiView):
     serializer_class = s.DeliveryDetailSerializer
 
     def get(self, request: Request, delivery_id: int) -> Response:
-        delivery = delivery_services.delivery_get(user=request.user, delivery_id=delivery_id)
+        delivery = delivery_selectors.delivery_get(user=request.user, delivery_id=delivery_id)
         return self.render(s.DeliveryDetailSerializer, delivery)
 
 
@@ -119,6 +119,6 @@ class DeliveryRedeliverView(ApiView):
 
     @extend_schema(request=None, responses={201: s.DeliveryDetailSerializer})
     def post(self, request: Request, delivery_id: int) -> Response:
-        delivery = delivery_services.delivery_get(user=request.user, delivery_id=delivery_id)
+        delivery = delivery_selectors.delivery_get(user=request.user, delivery_id=delivery_id)
         again = delivery_services.delivery_redeliver(actor=request.user, delivery=delivery)
         return self.render(s.DeliveryDetailSerializer, again, status.HTTP_201_CREATED)

@@ -108,8 +108,7 @@ def preview(
     if errors or environment is None or plan is None:
         return {"errors": errors}
     binding = Binding.objects.filter(function=function, environment=environment).first()
-    traffic = binding.traffic if binding is not None else []
-    stable = traffic[0]["version"] if len(traffic) == 1 and int(traffic[0]["weight"]) == 100 else None
+    stable = binding.split().sole() if binding is not None else None
     notes = []
     if stable is None and plan["steps"] != [100]:
         notes.append(

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,7 +10,17 @@ from rest_framework.response import Response
 from apps.core.api import ApiView
 from apps.core.errors import NotFound
 from apps.core.schema import error_response
-from apps.tenancy import permissions, quotas, roles, selectors, services
+from apps.tenancy import (
+    environment_services,
+    invitation_services,
+    org_services,
+    permissions,
+    project_services,
+    quotas,
+    selectors,
+    team_services,
+    token_services,
+)
 from apps.tenancy.api import serializers as s
 from apps.tenancy.models import ApiToken, Environment, Project, Team
 from apps.tenancy.roles import Role
@@ -49,7 +58,7 @@ class OrgListView(ApiView):
     @extend_schema(request=s.OrgCreateSerializer, responses=s.OrgSerializer)
     def post(self, request: Request) -> Response:
         data = self.parse(s.OrgCreateSerializer, request)
-        org = services.org_create(actor=request.user, **data)
+        org = org_services.org_create(actor=request.user, **data)
         return self.render(s.OrgSerializer, org, status.HTTP_201_CREATED)
 
 
@@ -68,11 +77,11 @@ class OrgDetailView(ApiView):
         # (403 naming them) instead of the request silently changing nothing.
         body = request.data if isinstance(request.data, dict) else {}
         asked = {key: body[key] for key in (*quotas.QUOTA_FIELDS, "quotas") if key in body}
-        updated = services.org_update(actor=request.user, org=obj, quotas=asked, **data)
+        updated = org_services.org_update(actor=request.user, org=obj, quotas=asked, **data)
         return self.render(s.OrgDetailSerializer, updated)
 
     def delete(self, request: Request, org: str) -> Response:
-        services.org_delete(actor=request.user, org=selectors.org_get(user=request.user, slug=org))
+        org_services.org_delete(actor=request.user, org=selectors.org_get(user=request.user, slug=org))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -98,12 +107,12 @@ class MemberDetailView(ApiView):
         membership = selectors.member_get(org=selectors.org_get(user=request.user, slug=org), username=username)
         data = self.parse(s.RoleSerializer, request)
         return self.render(
-            s.MemberSerializer, services.member_change_role(actor=request.user, membership=membership, **data)
+            s.MemberSerializer, org_services.member_change_role(actor=request.user, membership=membership, **data)
         )
 
     def delete(self, request: Request, org: str, username: str) -> Response:
         membership = selectors.member_get(org=selectors.org_get(user=request.user, slug=org), username=username)
-        services.member_remove(actor=request.user, membership=membership)
+        org_services.member_remove(actor=request.user, membership=membership)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -123,7 +132,7 @@ class TeamListView(ApiView):
     def post(self, request: Request, org: str) -> Response:
         obj = selectors.org_get(user=request.user, slug=org)
         data = self.parse(s.TeamCreateSerializer, request)
-        team = services.team_create(actor=request.user, org=obj, **data)
+        team = team_services.team_create(actor=request.user, org=obj, **data)
         return self.render(s.TeamSerializer, selectors.team_get(org=obj, slug=team.slug), status.HTTP_201_CREATED)
 
 
@@ -143,10 +152,10 @@ class TeamDetailView(TeamView):
     def patch(self, request: Request, org: str, team: str) -> Response:
         obj = self._team(request, org, team)
         data = self.parse(s.OrgUpdateSerializer, request)
-        return self.render(s.TeamSerializer, services.team_update(actor=request.user, team=obj, **data))
+        return self.render(s.TeamSerializer, team_services.team_update(actor=request.user, team=obj, **data))
 
     def delete(self, request: Request, org: str, team: str) -> Response:
-        services.team_delete(actor=request.user, team=self._team(request, org, team))
+        team_services.team_delete(actor=request.user, team=self._team(request, org, team))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -156,7 +165,7 @@ class TeamMemberListView(TeamView):
         obj = self._team(request, org, team)
         data = self.parse(s.UsernameSerializer, request)
         user = selectors.org_user_get(org=obj.org, username=data["user"])
-        services.team_member_add(actor=request.user, team=obj, user=user)
+        team_services.team_member_add(actor=request.user, team=obj, user=user)
         return self.render(s.TeamSerializer, self._team(request, org, team), status.HTTP_201_CREATED)
 
 
@@ -164,7 +173,7 @@ class TeamMemberDetailView(TeamView):
     def delete(self, request: Request, org: str, team: str, username: str) -> Response:
         obj = self._team(request, org, team)
         user = selectors.org_user_get(org=obj.org, username=username)
-        services.team_member_remove(actor=request.user, team=obj, user=user)
+        team_services.team_member_remove(actor=request.user, team=obj, user=user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -184,11 +193,11 @@ class InvitationListView(ApiView):
     def post(self, request: Request, org: str) -> Response:
         obj = selectors.org_get(user=request.user, slug=org)
         data = self.parse(s.InvitationCreateSerializer, request)
-        invitation, token = services.invitation_create(actor=request.user, org=obj, **data)
+        invitation, token = invitation_services.invitation_create(actor=request.user, org=obj, **data)
         body = dict(s.InvitationSerializer(invitation).data)
         # Shown once, like a token: the inviter can pass the link on by hand.
         body["token"] = token
-        body["accept_url"] = services.invitation_link(invitation)
+        body["accept_url"] = invitation_services.invitation_link(invitation)
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -206,7 +215,7 @@ class InvitationDetailView(ApiView):
         obj = selectors.org_get(user=request.user, slug=org)
         invitation = selectors.invitation_get(org=obj, invitation_id=invitation_id)
         return self.render(
-            s.InvitationSerializer, services.invitation_revoke(actor=request.user, invitation=invitation)
+            s.InvitationSerializer, invitation_services.invitation_revoke(actor=request.user, invitation=invitation)
         )
 
 
@@ -219,7 +228,7 @@ class InvitationResendView(ApiView):
         obj = selectors.org_get(user=request.user, slug=org)
         invitation = selectors.invitation_get(org=obj, invitation_id=invitation_id)
         return self.render(
-            s.InvitationSerializer, services.invitation_resend(actor=request.user, invitation=invitation)
+            s.InvitationSerializer, invitation_services.invitation_resend(actor=request.user, invitation=invitation)
         )
 
 
@@ -232,7 +241,7 @@ class InvitationAcceptView(ApiView):
     )
     def post(self, request: Request) -> Response:
         data = self.parse(s.InvitationAcceptSerializer, request)
-        membership = services.invitation_accept(user=request.user, token=data["token"])
+        membership = invitation_services.invitation_accept(user=request.user, token=data["token"])
         body = dict(s.MemberSerializer(membership).data)
         body["org"] = membership.org.slug
         return Response(body, status=status.HTTP_201_CREATED)
@@ -256,7 +265,7 @@ class ProjectListView(ApiView):
     def post(self, request: Request) -> Response:
         data = self.parse(s.ProjectCreateSerializer, request)
         org = selectors.org_get(user=request.user, slug=data.pop("org"))
-        project = services.project_create(actor=request.user, org=org, **data)
+        project = project_services.project_create(actor=request.user, org=org, **data)
         return self.render(
             s.ProjectSerializer,
             selectors.project_get(user=request.user, project_id=project.pk),
@@ -275,10 +284,12 @@ class ProjectDetailView(ApiView):
     def patch(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = self.parse(s.ProjectUpdateSerializer, request)
-        return self.render(s.ProjectSerializer, services.project_update(actor=request.user, project=project, **data))
+        return self.render(
+            s.ProjectSerializer, project_services.project_update(actor=request.user, project=project, **data)
+        )
 
     def delete(self, request: Request, project_id: int) -> Response:
-        services.project_delete(
+        project_services.project_delete(
             actor=request.user, project=selectors.project_get(user=request.user, project_id=project_id)
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -297,7 +308,9 @@ class GrantListView(ApiView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = self.parse(s.GrantCreateSerializer, request)
         user, team = _principal(project, data)
-        grant = services.project_grant_set(actor=request.user, project=project, role=data["role"], user=user, team=team)
+        grant = project_services.project_grant_set(
+            actor=request.user, project=project, role=data["role"], user=user, team=team
+        )
         return self.render(s.GrantSerializer, grant, status.HTTP_201_CREATED)
 
 
@@ -314,14 +327,16 @@ class GrantDetailView(ApiView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         grant = selectors.grant_get(project=project, grant_id=grant_id)
         data = self.parse(s.GrantUpdateSerializer, request)
-        grant = services.project_grant_set(
+        grant = project_services.project_grant_set(
             actor=request.user, project=project, role=data["role"], user=grant.user, team=grant.team
         )
         return self.render(s.GrantSerializer, grant)
 
     def delete(self, request: Request, project_id: int, grant_id: int) -> Response:
         project = selectors.project_get(user=request.user, project_id=project_id)
-        services.project_grant_remove(actor=request.user, grant=selectors.grant_get(project=project, grant_id=grant_id))
+        project_services.project_grant_remove(
+            actor=request.user, grant=selectors.grant_get(project=project, grant_id=grant_id)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -345,7 +360,7 @@ class EnvironmentListView(ApiView):
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = self.parse(s.EnvironmentCreateSerializer, request)
-        env = services.environment_create(actor=request.user, project=project, **data)
+        env = environment_services.environment_create(actor=request.user, project=project, **data)
         return self.render(s.EnvironmentSerializer, env, status.HTTP_201_CREATED)
 
 
@@ -368,11 +383,14 @@ class EnvironmentDetailView(EnvironmentView):
         obj = self.environment(request, project_id, env)
         data = self.parse(s.EnvironmentUpdateSerializer, request)
         return self.render(
-            s.EnvironmentSerializer, services.environment_update(actor=request.user, environment=obj, **data)
+            s.EnvironmentSerializer,
+            environment_services.environment_update(actor=request.user, environment=obj, **data),
         )
 
     def delete(self, request: Request, project_id: int, env: str) -> Response:
-        services.environment_delete(actor=request.user, environment=self.environment(request, project_id, env))
+        environment_services.environment_delete(
+            actor=request.user, environment=self.environment(request, project_id, env)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -392,12 +410,14 @@ class VariableDetailView(EnvironmentView):
         obj = self.environment(request, project_id, env)
         s.validate_var_name(name)
         data = self.parse(s.ValueSerializer, request)
-        var = services.environment_var_set(actor=request.user, environment=obj, name=name, value=data["value"])
+        var = environment_services.environment_var_set(
+            actor=request.user, environment=obj, name=name, value=data["value"]
+        )
         return self.render(s.VariableSerializer, var)
 
     def delete(self, request: Request, project_id: int, env: str, name: str) -> Response:
         obj = self.environment(request, project_id, env)
-        services.environment_var_delete(actor=request.user, environment=obj, name=name)
+        environment_services.environment_var_delete(actor=request.user, environment=obj, name=name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -417,21 +437,15 @@ class SecretDetailView(EnvironmentView):
         obj = self.environment(request, project_id, env)
         s.validate_var_name(name)
         data = self.parse(s.ValueSerializer, request)
-        secret = services.environment_secret_set(actor=request.user, environment=obj, name=name, value=data["value"])
+        secret = environment_services.environment_secret_set(
+            actor=request.user, environment=obj, name=name, value=data["value"]
+        )
         return self.render(s.SecretSerializer, secret)
 
     def delete(self, request: Request, project_id: int, env: str, name: str) -> Response:
         obj = self.environment(request, project_id, env)
-        services.environment_secret_delete(actor=request.user, environment=obj, name=name)
+        environment_services.environment_secret_delete(actor=request.user, environment=obj, name=name)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _deployers(env: Environment) -> dict[str, list[str]]:
-    perm = roles.DEPLOY_ENVIRONMENT
-    users = get_users_with_perms(env, only_with_perms_in=[perm], with_group_users=False)
-    groups = get_groups_with_perms(env)
-    teams = Team.objects.filter(group__in=groups).order_by("slug")
-    return {"users": sorted(u.username for u in users), "teams": [t.slug for t in teams]}  # type: ignore[union-attr]
 
 
 class DeployerListView(EnvironmentView):
@@ -443,14 +457,14 @@ class DeployerListView(EnvironmentView):
 
     @extend_schema(responses={200: s.DeployersSerializer})
     def get(self, request: Request, project_id: int, env: str) -> Response:
-        return Response(_deployers(self.environment(request, project_id, env)))
+        return Response(selectors.deployer_list(environment=self.environment(request, project_id, env)))
 
     @extend_schema(request=s.PrincipalSerializer, responses={201: s.DeployersSerializer})
     def post(self, request: Request, project_id: int, env: str) -> Response:
         obj = self.environment(request, project_id, env)
         user, team = _principal(obj.project, self.parse(s.PrincipalSerializer, request))
-        services.environment_deployer_add(actor=request.user, environment=obj, user=user, team=team)
-        return Response(_deployers(obj), status=status.HTTP_201_CREATED)
+        environment_services.environment_deployer_add(actor=request.user, environment=obj, user=user, team=team)
+        return Response(selectors.deployer_list(environment=obj), status=status.HTTP_201_CREATED)
 
 
 class DeployerDetailView(EnvironmentView):
@@ -463,7 +477,7 @@ class DeployerDetailView(EnvironmentView):
         if kind not in ("user", "team") or not name:
             raise NotFound("Give the deployer as 'user:<name>' or 'team:<slug>'.")
         user, team = _principal(obj.project, {kind: name})
-        services.environment_deployer_remove(actor=request.user, environment=obj, user=user, team=team)
+        environment_services.environment_deployer_remove(actor=request.user, environment=obj, user=user, team=team)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -481,7 +495,7 @@ class TokenListView(ApiView):
     def post(self, request: Request) -> Response:
         data = self.parse(s.TokenCreateSerializer, request)
         actor_token = request.auth if isinstance(request.auth, ApiToken) else None
-        token, plaintext = services.token_create(user=request.user, actor_token=actor_token, **data)
+        token, plaintext = token_services.token_create(user=request.user, actor_token=actor_token, **data)
         token.token = plaintext  # type: ignore[attr-defined]
         return self.render(s.TokenCreatedSerializer, token, status.HTTP_201_CREATED)
 
@@ -496,4 +510,4 @@ class TokenDetailView(ApiView):
     @extend_schema(responses={200: s.TokenSerializer})  # answers the revoked token
     def delete(self, request: Request, token_id: int) -> Response:
         token = selectors.token_get(user=request.user, token_id=token_id)
-        return self.render(s.TokenSerializer, services.token_revoke(actor=request.user, token=token))
+        return self.render(s.TokenSerializer, token_services.token_revoke(actor=request.user, token=token))

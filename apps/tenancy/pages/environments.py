@@ -6,55 +6,23 @@ serializer; a refusal is a message on the page, a bad field an error beside it."
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.contenttypes.models import ContentType
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import URLPattern, path
 from django.views.decorators.http import require_GET, require_POST
-from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from apps.core.errors import DomainError, NotFound
 from apps.core.page_utils import or_404, refused
-from apps.tenancy import permissions, roles, selectors, services
+from apps.tenancy import environment_services, permissions, roles, selectors
 from apps.tenancy.api import serializers as s
 from apps.tenancy.models import Environment, EnvironmentSecret, Project, Team
 from apps.tenancy.pages.common import domain_errors, parse, project_or_404, project_reason
-
-
-def deployers_by_environment(environments: list[Environment]) -> dict[int, dict[str, list[str]]]:
-    """{environment id: {"users": [...], "teams": [...]}} for every environment in two
-    queries (the API's _deployers reads them one environment at a time)."""
-    out: dict[int, dict[str, list[str]]] = defaultdict(lambda: {"users": [], "teams": []})
-    if not environments:
-        return out
-    ct = ContentType.objects.get_for_model(Environment)
-    pks = [str(e.pk) for e in environments]
-    users = (
-        UserObjectPermission.objects.filter(
-            content_type=ct, object_pk__in=pks, permission__codename=roles.DEPLOY_ENVIRONMENT
-        )
-        .order_by("user__username")
-        .values_list("object_pk", "user__username")
-    )
-    for pk, username in users:
-        out[int(pk)]["users"].append(username)
-    teams = (
-        GroupObjectPermission.objects.filter(
-            content_type=ct, object_pk__in=pks, permission__codename=roles.DEPLOY_ENVIRONMENT, group__team__isnull=False
-        )
-        .order_by("group__team__slug")
-        .values_list("object_pk", "group__team__slug")
-    )
-    for pk, slug in teams:
-        out[int(pk)]["teams"].append(slug)
-    return out
 
 
 def _env_url(project: Project, env: Environment) -> str:
@@ -72,7 +40,7 @@ def _context(request: HttpRequest, project: Project, failed: dict[str, Any] | No
             Prefetch("secrets", queryset=EnvironmentSecret.objects.only("name", "environment_id", "updated_at")),
         )
     )
-    deployers = deployers_by_environment(environments)
+    deployers = selectors.environment_deployers(environments=environments)
     perms = permissions.project_permissions(user, project)
     can_change = roles.CHANGE_PROJECT in perms
     can_grant = roles.MANAGE_ACCESS in perms
@@ -157,7 +125,7 @@ def environment_settings(request: HttpRequest, project_id: int, env: str) -> Htt
     data, errors = parse(s.EnvironmentUpdateSerializer, values)
     if not errors:
         try:
-            services.environment_update(actor=request.user, environment=environment, **data)
+            environment_services.environment_update(actor=request.user, environment=environment, **data)
         except DomainError as exc:
             if exc.fields:
                 return _failed(request, project, environment, "settings", values, domain_errors(exc))
@@ -188,7 +156,7 @@ def variable_set(request: HttpRequest, project_id: int, env: str) -> HttpRespons
     form = "var-" + values["name"] if request.POST.get("existing") else "var-new"
     if not errors:
         try:
-            services.environment_var_set(actor=request.user, environment=environment, **values)
+            environment_services.environment_var_set(actor=request.user, environment=environment, **values)
         except DomainError as exc:
             if exc.fields:
                 return _failed(request, project, environment, form, values, domain_errors(exc))
@@ -204,7 +172,7 @@ def variable_delete(request: HttpRequest, project_id: int, env: str) -> HttpResp
     project, environment = _environment(request, project_id, env)
     name = request.POST.get("name", "")
     try:
-        services.environment_var_delete(actor=request.user, environment=environment, name=name)
+        environment_services.environment_var_delete(actor=request.user, environment=environment, name=name)
     except NotFound as exc:
         messages.error(request, exc.message)
         return redirect(_back(project, environment))
@@ -225,7 +193,7 @@ def secret_set(request: HttpRequest, project_id: int, env: str) -> HttpResponse:
     shown = {"name": values["name"]}  # never the value
     if not errors:
         try:
-            services.environment_secret_set(actor=request.user, environment=environment, **values)
+            environment_services.environment_secret_set(actor=request.user, environment=environment, **values)
         except DomainError as exc:
             if exc.fields:
                 return _failed(request, project, environment, form, shown, domain_errors(exc))
@@ -242,7 +210,7 @@ def secret_delete(request: HttpRequest, project_id: int, env: str) -> HttpRespon
     project, environment = _environment(request, project_id, env)
     name = request.POST.get("name", "")
     try:
-        services.environment_secret_delete(actor=request.user, environment=environment, name=name)
+        environment_services.environment_secret_delete(actor=request.user, environment=environment, name=name)
     except NotFound as exc:
         messages.error(request, exc.message)
         return redirect(_back(project, environment))
@@ -269,7 +237,7 @@ def deployer_add(request: HttpRequest, project_id: int, env: str) -> HttpRespons
     back = _back(project, environment)
     try:
         user, team = _principal(project, value)
-        services.environment_deployer_add(actor=request.user, environment=environment, user=user, team=team)
+        environment_services.environment_deployer_add(actor=request.user, environment=environment, user=user, team=team)
     except NotFound as exc:  # a name outside the org: as unknown as a name nobody has
         messages.error(request, exc.message)
         return redirect(back)
@@ -287,7 +255,9 @@ def deployer_remove(request: HttpRequest, project_id: int, env: str) -> HttpResp
     back = _back(project, environment)
     try:
         user, team = _principal(project, value)
-        services.environment_deployer_remove(actor=request.user, environment=environment, user=user, team=team)
+        environment_services.environment_deployer_remove(
+            actor=request.user, environment=environment, user=user, team=team
+        )
     except NotFound as exc:
         messages.error(request, exc.message)
         return redirect(back)

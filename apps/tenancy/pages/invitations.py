@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.core.errors import DomainError
 from apps.core.page_utils import or_404, refused
-from apps.tenancy import permissions, selectors, services
+from apps.tenancy import invitation_services, org_services, permissions, selectors
 from apps.tenancy.models import Invitation, Organization
 from apps.tenancy.pages.common import org_context, org_or_404, org_reason
 
@@ -56,7 +56,7 @@ def invitation_resend_action(request: HttpRequest, org: str, invitation_id: int)
     invitation = or_404(selectors.invitation_get, org=obj, invitation_id=invitation_id)
     back = f"/orgs/{obj.slug}/invitations/"
     try:
-        services.invitation_resend(actor=request.user, invitation=invitation)
+        invitation_services.invitation_resend(actor=request.user, invitation=invitation)
     except DomainError as exc:
         return refused(request, exc, back)
     messages.success(request, f"Invitation sent again to {invitation.email}.")
@@ -70,7 +70,7 @@ def invitation_revoke_action(request: HttpRequest, org: str, invitation_id: int)
     invitation = or_404(selectors.invitation_get, org=obj, invitation_id=invitation_id)
     back = f"/orgs/{obj.slug}/invitations/"
     try:
-        services.invitation_revoke(actor=request.user, invitation=invitation)
+        invitation_services.invitation_revoke(actor=request.user, invitation=invitation)
     except DomainError as exc:
         return refused(request, exc, back)
     messages.success(request, f"Invitation of {invitation.email} revoked: its link no longer works.")
@@ -116,7 +116,7 @@ def invitation_accept_page(request: HttpRequest) -> HttpResponse:
 
 def _accept_signed_in(request: HttpRequest, token: str) -> HttpResponse:
     try:
-        membership = services.invitation_accept(user=request.user, token=token)
+        membership = invitation_services.invitation_accept(user=request.user, token=token)
     except DomainError as exc:
         context = _accept_context(request, token, error=exc.message)
         return render(request, "tenancy/invitation_accept.html", context, status=exc.status_code)
@@ -150,8 +150,8 @@ def _accept_with_new_account(request: HttpRequest, token: str) -> HttpResponse:
     if not errors:
         try:
             with transaction.atomic():
-                user = services.user_create(username=values["username"], email=invitation.email, password=password)
-                membership = services.invitation_accept(user=user, token=token)
+                user = org_services.user_create(username=values["username"], email=invitation.email, password=password)
+                membership = invitation_services.invitation_accept(user=user, token=token)
         except DomainError as exc:
             if exc.code == "already_exists":
                 errors["username"] = [f"{exc.message} Sign in instead, or pick another name."]

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.errors import DomainError, Forbidden
 from apps.core.page_utils import or_404, refused
-from apps.tenancy import permissions, selectors, services
+from apps.tenancy import invitation_services, org_services, permissions, selectors
 from apps.tenancy.api import serializers as s
 from apps.tenancy.models import Invitation, Organization
 from apps.tenancy.pages.common import domain_errors, is_org_manager, org_context, org_or_404, org_reason, parse
@@ -88,7 +88,7 @@ def member_invite(request: HttpRequest, org: str) -> HttpResponse:
     data, errors = parse(s.InvitationCreateSerializer, values)
     if not errors:
         try:
-            invitation, _token = services.invitation_create(actor=request.user, org=obj, **data)
+            invitation, _token = invitation_services.invitation_create(actor=request.user, org=obj, **data)
         except Forbidden as exc:  # a role that may not: said on the page, as any refusal
             return refused(request, exc, back)
         except DomainError as exc:
@@ -116,7 +116,7 @@ def member_role(request: HttpRequest, org: str, username: str) -> HttpResponse:
         return redirect(back)
     old = membership.role
     try:
-        services.member_change_role(actor=request.user, membership=membership, role=data["role"])
+        org_services.member_change_role(actor=request.user, membership=membership, role=data["role"])
     except DomainError as exc:
         return refused(request, exc, back)
     messages.success(request, f"{username} is now {data['role']} (was {old}).")
@@ -130,7 +130,7 @@ def member_remove(request: HttpRequest, org: str, username: str) -> HttpResponse
     membership = or_404(selectors.member_get, org=obj, username=username)
     leaving = membership.user_id == request.user.pk
     try:
-        services.member_remove(actor=request.user, membership=membership)
+        org_services.member_remove(actor=request.user, membership=membership)
     except DomainError as exc:
         return refused(request, exc, f"/orgs/{obj.slug}/members/")
     if leaving:

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.errors import DomainError, NotFound
 from apps.core.page_utils import or_404, refused
-from apps.tenancy import permissions, roles, selectors, services
+from apps.tenancy import permissions, project_services, roles, selectors
 from apps.tenancy.api import serializers as s
 from apps.tenancy.models import Project, Team
 from apps.tenancy.pages.common import domain_errors, parse, project_or_404, project_reason
@@ -85,7 +85,7 @@ def project_general(request: HttpRequest, project_id: int) -> HttpResponse:
     data, errors = parse(s.ProjectUpdateSerializer, values)
     if not errors:
         try:
-            services.project_update(actor=request.user, project=project, **data)
+            project_services.project_update(actor=request.user, project=project, **data)
         except DomainError as exc:
             if not exc.fields:
                 return refused(request, exc, _back(project))
@@ -115,7 +115,7 @@ def grant_add(request: HttpRequest, project_id: int) -> HttpResponse:
                 user, team = selectors.org_user_get(org=project.org, username=data["user"]), None
             else:
                 user, team = None, selectors.team_get(org=project.org, slug=data["team"])
-            grant = services.project_grant_set(
+            grant = project_services.project_grant_set(
                 actor=request.user, project=project, role=data["role"], user=user, team=team
             )
         except NotFound as exc:
@@ -144,7 +144,7 @@ def grant_role(request: HttpRequest, project_id: int, grant_id: int) -> HttpResp
         messages.error(request, "Role: " + " ".join(m for ms in errors.values() for m in ms))
         return redirect(_back(project))
     try:
-        services.project_grant_set(
+        project_services.project_grant_set(
             actor=request.user, project=project, role=data["role"], user=grant.user, team=grant.team
         )
     except DomainError as exc:
@@ -160,7 +160,7 @@ def grant_remove(request: HttpRequest, project_id: int, grant_id: int) -> HttpRe
     project = project_or_404(request, project_id)
     grant = or_404(selectors.grant_get, project=project, grant_id=grant_id)
     try:
-        services.project_grant_remove(actor=request.user, grant=grant)
+        project_services.project_grant_remove(actor=request.user, grant=grant)
     except DomainError as exc:
         return refused(request, exc, _back(project))
     who = grant.user.username if grant.user else f"team {grant.team.slug}"  # type: ignore[union-attr]
@@ -181,7 +181,7 @@ def project_delete(request: HttpRequest, project_id: int) -> HttpResponse:
         return render(request, "tenancy/project_settings.html", context, status=400)
     org, name = project.org, project.name
     try:
-        services.project_delete(actor=request.user, project=project)
+        project_services.project_delete(actor=request.user, project=project)
     except DomainError as exc:
         return refused(request, exc, _back(project))
     messages.success(request, f"Project {name} deleted, with its environments, functions and grants.")

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.errors import DomainError, Forbidden
 from apps.core.page_utils import or_404, refused
-from apps.tenancy import selectors, services
+from apps.tenancy import selectors, team_services
 from apps.tenancy.api import serializers as s
 from apps.tenancy.models import Organization
 from apps.tenancy.pages.common import domain_errors, org_context, org_or_404, org_reason, parse
@@ -58,7 +58,7 @@ def team_create(request: HttpRequest, org: str) -> HttpResponse:
     data, errors = parse(s.TeamCreateSerializer, values)
     if not errors:
         try:
-            team = services.team_create(actor=request.user, org=obj, **data)
+            team = team_services.team_create(actor=request.user, org=obj, **data)
         except Forbidden as exc:  # a role that may not: said on the page, as any refusal
             return refused(request, exc, back)
         except DomainError as exc:
@@ -82,7 +82,7 @@ def team_rename(request: HttpRequest, org: str, team: str) -> HttpResponse:
         errors = {"name": ["This field may not be blank."]}
     if not errors:
         try:
-            services.team_update(actor=request.user, team=found, **data)
+            team_services.team_update(actor=request.user, team=found, **data)
         except Forbidden as exc:  # a role that may not: said on the page, as any refusal
             return refused(request, exc, back)
         except DomainError as exc:
@@ -100,7 +100,7 @@ def team_delete(request: HttpRequest, org: str, team: str) -> HttpResponse:
     obj = org_or_404(request, org)
     found = or_404(selectors.team_get, org=obj, slug=team)
     try:
-        services.team_delete(actor=request.user, team=found)
+        team_services.team_delete(actor=request.user, team=found)
     except DomainError as exc:
         return refused(request, exc, f"/orgs/{obj.slug}/teams/")
     messages.success(request, f"Team {found.name} deleted; its project grants and deploy rights went with it.")
@@ -120,7 +120,7 @@ def team_member_add(request: HttpRequest, org: str, team: str) -> HttpResponse:
     try:
         # A name outside the org reads as "not found", as in the API.
         user = selectors.org_user_get(org=obj, username=data["user"])
-        services.team_member_add(actor=request.user, team=found, user=user)
+        team_services.team_member_add(actor=request.user, team=found, user=user)
     except DomainError as exc:
         messages.error(request, exc.message)
         return redirect(back)
@@ -136,7 +136,7 @@ def team_member_remove(request: HttpRequest, org: str, team: str, username: str)
     back = f"/orgs/{obj.slug}/teams/#team-{found.slug}"
     user = or_404(selectors.org_user_get, org=obj, username=username)
     try:
-        services.team_member_remove(actor=request.user, team=found, user=user)
+        team_services.team_member_remove(actor=request.user, team=found, user=user)
     except DomainError as exc:
         return refused(request, exc, back)
     messages.success(request, f"{username} removed from {found.name}.")

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.errors import DomainError
 from apps.core.page_utils import or_404, refused
-from apps.tenancy import selectors, services
+from apps.tenancy import selectors, token_services
 from apps.tenancy.api import serializers as s
 from apps.tenancy.models import ApiToken
 from apps.tenancy.pages.common import domain_errors, parse
@@ -82,7 +82,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
     errors.update(serializer_errors)
     if not errors:
         try:
-            token, plaintext = services.token_create(user=request.user, **data)
+            token, plaintext = token_services.token_create(user=request.user, **data)
         except DomainError as exc:
             errors = domain_errors(exc)
         else:
@@ -97,7 +97,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     token = or_404(selectors.token_get, user=request.user, token_id=token_id)
     try:
-        services.token_revoke(actor=request.user, token=token)
+        token_services.token_revoke(actor=request.user, token=token)
     except DomainError as exc:
         return refused(request, exc, "/account/tokens/")
     messages.success(request, f"Token {token.name} ({token.prefix}…) revoked; it is refused from now on.")

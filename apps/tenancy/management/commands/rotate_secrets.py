@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from apps.tenancy.services import secrets_rotate
+from apps.tenancy.environment_services import secrets_rotate
 
 
 class Command(BaseCommand):

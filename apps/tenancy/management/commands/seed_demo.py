@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from apps.tenancy import services
+from apps.tenancy import org_services, project_services, token_services
 from apps.tenancy.models import ApiToken, Organization, Project
 from apps.tenancy.roles import Role
 
@@ -48,24 +48,26 @@ class Command(BaseCommand):
         orgs = {}
         for slug, name in ORGS.items():
             owner = next(users[u] for u, _, o, r, _ in DEMO_USERS if o == slug and r == Role.OWNER)
-            org = Organization.objects.filter(slug=slug).first() or services.org_create(
+            org = Organization.objects.filter(slug=slug).first() or org_services.org_create(
                 actor=owner, slug=slug, name=name
             )
             orgs[slug] = org
         for username, _, org_slug, role, _ in DEMO_USERS:
-            services.membership_ensure(user=users[username], org=orgs[org_slug], role=role)
+            org_services.membership_ensure(user=users[username], org=orgs[org_slug], role=role)
         alice = users["alice"]
-        shop = Project.objects.filter(org=orgs["demo"], slug="shop").first() or services.project_create(
+        shop = Project.objects.filter(org=orgs["demo"], slug="shop").first() or project_services.project_create(
             actor=alice, org=orgs["demo"], slug="shop", name="Shop", description="The demo web shop"
         )
         for username, _, _, _, project_role in DEMO_USERS:
             if project_role is not None:
-                services.project_grant_set(actor=alice, project=shop, role=project_role, user=users[username])
+                project_services.project_grant_set(actor=alice, project=shop, role=project_role, user=users[username])
 
         for username, password, *_ in DEMO_USERS:
             plaintext = demo_token(username)
-            if not ApiToken.objects.filter(token_hash=services.token_hash(plaintext)).exists():
-                services.token_import(user=users[username], name=TOKEN_NAME, scopes=ALL_SCOPES, plaintext=plaintext)
+            if not ApiToken.objects.filter(token_hash=token_services.token_hash(plaintext)).exists():
+                token_services.token_import(
+                    user=users[username], name=TOKEN_NAME, scopes=ALL_SCOPES, plaintext=plaintext
+                )
             self.stdout.write(f"user={username} password={password} token={plaintext}")
         # Next to the console's URL (`make run` prints it): where invoke URLs point.
         self.stdout.write(
@@ -76,4 +78,4 @@ class Command(BaseCommand):
 
 def demo_token(username: str) -> str:
     digest = hmac.new(settings.SECRET_KEY.encode(), f"stratus-demo-token:{username}".encode(), hashlib.sha256)
-    return services.TOKEN_PREFIX + base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+    return token_services.TOKEN_PREFIX + base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
