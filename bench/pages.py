@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    # The request log (one JSON line per render) would bury the table.
+    logging.getLogger("stratus.request").setLevel(logging.WARNING)
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command

@@ -83,14 +83,11 @@ def deploy_versions(run: Run, actor: Any) -> list[str]:
         function = Function.objects.get(project=run.project, name=name)
         version = Version.objects.get(pk=version_id)
         binding = Binding.objects.filter(function=function, environment=environment).first()
-        serving = binding is not None and any(
-            int(t.get("version", 0)) == version.number and int(t.get("weight", 0)) == 100 for t in binding.traffic
-        )
-        if serving:
+        sole = binding.split().sole() if binding is not None else None
+        if sole == version.number:
             notes.append(f"{name} v{version.number} already serves 100% in {environment.name}")
             continue
-        has_stable = binding is not None and len(binding.traffic) == 1 and int(binding.traffic[0]["weight"]) == 100
-        if plan and plan["steps"] != [100] and has_stable:
+        if plan and plan["steps"] != [100] and sole is not None:  # a stable version to release from
             release = release_start(actor=actor, function=function, environment=environment, version=version, plan=plan)
             notes.append(f"{name} v{version.number}: release {release.pk} {release.state} in {environment.name}")
         else:
