@@ -299,6 +299,10 @@ if (BASE_DIR / "frontend" / "build").is_dir():
 # The embedded default serves straight from the source folders (no collectstatic step);
 # production runs collectstatic and serves compressed, hashed files.
 WHITENOISE_USE_FINDERS = not PRODUCTION
+# Cached for a year: the manifest's hashed names (WhiteNoise's default test, which this
+# setting replaces) and vendored files under a folder named for their version: Monaco's AMD
+# loader asks for unhashed names, so vendor/monaco/<version>/ is the cache key (build.mjs).
+WHITENOISE_IMMUTABLE_FILE_TEST = r"\.[0-9a-f]{12}\.[^/]+$|/vendor/monaco/\d+\.\d+\.\d+[^/]*/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Content-addressed function artifacts. Any Django storage works here (for S3, set

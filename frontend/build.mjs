@@ -1,6 +1,6 @@
 // Copies the vendored browser files the pages load into frontend/build/vendor, which
 // Django serves as static files (STATICFILES_DIRS). No bundler is needed yet.
-import { cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -21,3 +21,22 @@ for (const name of ["swagger-ui-bundle.js", "swagger-ui.css"]) {
 }
 cpSync(join(here, "node_modules", "swagger-ui-dist", "favicon-32x32.png"), join(swagger, "favicon-32x32.png"));
 console.log(`frontend: assets copied to ${out}`);
+
+// Monaco (the WebIDE, apps/functions/pages/code.py): the AMD build (min/vs) under a folder
+// named for its version, which WhiteNoise serves as immutable (apps/core/static_files.py):
+// the AMD loader asks for unhashed names, so the version in the path is the cache key.
+// The files end with sourceMappingURL lines to a min-maps/ folder the package does not
+// ship (not always on the last line); those lines go, as for Swagger UI.
+const monacoHome = join(here, "node_modules", "monaco-editor");
+const monacoVersion = JSON.parse(readFileSync(join(monacoHome, "package.json"), "utf8")).version;
+const monacoOut = join(out, "monaco", monacoVersion, "vs");
+rmSync(join(out, "monaco"), { recursive: true, force: true });
+cpSync(join(monacoHome, "min", "vs"), monacoOut, { recursive: true });
+for (const entry of readdirSync(monacoOut, { recursive: true })) {
+  const file = join(monacoOut, String(entry));
+  if (!file.endsWith(".js") && !file.endsWith(".css")) continue;
+  const text = readFileSync(file, "utf8");
+  const stripped = text.replace(/^\/[/*]# sourceMappingURL=\S+(?: \*\/)?[ \t]*$/gm, "");
+  if (stripped !== text) writeFileSync(file, stripped);
+}
+console.log(`frontend: monaco ${monacoVersion} copied to ${monacoOut}`);

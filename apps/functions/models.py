@@ -231,3 +231,27 @@ class TrafficChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.binding} {self.reason} {self.from_traffic} -> {self.to_traffic}"
+
+
+class TestEvent(models.Model):
+    """A named event body kept on the server for a function, so the WebIDE, the API and the
+    VS Code extension run the same ones. Private to its creator unless ``shared`` with
+    everyone who can see the function. Rights and limits: apps/functions/test_event_services.py."""
+
+    # Not a pytest test class, whatever its name says.
+    __test__ = False
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="test_events")
+    name = models.CharField(max_length=100)
+    body = models.JSONField(default=dict, blank=True)
+    shared = models.BooleanField(default=False, help_text="visible to the project, not only to its creator")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "name"], name="testevent_unique_function_name")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.function}:{self.name}"

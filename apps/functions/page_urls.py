@@ -2,6 +2,11 @@
 
 from django.urls import URLPattern
 
-from apps.functions.pages import environments, overview, versions
+from apps.functions.pages import code, environments, overview, versions
 
-urlpatterns: list[URLPattern] = [*overview.urlpatterns, *versions.urlpatterns, *environments.urlpatterns]
+urlpatterns: list[URLPattern] = [
+    *overview.urlpatterns,
+    *code.urlpatterns,
+    *versions.urlpatterns,
+    *environments.urlpatterns,
+]

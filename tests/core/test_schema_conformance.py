@@ -56,7 +56,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from apps.functions import deploy_services, draft_services, version_services
+from apps.functions import deploy_services, draft_services, test_event_services, version_services
 from apps.functions import services as function_services
 from apps.monitoring.records import InvocationRecord, LogRecord
 from apps.monitoring.sink import RecordSink
@@ -165,6 +165,12 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
             source="files",
         )
     draft_services.draft_file_write(actor=w.alice, function=function, path="main.py", content=b"def handler(e, c): 3\n")
+    shared_event, private_event = (
+        test_event_services.test_event_create(
+            actor=w.alice, function=function, name=name, body={"path": "/"}, shared=name == "shared"
+        )
+        for name in ("shared", "mine")
+    )
     # Releases in every state a command acts on: running in dev, awaiting approval in staging
     # (bob asked: alice may approve), paused in qa. prod serves version 2 after 1 (rollback
     # and promote have a previous version and a source); test has no binding yet.
@@ -273,6 +279,7 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         "release_id": [running.pk, awaiting.pk, paused.pk],
         "delivery_id": [delivery.pk],
         "run_id": [failed.pk, queued.pk, waiting.pk],
+        "test_event_id": [shared_event.pk, private_event.pk],
     }
     fn = f"{API}/functions/{{function_id}}"
     project = f"{API}/projects/{{project_id}}"
@@ -340,6 +347,8 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
                 },
             }
         ],
+        f"POST {fn}/test-events/": [{"body": {"name": "GET /items", "body": {"httpMethod": "GET"}, "shared": True}}],
+        f"PATCH {fn}/test-events/{{test_event_id}}/": [{"body": {"name": "renamed", "body": [1, "two"]}}],
         f"GET {fn}/logs": [{"query": {"environment": "dev", "request_id": "r1"}}],
         f"GET {fn}/invocations": [{"query": {"environment": "dev", "cold_start": True}}],
         f"GET {fn}/invocations/summary": [{"query": {"window_s": 600}}],

@@ -34,8 +34,9 @@ from django.urls.resolvers import RoutePattern
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.functions import deploy_services, draft_services, version_services
+from apps.functions import deploy_services, draft_services, test_event_services, version_services
 from apps.functions import services as function_services
+from apps.functions.test_event_templates import template_list
 from apps.monitoring.records import InvocationRecord, LogRecord
 from apps.monitoring.sink import RecordSink
 from apps.pipelines.models import Delivery, Run
@@ -81,6 +82,7 @@ class Alpha:
     release_id: int
     delivery_id: int
     run_id: int
+    test_event_id: int
 
 
 # Path parameter name → (real values pointing at alpha's objects, a value that exists nowhere).
@@ -103,6 +105,7 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "release_id": (lambda a: [a.release_id], 987654),  # a release in progress of the alpha function in dev
     "delivery_id": (lambda a: [a.delivery_id], 987654),  # a webhook delivery to alpha's repository
     "run_id": (lambda a: [a.run_id], 987654),  # a pipeline run of alpha's project (queued)
+    "test_event_id": (lambda a: [a.test_event_id], 987654),  # a shared test event of the alpha function
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -211,6 +214,9 @@ def alpha(world: Any) -> Alpha:
         actor=w.alice, function=function, files={"main.py": b"def handler(e, c): pass\n"}, source="files"
     )
     draft_services.draft_file_write(actor=w.alice, function=function, path="main.py", content=b"def handler(e, c): 1\n")
+    test_event = test_event_services.test_event_create(
+        actor=w.alice, function=function, name=FUNCTION_NAME, body={"path": "/checkout"}, shared=True
+    )
     # Bindings (with a timeline) in dev and prod: rollback, promote, rules and history point at them.
     version_services.version_create(
         actor=w.alice, function=function, files={"main.py": b"def handler(e, c): 2\n"}, source="files"
@@ -276,6 +282,7 @@ def alpha(world: Any) -> Alpha:
         release_id=release.pk,
         delivery_id=delivery.pk,
         run_id=run.pk,
+        test_event_id=test_event.pk,
     )
 
 
@@ -473,6 +480,8 @@ UNPARAMETERISED_EXPECTATIONS: dict[str, list[tuple[str, str, Any, int]]] = {
         ("GET", "?actor=alice", None, 200),
         ("GET", f"?target_type=project&target_id={987654}", None, 200),
     ],
+    # Static starting points for new test events: the same for everyone, no tenant data.
+    "api/v1/test-event-templates/": [("GET", "", None, 200)],
 }
 
 
@@ -483,6 +492,8 @@ def expected_listing(route: str, alpha: Alpha, query: str) -> Any:
         return {"username": "charlie", "orgs": ["other"]}
     if route == "api/v1/orgs/":
         return ["other"]
+    if route == "api/v1/test-event-templates/":
+        return [t["id"] for t in template_list()]
     if route == "api/v1/projects/":
         return [("other", "secret-project")]
     if route == "api/v1/tokens/":
@@ -498,6 +509,8 @@ def expected_listing(route: str, alpha: Alpha, query: str) -> Any:
 def actual_listing(route: str, body: Any) -> Any:
     if route == "api/v1/me/":
         return {"username": body["username"], "orgs": [o["slug"] for o in body["orgs"]]}
+    if route == "api/v1/test-event-templates/":
+        return [t["id"] for t in body]
     rows = body["results"]
     assert body["count"] == len(rows), body
     if route == "api/v1/orgs/":

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.functions.api import draft_views, version_views
+from apps.functions.api import draft_views, test_event_views, version_views
 from apps.functions.api import views as v
 
 F = "functions/<int:function_id>"
@@ -27,4 +27,12 @@ urlpatterns = [
     path(f"{F}/draft/files/<path:path>", draft_views.DraftFileView.as_view(), name="draft-file"),
     path(f"{F}/draft/rename", draft_views.DraftRenameView.as_view(), name="draft-rename"),
     path(f"{F}/draft/publish", draft_views.DraftPublishView.as_view(), name="draft-publish"),
+    # test events
+    path(f"{F}/test-events/", test_event_views.TestEventListView.as_view(), name="test-event-list"),
+    path(
+        f"{F}/test-events/<int:test_event_id>/",
+        test_event_views.TestEventDetailView.as_view(),
+        name="test-event-detail",
+    ),
+    path("test-event-templates/", test_event_views.TestEventTemplateListView.as_view(), name="test-event-templates"),
 ]

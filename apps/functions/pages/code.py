@@ -1,0 +1,64 @@
+"""A function's Code tab (the WebIDE, issue 15): Monaco, self-hosted, on the draft API.
+
+The page renders the draft's file list (readable without JavaScript) and the settings the
+editor script (frontend/static/code.js) reads: the API's URLs, whether the user may write
+and, if not, why. Every read and write then goes through the draft API with the session and
+the CSRF header, so the API's rules (roles, ETags, limits) are the editor's rules.
+
+Monaco injects inline styles, so this page, and only this page, answers with the console's
+Content-Security-Policy plus ``style-src 'unsafe-inline'``; the middleware keeps a policy a
+view sets. Scripts and workers stay 'self'-only.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.templatetags.static import static
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_GET
+
+from apps.core.middleware import CONTENT_SECURITY_POLICY
+from apps.core.page_utils import or_404
+from apps.functions import draft_selectors, selectors
+from apps.functions.page_tabs import function_page_context
+from apps.functions.pages.common import can_edit
+
+CODE_PAGE_CSP = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+
+@cache
+def monaco_version() -> str:
+    """The pinned monaco-editor of frontend/package.json: the name of its static folder."""
+    package = json.loads((settings.BASE_DIR / "frontend" / "package.json").read_text())
+    return str(package["dependencies"]["monaco-editor"])
+
+
+@login_required
+@require_GET
+def code_page(request: HttpRequest, function_id: int) -> HttpResponse:
+    function = or_404(selectors.function_get, user=request.user, function_id=function_id)
+    right = can_edit(request.user, function.project, "Editing the code")
+    api = reverse("draft", kwargs={"function_id": function.pk})
+    context = function_page_context(
+        function,
+        "code",
+        files=draft_selectors.draft_tree(function=function),
+        edit_right=right,
+        api=api,
+        monaco_base=static(f"vendor/monaco/{monaco_version()}/vs"),
+        environments_url=reverse("function-environments", kwargs={"function_id": function.pk}),
+    )
+    response = render(request, "functions/code.html", context)
+    response["Content-Security-Policy"] = CODE_PAGE_CSP
+    return response
+
+
+urlpatterns: list[URLPattern] = [
+    path("functions/<int:function_id>/code/", code_page, name="function-code"),
+]

@@ -1,0 +1,116 @@
+"""Starting points for new test events: the events Stratus and its anchors send to functions.
+
+The HTTP ones have exactly the keys the gateway gives an ``event`` function
+(apps/engine/gateway.py ``_proxy_event``: API Gateway REST proxy shape plus SCF's
+``queryString`` and ``headerParameters``); tests/functions/test_test_events.py compares them
+with a real event from the gateway so the two cannot drift apart. Static data: the same for
+every caller.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+_REQUEST_ID = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+
+
+def _proxy(method: str, path: str, query: dict[str, str], headers: dict[str, str], body: str | None) -> dict[str, Any]:
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} or None,
+        "queryString": query,
+        "headerParameters": {},
+        "pathParameters": {"proxy": path[1:]} if path != "/" else None,
+        "stageVariables": None,
+        "requestContext": {
+            "requestId": _REQUEST_ID,
+            "stage": "dev",
+            "httpMethod": method,
+            "path": f"/fn/my-org/my-project/dev/my-function{path}",
+            "requestTimeEpoch": 1767225600000,
+            "identity": {"sourceIp": "203.0.113.7"},
+            "stratus": {"org": "my-org", "project": "my-project", "environment": "dev", "function": "my-function"},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+TEMPLATES: list[dict[str, Any]] = [
+    {
+        "id": "http-get",
+        "name": "HTTP GET (API gateway proxy)",
+        "description": "A GET through the Stratus gateway, as an event function receives it.",
+        "body": _proxy(
+            "GET",
+            "/items",
+            {"limit": "10"},
+            {"accept": "application/json", "host": "functions.example", "user-agent": "curl/8.5.0"},
+            None,
+        ),
+    },
+    {
+        "id": "http-post",
+        "name": "HTTP POST (API gateway proxy)",
+        "description": "A POST with a JSON body through the Stratus gateway; the body arrives as a string.",
+        "body": _proxy(
+            "POST",
+            "/items",
+            {},
+            {"content-type": "application/json", "host": "functions.example", "user-agent": "curl/8.5.0"},
+            json.dumps({"name": "widget", "quantity": 2}),
+        ),
+    },
+    {
+        "id": "scf-api-gateway",
+        "name": "SCF API gateway",
+        "description": "Tencent Cloud SCF's API gateway trigger event.",
+        "body": {
+            "requestContext": {
+                "serviceId": "service-f94sy04v",
+                "path": "/test/{path}",
+                "httpMethod": "POST",
+                "requestId": _REQUEST_ID,
+                "identity": {"secretId": "abdcdxxxxxxxsdfs"},
+                "sourceIp": "203.0.113.7",
+                "stage": "release",
+            },
+            "headers": {"accept-language": "en-US,en", "content-type": "application/json", "host": "service.example"},
+            "body": json.dumps({"test": "body"}),
+            "pathParameters": {"path": "value"},
+            "queryStringParameters": {"foo": "bar"},
+            "headerParameters": {"Refer": "10.0.2.14"},
+            "stageVariables": {"stage": "release"},
+            "path": "/test/value",
+            "queryString": {"foo": "bar"},
+            "httpMethod": "POST",
+        },
+    },
+    {
+        "id": "scheduled",
+        "name": "Scheduled event",
+        "description": "A timer firing (the EventBridge scheduled-event shape).",
+        "body": {
+            "version": "0",
+            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event",
+            "source": "stratus.scheduler",
+            "time": "2026-01-01T00:00:00Z",
+            "resources": ["schedule/my-function/every-5-minutes"],
+            "detail": {},
+        },
+    },
+    {"id": "custom", "name": "Custom JSON", "description": "An empty object to fill in.", "body": {}},
+]
+
+
+def template_list() -> list[dict[str, Any]]:
+    """A copy each call: a caller editing one must not change the next caller's."""
+    return copy.deepcopy(TEMPLATES)

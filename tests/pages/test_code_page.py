@@ -1,0 +1,234 @@
+"""The Code tab (issue 15, first slice): Monaco self-hosted under the console's CSP, the
+draft's files, typing and saving with If-Match, the 409 diff with "Keep mine", and a viewer's
+read-only editor. Browser tests drive Debian's chromium against one served console."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from apps.functions import draft_services
+from apps.functions import services as function_services
+from apps.functions.models import Function
+from tests.conftest import World, build_world, serving_console
+
+SHOTS = Path(os.environ.get("STRATUS_SCREENSHOT_DIR") or "/tmp/shots/code")
+
+
+def make_function(world: World) -> Function:
+    function = function_services.function_create(
+        actor=world.alice, project=world.web, name="hello", runtime="python3.11", handler="main.handler"
+    )
+    draft_services.draft_file_write(
+        actor=world.alice, function=function, path="main.py", content=b"def handler(event, context):\n    return 1\n"
+    )
+    return function
+
+
+def draft_content(user: Any, function: Function, path: str) -> tuple[int, str]:
+    client = APIClient()
+    client.force_login(user)
+    response = client.get(f"/api/v1/functions/{function.pk}/draft/files/{path}")
+    return response.status_code, response.json().get("content", "") if response.status_code == 200 else ""
+
+
+# --- without a browser ----------------------------------------------------------------------------
+
+
+def test_the_code_page_relaxes_style_src_only_for_itself_and_viewers_see_why_they_cannot_edit(world: World) -> None:
+    function = make_function(world)
+    alice, carol = Client(), Client()
+    alice.force_login(world.alice)
+    carol.force_login(world.carol)  # viewer
+    page = alice.get(f"/functions/{function.pk}/code/")
+    assert page.status_code == 200
+    assert "style-src 'self' 'unsafe-inline'" in page["Content-Security-Policy"]
+    assert "script-src 'self';" in page["Content-Security-Policy"]
+    assert "worker-src 'self'" in page["Content-Security-Policy"]
+    assert "style-src 'self';" in alice.get(f"/functions/{function.pk}/versions/")["Content-Security-Policy"]
+    body = page.content.decode()
+    assert "/vendor/monaco/" in body and "main.py" in body and 'data-can-edit="true"' in body
+    charlie = Client()
+    charlie.force_login(world.charlie)  # another org
+    assert charlie.get(f"/functions/{function.pk}/code/").status_code == 404
+    viewer = carol.get(f"/functions/{function.pk}/code/").content.decode()
+    assert 'data-can-edit="false"' in viewer and "Editing the code needs a developer role" in viewer
+    # The function page's tabs link here.
+    assert f'href="/functions/{function.pk}/code/"' in alice.get(f"/functions/{function.pk}/").content.decode()
+
+
+# --- in the browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def console_address() -> Iterator[str]:
+    with serving_console() as address:
+        yield address
+
+
+@pytest.fixture
+def live(transactional_db: None, settings: Any, console_address: str) -> dict[str, Any]:
+    port = console_address.rsplit(":", 1)[1]
+    settings.PUBLIC_URL = f"http://127.0.0.1:{port}"
+    world = build_world()
+    return {"base": settings.PUBLIC_URL, "world": world, "function": make_function(world)}
+
+
+CSP_WATCH = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
+"""
+
+
+def open_code(browser: Any, base: str, username: str, function: Function, width: int = 1280) -> tuple[Any, list[str]]:
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.on("response", lambda r: r.status >= 400 and console.append(f"http {r.status}: {r.request.method} {r.url}"))
+    page.add_init_script(CSP_WATCH)
+    page.goto(base + "/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", f"{username}-pw-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    page.goto(f"{base}/functions/{function.pk}/code/")
+    page.wait_for_selector("[data-testid=ide][data-ready=true]", timeout=15000)
+    page.wait_for_selector("[data-testid=editor] .monaco-editor .view-lines")
+    return page, console
+
+
+def csp_violations(page: Any, console: list[str]) -> list[str]:
+    return list(page.evaluate("window.__csp")) + [m for m in console if "Content Security Policy" in m]
+
+
+def problems(console: list[str], expected: tuple[str, ...] = ()) -> list[str]:
+    """Errors and warnings in the browser's console (a worker that fails to start, for one,
+    makes Monaco warn and fall back to the main thread) and failed requests of the page, but
+    those ``expected``. (The console's own "Failed to load resource" lines repeat the failed
+    requests without their URL; the browser's /favicon.ico is one.)"""
+    return [
+        m
+        for m in console
+        if m.startswith(("error:", "warning:", "pageerror:", "http "))
+        and "Failed to load resource" not in m
+        and not m.startswith(expected)
+    ]
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+@pytest.mark.browser
+def test_alice_creates_a_file_types_a_handler_saves_with_ctrl_s_and_a_conflict_opens_the_diff(
+    browser: Any, live: dict[str, Any]
+) -> None:
+    base, world, function = live["base"], live["world"], live["function"]
+    page, console = open_code(browser, base, "alice", function)
+    try:
+        # main.py opened by itself, in a tab, as Python.
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py']")
+        assert page.evaluate("monaco.editor.getModels()[0].getLanguageId()") == "python"
+
+        page.get_by_role("button", name="New file").click()
+        page.fill("[data-dialog=new] input[name=path]", "api/users.py")
+        page.click("[data-dialog=new] button[type=submit]")
+        page.wait_for_selector("[data-testid=file-tree] [data-path='api/users.py']")
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='api/users.py'][aria-selected=true]")
+        assert draft_content(world.alice, function, "api/users.py") == (200, "")
+
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.type("def handler(event, context):\n")
+        page.keyboard.type('return {"users": []}')
+        page.wait_for_selector("[data-testid=unsaved]")  # the tab marks unsaved changes
+        page.keyboard.press("Control+s")
+        page.wait_for_selector("[data-testid=ide-status]:has-text('Saved api/users.py.')")
+        assert page.locator("[data-testid=unsaved]").count() == 0
+        expected = 'def handler(event, context):\n    return {"users": []}'
+        assert draft_content(world.alice, function, "api/users.py") == (200, expected)
+        shot(page, "code-1280.png")
+
+        # Someone else saves meanwhile (through the API); our next save is a 409 → the diff.
+        client = APIClient()
+        client.force_login(world.bob)
+        theirs = client.put(
+            f"/api/v1/functions/{function.pk}/draft/files/api/users.py",
+            {"content": "THEIRS = 1\n"},
+            format="json",
+            HTTP_IF_MATCH="*",
+        )
+        assert theirs.status_code == 200, theirs.content
+        page.keyboard.press("Control+End")
+        page.keyboard.type("\n# mine")
+        page.keyboard.press("Control+s")
+        conflict = page.get_by_test_id("conflict")
+        conflict.wait_for(state="visible")
+        page.wait_for_selector("[data-testid=diff] .monaco-diff-editor")
+        page.wait_for_selector("[data-testid=diff] .line-insert")  # the diff was computed (in a worker)
+        assert "api/users.py was saved by someone else" in conflict.inner_text()
+        shot(page, "code-conflict-1280.png")
+        page.get_by_role("button", name="Keep mine").click()
+        page.wait_for_selector("[data-testid=ide-status]:has-text('Saved api/users.py.')")
+        mine = expected + "\n    # mine"  # Monaco keeps the indent of the line above
+        assert draft_content(world.alice, function, "api/users.py") == (200, mine)
+        assert conflict.is_hidden()
+
+        # Publish from the editor, with the way on to the environments tab.
+        page.get_by_role("button", name="Publish version…").click()
+        page.fill("[data-dialog=publish] input[name=message]", "users endpoint")
+        page.click("[data-dialog=publish] button[type=submit]")
+        result = page.get_by_test_id("publish-result")
+        result.wait_for(state="visible")
+        assert "Published v1" in result.inner_text()
+        assert result.get_by_role("link").get_attribute("href") == f"/functions/{function.pk}/environments/"
+        assert function.versions.get(number=1).message == "users endpoint"
+
+        # Rename the open file, then delete it: the tree and the draft follow.
+        page.get_by_role("button", name="Rename").click()
+        page.fill("[data-dialog=rename] input[name=path]", "api/people.py")
+        page.click("[data-dialog=rename] button[type=submit]")
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='api/people.py'][aria-selected=true]")
+        assert page.locator("[data-testid=file-tree] [data-path='api/users.py']").count() == 0
+        assert draft_content(world.alice, function, "api/people.py") == (200, mine)
+        assert draft_content(world.alice, function, "api/users.py")[0] == 404
+        page.get_by_role("button", name="Delete").click()
+        page.click("[data-dialog=delete] button[type=submit]")
+        page.wait_for_selector("[data-testid=ide-status]:has-text('Deleted api/people.py.')")
+        assert page.locator("[data-testid=file-tree] [data-path='api/people.py']").count() == 0
+        assert page.locator("[data-testid=editor-tabs] [data-tab='api/people.py']").count() == 0
+        assert draft_content(world.alice, function, "api/people.py")[0] == 404
+
+        assert csp_violations(page, console) == []
+        assert problems(console, expected=("http 409: PUT",)) == [], console
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_a_viewer_gets_a_read_only_editor_with_the_reason(browser: Any, live: dict[str, Any]) -> None:
+    base, world, function = live["base"], live["world"], live["function"]
+    page, console = open_code(browser, base, "carol", function, width=390)
+    try:
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py']")
+        reason = page.get_by_test_id("readonly-reason")
+        assert reason.is_visible() and "Editing the code needs a developer role" in reason.inner_text()
+        for name in ("New file", "Rename", "Delete", "Save", "Publish version…"):
+            assert page.get_by_role("button", name=name).is_disabled(), name
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.type("oops")
+        page.keyboard.press("Control+s")
+        assert "oops" not in page.evaluate("monaco.editor.getModels()[0].getValue()")
+        assert draft_content(world.alice, function, "main.py")[1] == "def handler(event, context):\n    return 1\n"
+        shot(page, "code-viewer-390.png")
+        assert csp_violations(page, console) == []
+        assert problems(console) == [], console
+    finally:
+        page.close()
