@@ -6,6 +6,7 @@ serializer; a refusal is a message on the page, a bad field an error beside it."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -166,20 +167,28 @@ def variable_set(request: HttpRequest, project_id: int, env: str) -> HttpRespons
     return _failed(request, project, environment, form, values, errors)
 
 
-@login_required
-@require_POST
-def variable_delete(request: HttpRequest, project_id: int, env: str) -> HttpResponse:
+def _delete_named(
+    request: HttpRequest, project_id: int, env: str, delete: Callable[..., None], noun: str
+) -> HttpResponse:
+    """Delete a variable or a secret by name. A name that is not there is a message on the
+    page (the environment is visible), not a 404."""
     project, environment = _environment(request, project_id, env)
     name = request.POST.get("name", "")
     try:
-        environment_services.environment_var_delete(actor=request.user, environment=environment, name=name)
+        delete(actor=request.user, environment=environment, name=name)
     except NotFound as exc:
         messages.error(request, exc.message)
         return redirect(_back(project, environment))
     except DomainError as exc:
         return refused(request, exc, _back(project, environment))
-    messages.success(request, f"{environment.name}: variable {name} deleted.")
+    messages.success(request, f"{environment.name}: {noun} {name} deleted.")
     return redirect(_back(project, environment))
+
+
+@login_required
+@require_POST
+def variable_delete(request: HttpRequest, project_id: int, env: str) -> HttpResponse:
+    return _delete_named(request, project_id, env, environment_services.environment_var_delete, "variable")
 
 
 @login_required
@@ -207,17 +216,7 @@ def secret_set(request: HttpRequest, project_id: int, env: str) -> HttpResponse:
 @login_required
 @require_POST
 def secret_delete(request: HttpRequest, project_id: int, env: str) -> HttpResponse:
-    project, environment = _environment(request, project_id, env)
-    name = request.POST.get("name", "")
-    try:
-        environment_services.environment_secret_delete(actor=request.user, environment=environment, name=name)
-    except NotFound as exc:
-        messages.error(request, exc.message)
-        return redirect(_back(project, environment))
-    except DomainError as exc:
-        return refused(request, exc, _back(project, environment))
-    messages.success(request, f"{environment.name}: secret {name} deleted.")
-    return redirect(_back(project, environment))
+    return _delete_named(request, project_id, env, environment_services.environment_secret_delete, "secret")
 
 
 def _principal(project: Project, value: str) -> tuple[Any, Team | None]:
