@@ -1,6 +1,8 @@
 // The Code tab (apps/functions/pages/code.py): Monaco, self-hosted (AMD loader from the
 // versioned static folder), on the draft API with the session and the CSRF header. A save
 // sends If-Match with the file's ETag; a 409 opens Monaco's diff editor, theirs vs yours.
+// The other panels of the tab (code-*.js) get the editor through `stratus:ide-ready`
+// (window.stratusIde once Monaco is up): see `ide` at the end.
 (function () {
   "use strict";
   const root = document.querySelector("[data-testid=ide]");
@@ -193,10 +195,10 @@
   }
 
   async function openFile(path) {
-    if (tabs.has(path)) { show(path); return; }
+    if (tabs.has(path)) { show(path); return tabs.get(path); }
     say(`Opening ${path}…`);
     const result = await call("GET", fileUrl(path));
-    if (!result.ok) { say(message(result)); return; }
+    if (!result.ok) { say(message(result)); return null; }
     const binary = result.data.encoding !== "utf-8";
     const text = binary ? `${path} is a binary file (${result.data.size} bytes): download it from the file list.` : result.data.content;
     const model = monaco.editor.createModel(text, binary ? "plaintext" : languageOf(path), monaco.Uri.from({ scheme: "draft", path: "/" + path }));
@@ -205,12 +207,24 @@
     tabs.set(path, tab);
     show(path);
     say("");
+    return tab;
+  }
+
+  // Open ``path`` at ``line`` (1-based), e.g. from a stack frame of the run panel.
+  async function openAt(path, line, column) {
+    const tab = await openFile(path);
+    if (!tab) return false;
+    const position = { lineNumber: Math.max(1, line || 1), column: Math.max(1, column || 1) };
+    editor.setPosition(position);
+    editor.revealPositionInCenter(position);
+    editor.focus();
+    return true;
   }
 
   // --- save, and the conflict ------------------------------------------------------------
   async function save(path, { force } = {}) {
     const tab = tabs.get(path);
-    if (!tab || tab.binary || !canEdit) return;
+    if (!tab || tab.binary || !canEdit) return false;
     const content = tab.model.getValue();
     const version = tab.model.getAlternativeVersionId();
     say(`Saving ${path}…`);
@@ -218,13 +232,23 @@
       body: { content },
       headers: { "If-Match": `"${force || tab.etag}"` },
     });
-    if (result.status === 409) { await openConflict(path); return; }
-    if (!result.ok) { say(message(result)); return; }
+    if (result.status === 409) { await openConflict(path); return false; }
+    if (!result.ok) { say(message(result)); return false; }
     tab.etag = result.etag || result.data.sha256;
     tab.saved = version;
     say(`Saved ${path}.`);
     renderTabs();
     loadTree();
+    return true;
+  }
+
+  // Save every open file with unsaved changes (before a run or a publish); false when one
+  // could not be saved (a conflict, a refusal): the caller stops there.
+  async function saveAll() {
+    for (const [path, tab] of tabs) {
+      if (isDirty(tab) && !(await save(path))) return false;
+    }
+    return true;
   }
 
   async function openConflict(path) {
@@ -395,5 +419,16 @@
     });
     root.dataset.ready = "true";
     loadTree().then(() => { if (files.length) openFile(files[0].path); });
+    // What the tab's other panels (run, checks, changes) use of the editor.
+    const ide = {
+      root, api, csrf, canEdit, monaco, editor, call, message, say, openFile, openAt, save, saveAll,
+      files: () => files,
+      current: () => current,
+      model: (path) => (tabs.get(path) || {}).model || null,
+      isDirty: (path) => tabs.has(path) && isDirty(tabs.get(path)),
+      reloadTree: loadTree,
+    };
+    window.stratusIde = ide;
+    document.dispatchEvent(new CustomEvent("stratus:ide-ready", { detail: ide }));
   });
 })();
