@@ -21,7 +21,7 @@ from django.conf import settings
 
 from apps.engine.instance import FrameLimits, InitFailed, InstanceDied, LimitExceeded, LogLine, response_frame_limit
 from apps.engine.pool import Lease, Pool, Throttled
-from apps.engine.routing import Route, RouteKey, RouteVersion, load_routes
+from apps.engine.routing import DRAFT_NUMBER, Route, RouteKey, RouteVersion, load_routes
 from apps.engine.sandbox import InstanceSpec, Spawner
 
 logger = logging.getLogger(__name__)
@@ -296,6 +296,22 @@ class Engine(RoutedEngine):
                 pool.prepared = True
                 self._background(self._prepare(rv.spec))
 
+    def _retire_other_drafts(self, key: tuple[Any, ...]) -> None:
+        """A draft changed: the instance of its previous content (same function and
+        environment) has no more use, so it stops now rather than after its idle timeout."""
+        for other_key, pool in list(self.pools.items()):
+            if other_key != key and other_key[:4] == key[:4] and not pool.draining:
+                self._background(self._retire_draft(other_key, pool))
+
+    async def _retire_draft(self, key: tuple[Any, ...], pool: Pool) -> None:
+        await self._drain(key, pool)
+        if not pool.idle:
+            return  # still answering a request: the copy stays (the day-old prune takes the source)
+        try:
+            await self.spawner.discard(pool.spec)
+        except Exception:
+            logger.exception("removing a superseded draft's code copy failed")
+
     async def _drain(self, key: tuple[Any, ...], pool: Pool) -> None:
         await pool.drain()
         # A request for the old version may have opened a new pool under the same key since.
@@ -323,6 +339,8 @@ class Engine(RoutedEngine):
         if pool is None or pool.draining:
             pool = Pool(rv.pool_key, rv.spec, rv.policy, self._spawn, self._admit, self.limits)
             self.pools[rv.pool_key] = pool
+            if rv.number == DRAFT_NUMBER:
+                self._retire_other_drafts(rv.pool_key)
         elif pool.policy != rv.policy:
             pool.policy = rv.policy
         return pool

@@ -25,7 +25,7 @@ from typing import Any
 
 from apps.engine.engine import CallSite, Engine, Outcome, RoutedEngine
 from apps.engine.instance import LogLine, encode_frame
-from apps.engine.routing import RouteVersion, version_from_db
+from apps.engine.routing import DRAFT_NUMBER, RouteVersion, draft_version_from_db, version_from_db
 
 logger = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
@@ -82,6 +82,7 @@ def version_identity(rv: RouteVersion, site: CallSite) -> dict[str, Any]:
         "binding_id": rv.pool_key[0],
         "number": rv.number,
         "pool_key": list(rv.pool_key),
+        "draft": rv.number == DRAFT_NUMBER,
     }
 
 
@@ -90,6 +91,8 @@ def _build_version(identity: dict[str, Any]) -> RouteVersion | None:
     from django.db import connection
 
     try:
+        if identity.get("draft"):
+            return draft_version_from_db(function_id=identity["function_id"], environment_id=identity["environment_id"])
         return version_from_db(
             function_id=identity["function_id"],
             environment_id=identity["environment_id"],
@@ -176,7 +179,9 @@ class SupervisorServer:
         rv = self._adhoc.get(key)
         if rv is None:
             rv = await asyncio.to_thread(_build_version, identity)
-            if rv is not None:
+            # A draft saved again since the web process asked runs as saved now, but is not
+            # remembered under the older content's key.
+            if rv is not None and rv.pool_key == key:
                 if len(self._adhoc) > 1000:
                     self._adhoc.clear()
                 self._adhoc[key] = rv

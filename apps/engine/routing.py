@@ -217,19 +217,86 @@ def route_version(
     identity in ``environment``, the organization's (instances, memory_mb) quota."""
     if env is None:
         env = merged_env(version=version, environment=environment)
-    org_id = int(environment.project.org_id)  # the function's project is the environment's
-
     config = version.config
+    spec = _instance_spec(
+        function=function,
+        environment=environment,
+        config=config,
+        code_dir=Path(version_dir(version.artifact.sha256)),
+        label=str(version.number),
+        env=env,
+        identity=identity,
+        org_quota=org_quota,
+    )
+    policy = ScalingPolicy(
+        # "warm": instances a release pre-starts for a canary about to take a share.
+        min_instances=min(max(int(config.get("min_instances", 0)), warm), int(config.get("max_instances", 10))),
+        max_instances=int(config.get("max_instances", 10)),
+        concurrency=int(config.get("instance_concurrency", 1)),
+        idle_timeout_s=float(config.get("idle_timeout_s", 300)),
+        queue_timeout_s=min(float(settings.STRATUS_QUEUE_TIMEOUT_S), float(config["timeout_s"])),
+    )
     sha = version.artifact.sha256
+    key = (binding_id, environment.pk, function.pk, version.number, spec_digest(spec, sha))
+    return RouteVersion(number=version.number, artifact_sha256=sha, spec=spec, policy=policy, pool_key=key)
+
+
+DRAFT_NUMBER = 0  # a draft run's "version" in its records and pool key: versions start at 1
+DRAFT_IDLE_S = 120.0  # a draft's instance outlives a pause in typing, not an editing session
+
+
+def draft_route_version(*, function: Function, environment: Environment, digest: str, code_dir: Path) -> RouteVersion:
+    """The draft (its files written out in ``code_dir``, named by ``digest``) as it would run
+    in ``environment`` if published and deployed now: the function's current configuration,
+    its variables and the environment's variables and secrets, the same execution identity,
+    sandbox and limits. One instance at a time, apart from any binding's pools; a changed
+    draft gets a new pool key (and the engine retires the old draft's instance)."""
+    from apps.functions.version_services import function_config_snapshot
+
+    config = function_config_snapshot(function)
+    env = {**config.get("env", {}), **environment_values(environment=environment)}
+    spec = _instance_spec(
+        function=function,
+        environment=environment,
+        config=config,
+        code_dir=code_dir,
+        label="draft",
+        env=env,
+        identity=None,
+        org_quota=None,
+    )
+    policy = ScalingPolicy(
+        min_instances=0,
+        max_instances=1,
+        concurrency=1,
+        idle_timeout_s=DRAFT_IDLE_S,
+        queue_timeout_s=min(float(settings.STRATUS_QUEUE_TIMEOUT_S), float(config["timeout_s"])),
+    )
+    key = (None, environment.pk, function.pk, DRAFT_NUMBER, spec_digest(spec, digest))
+    return RouteVersion(number=DRAFT_NUMBER, artifact_sha256=digest, spec=spec, policy=policy, pool_key=key)
+
+
+def _instance_spec(
+    *,
+    function: Function,
+    environment: Environment,
+    config: dict[str, Any],
+    code_dir: Path,
+    label: str,
+    env: dict[str, str],
+    identity: int | None,
+    org_quota: tuple[int, int] | None,
+) -> InstanceSpec:
+    org_id = int(environment.project.org_id)  # the function's project is the environment's
     max_instances = max(1, int(config.get("max_instances", 10)))
-    spec = InstanceSpec(
+    return InstanceSpec(
         runtime=config["runtime"],
         kind=config["kind"],
         handler=config["handler"],
-        code_dir=Path(version_dir(sha)),
+        code_dir=code_dir,
         function_id=function.pk,
         function_name=function.name,
-        function_version=str(version.number),
+        function_version=label,
         memory_mb=int(config["memory_mb"]),
         timeout_s=float(config["timeout_s"]),
         env=env,
@@ -245,16 +312,6 @@ def route_version(
         org_id=org_id,
         org_quota=org_quota if org_quota is not None else org_quota_limits(org_id),
     )
-    policy = ScalingPolicy(
-        # "warm": instances a release pre-starts for a canary about to take a share.
-        min_instances=min(max(int(config.get("min_instances", 0)), warm), int(config.get("max_instances", 10))),
-        max_instances=int(config.get("max_instances", 10)),
-        concurrency=int(config.get("instance_concurrency", 1)),
-        idle_timeout_s=float(config.get("idle_timeout_s", 300)),
-        queue_timeout_s=min(float(settings.STRATUS_QUEUE_TIMEOUT_S), float(config["timeout_s"])),
-    )
-    key = (binding_id, environment.pk, function.pk, version.number, spec_digest(spec, sha))
-    return RouteVersion(number=version.number, artifact_sha256=sha, spec=spec, policy=policy, pool_key=key)
 
 
 def load_routes(binding_ids: Iterable[int] | None = None) -> dict[RouteKey, Route]:
@@ -294,6 +351,19 @@ def version_from_db(
     if version is None:
         return None
     return route_version(function=function, environment=environment, version=version, binding_id=binding_id)
+
+
+def draft_version_from_db(*, function_id: int, environment_id: int) -> RouteVersion | None:
+    """A function's draft as it runs in an environment, straight from the database (the
+    supervisor asked for a draft run); None when the function or environment is gone."""
+    from apps.functions.draft_code import draft_code_prepare
+
+    function = Function.objects.filter(pk=function_id).first()
+    environment = Environment.objects.select_related("project").filter(pk=environment_id).first()
+    if function is None or environment is None:
+        return None
+    digest, code_dir = draft_code_prepare(function)
+    return draft_route_version(function=function, environment=environment, digest=digest, code_dir=code_dir)
 
 
 def routes_from(bindings: QuerySet[Binding]) -> dict[RouteKey, Route]:

@@ -1,4 +1,6 @@
-"""Invoking a function from the console (the WebIDE's test panel, the VS Code extension)."""
+"""Invoking a function from the console (the WebIDE's run panel, the VS Code extension): a
+deployed or published version (``function_invoke``), or the draft's saved files
+(``draft_invoke``); both answer an Outcome, shaped for the API by ``outcome_payload``."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from typing import Any
 
 from apps.core.errors import Conflict, DomainError, Forbidden, NotFound
 from apps.engine.engine import CallSite, Outcome, new_request_id
-from apps.engine.routing import RouteVersion, binding_route, route_version
+from apps.engine.routing import DRAFT_NUMBER, RouteVersion, binding_route, draft_route_version, route_version
 from apps.functions.backends.registry import backend_name_for
+from apps.functions.draft_code import draft_code_prepare
 from apps.functions.models import Binding, Function
 from apps.tenancy import permissions, roles
 from apps.tenancy.models import Environment
@@ -75,13 +78,25 @@ def _event_frame(rv: RouteVersion, request_id: str, event: Any) -> dict[str, Any
     }
 
 
+def _check_event_size(event: Any) -> None:
+    if len(json.dumps(event)) > MAX_EVENT_BYTES:
+        raise DomainError("The event exceeds the 6 MB limit.", code="request_too_large", status_code=413)
+
+
+def _run(rv: RouteVersion, event: Any, site: CallSite) -> Outcome:
+    frame = _event_frame(rv, new_request_id(), event)
+    from apps.engine.host import get_host
+
+    host = get_host()
+    return host.call_sync(host.engine.invoke(rv, frame, site=site), timeout=rv.spec.timeout_s + 60)
+
+
 def function_invoke(
     *, actor: Any, function: Function, environment: Environment, event: Any, version_number: int | None = None
 ) -> Outcome:
     """Run one invocation on the local engine and wait for its outcome."""
     _require_invoke(actor, environment)
-    if len(json.dumps(event)) > MAX_EVENT_BYTES:
-        raise DomainError("The event exceeds the 6 MB limit.", code="request_too_large", status_code=413)
+    _check_event_size(event)
     backend = backend_name_for(environment)
     if backend != "local":
         raise Conflict(
@@ -90,13 +105,28 @@ def function_invoke(
             code="unsupported_backend",
         )
     rv, binding = invocation_target(function=function, environment=environment, version_number=version_number)
-    request_id = new_request_id()
-    frame = _event_frame(rv, request_id, event)
-    site = CallSite(function.pk, environment.pk, binding.pk if binding else None, "invoke")
-    from apps.engine.host import get_host
+    return _run(rv, event, CallSite(function.pk, environment.pk, binding.pk if binding else None, "invoke"))
 
-    host = get_host()
-    return host.call_sync(host.engine.invoke(rv, frame, site=site), timeout=rv.spec.timeout_s + 60)
+
+def draft_invoke(*, actor: Any, function: Function, environment: Environment, event: Any) -> Outcome:
+    """Run the draft's saved files once, as they would run in ``environment`` if published
+    and deployed now (its variables and secrets, the function's execution identity there,
+    the same sandbox and limits), on the local engine and without creating a version.
+
+    It needs the edit-code right (it is how code is tried out), and it is refused in a
+    protected environment whatever the caller's role: a protected environment runs only
+    versions that were published and deployed, never unreviewed code with its secrets."""
+    permissions.require_project_permission(actor, environment.project, roles.EDIT_CODE, "Running the draft")
+    if environment.protected:
+        raise Forbidden(
+            f"Environment '{environment.name}' is protected: the draft cannot run there. "
+            "Run it in an unprotected environment, or publish a version and deploy it.",
+            code="environment_protected",
+        )
+    _check_event_size(event)
+    digest, code_dir = draft_code_prepare(function)
+    rv = draft_route_version(function=function, environment=environment, digest=digest, code_dir=code_dir)
+    return _run(rv, event, CallSite(function.pk, environment.pk, None, "draft"))
 
 
 def outcome_payload(outcome: Outcome) -> dict[str, Any]:
@@ -128,7 +158,8 @@ def outcome_payload(outcome: Outcome) -> dict[str, Any]:
         }
     return {
         "request_id": outcome.request_id,
-        "version": outcome.version,
+        "version": None if outcome.version == DRAFT_NUMBER else outcome.version,
+        "draft": outcome.version == DRAFT_NUMBER,
         "status": outcome.status,
         "result": result,
         "error": error,

@@ -64,6 +64,7 @@ class Invocation(models.Model):
     class Trigger(models.TextChoices):
         HTTP = "http", "http: through the gateway"
         INVOKE = "invoke", "invoke: the invoke API"
+        DRAFT = "draft", "draft: a draft run (version 0: the draft's saved files)"
 
     class Status(models.TextChoices):
         OK = "ok"

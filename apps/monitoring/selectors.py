@@ -59,10 +59,13 @@ def invocation_summary(
     ones never did): the value at rank ceil(p·n), read with ORDER BY … OFFSET, so the
     database sorts and only one row per percentile comes back (same SQL on SQLite and
     PostgreSQL). ``errors`` counts error, timeout and crashed; ``throttles`` and
-    ``timeouts`` are also given on their own."""
+    ``timeouts`` are also given on their own. Draft runs (the WebIDE's Run) are left out:
+    they are how code is tried, not how the function behaves."""
     now = now or timezone.now()
     since = now - timedelta(seconds=window_s)
-    qs = Invocation.objects.filter(function=function, started_at__gte=since, started_at__lte=now)
+    qs = Invocation.objects.filter(function=function, started_at__gte=since, started_at__lte=now).exclude(
+        trigger=Invocation.Trigger.DRAFT
+    )
     if environment is not None:
         qs = qs.filter(environment=environment)
     S = Invocation.Status

@@ -91,6 +91,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXCLUDED = {
     f"POST {API}/functions/{{function_id}}/invoke": "runs tenant code through the engine; "
     "test_invoke_answers_as_the_schema_says checks its answers",
+    f"POST {API}/functions/{{function_id}}/draft/invoke": "runs the draft through the engine; "
+    "test_invoke_answers_as_the_schema_says checks its answers",
 }
 
 # Drawn requests per operation, on top of the hand-made ones: enough for a few error answers
@@ -500,3 +502,20 @@ def test_invoke_answers_as_the_schema_says(world):
         answers.append((response.status_code, response.json().get("status") or response.json()["error"]["code"]))
 
     assert answers == [(200, "ok"), (200, "error"), (404, "not_found"), (409, "not_deployed"), (400, "invalid")]
+
+    # The draft run answers in the same shape ("draft": true, "version": null).
+    draft_operation = schemathesis.openapi.from_wsgi(SCHEMA_URL, application)[
+        f"{API}/functions/{{function_id}}/draft/invoke"
+    ]["POST"]
+    draft_services.draft_file_write(
+        actor=world.alice, function=undeployed, path="main.py", content=INVOKE_HANDLER.encode()
+    )
+    drafts = []
+    for body in ({"environment": "dev", "event": {"n": 2}}, {"environment": "prod"}, {"event": {}}):
+        case = draft_operation.Case(
+            path_parameters={"function_id": undeployed.pk}, body=body, media_type="application/json"
+        )
+        response = case.call(headers={"Authorization": f"Bearer {plaintext}"})
+        case.validate_response(response, checks=CHECKS)
+        drafts.append((response.status_code, response.json().get("status") or response.json()["error"]["code"]))
+    assert drafts == [(200, "ok"), (403, "environment_protected"), (400, "invalid")]

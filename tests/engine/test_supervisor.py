@@ -85,6 +85,31 @@ def test_web_process_forwards_to_the_supervisor(world, supervisor, client_for):
         thread.join(10)
 
 
+def test_a_draft_runs_on_the_supervisors_engine(world, supervisor, client_for):
+    supervisor_host, _ = supervisor
+    from apps.functions import draft_services, services
+
+    fn = services.function_create(
+        actor=world.alice, project=world.web, name="drafted", runtime="python3.11", handler="main.handler"
+    )
+    code = "import os\ndef handler(e, c):\n    return {'pid': os.getpid(), 'v': %d}\n"
+    draft_services.draft_file_write(actor=world.bob, function=fn, path="main.py", content=(code % 1).encode())
+    bob = client_for(world.bob)
+
+    def run() -> dict[str, Any]:
+        response = bob.post(f"/api/v1/functions/{fn.pk}/draft/invoke", {"environment": "dev"}, format="json")
+        assert response.status_code == 200, response.json()
+        return dict(response.json())
+
+    first = run()
+    assert first["status"] == "ok" and first["draft"] is True and first["result"]["v"] == 1, first
+    pools = [p for p in supervisor_host.engine.pools.values() if p.spec.function_id == fn.pk]  # type: ignore[attr-defined]
+    assert [i.pid for p in pools for i in p.instances] == [first["result"]["pid"]]
+    # A saved change reaches the supervisor as the new draft, not the one it ran before.
+    draft_services.draft_file_write(actor=world.bob, function=fn, path="main.py", content=(code % 2).encode())
+    assert run()["result"]["v"] == 2
+
+
 def test_a_missing_supervisor_answers_503(world, supervisor):
     supervisor_host, socket_path = supervisor
     fn = make_function(world, "lonely", {"main.py": "def handler(e, c):\n    return 1\n"})

@@ -7,6 +7,11 @@ class InvokeSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, required=False)
 
 
+class DraftInvokeSerializer(serializers.Serializer):
+    environment = serializers.CharField(max_length=63, help_text="Whose variables and secrets the draft runs with.")
+    event = serializers.JSONField(required=False, allow_null=True, default=dict)
+
+
 class InvokeErrorSerializer(serializers.Serializer):
     type = serializers.CharField()
     message = serializers.CharField(allow_blank=True)
@@ -21,7 +26,8 @@ class InvokeLogSerializer(serializers.Serializer):
 
 class InvocationResultSerializer(serializers.Serializer):
     request_id = serializers.CharField()
-    version = serializers.IntegerField()
+    version = serializers.IntegerField(allow_null=True, help_text="null for a draft run")
+    draft = serializers.BooleanField(help_text="true: the draft's saved files ran (POST draft/invoke)")
     status = serializers.ChoiceField(choices=["ok", "error", "timeout", "throttled", "crashed"])
     result = serializers.JSONField(allow_null=True)
     error = InvokeErrorSerializer(allow_null=True)

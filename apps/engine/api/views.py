@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from apps.core.api import ApiView
 from apps.engine import services
 from apps.engine.api import serializers as s
+from apps.engine.engine import Outcome
 from apps.functions import selectors
 from apps.tenancy import selectors as tenancy_selectors
 from apps.tenancy.models import ApiToken
@@ -41,6 +42,38 @@ class InvokeView(ApiView):
             event=data.get("event"),
             version_number=data.get("version"),
         )
-        payload = s.InvocationResultSerializer(services.outcome_payload(outcome)).data
-        code = status.HTTP_429_TOO_MANY_REQUESTS if outcome.status == "throttled" else status.HTTP_200_OK
-        return Response(payload, status=code)
+        return _outcome_response(outcome)
+
+
+class DraftInvokeView(ApiView):
+    """Run the draft's saved files once, without publishing them: {"environment": "dev",
+    "event": {...}}. They run as they would in that environment once deployed (its variables
+    and secrets, the same sandbox and limits); refused in a protected environment. The
+    answer is the invoke API's, with "draft": true and "version": null."""
+
+    serializer_class = s.InvocationResultSerializer
+    scope_map = {"POST": ApiToken.Scope.INVOKE}
+
+    @extend_schema(
+        request=s.DraftInvokeSerializer,
+        responses={
+            200: s.InvocationResultSerializer,
+            429: OpenApiResponse(
+                s.InvocationResultSerializer, description="Throttled: the same body, with status 'throttled'."
+            ),
+        },
+    )
+    def post(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.DraftInvokeSerializer, request)
+        environment = tenancy_selectors.environment_get(project=function.project, name=data["environment"])
+        outcome = services.draft_invoke(
+            actor=request.user, function=function, environment=environment, event=data.get("event")
+        )
+        return _outcome_response(outcome)
+
+
+def _outcome_response(outcome: Outcome) -> Response:
+    payload = s.InvocationResultSerializer(services.outcome_payload(outcome)).data
+    code = status.HTTP_429_TOO_MANY_REQUESTS if outcome.status == "throttled" else status.HTTP_200_OK
+    return Response(payload, status=code)

@@ -68,6 +68,16 @@ class SandboxFiles:
                 self._prepared[key] = prepared
         return prepared
 
+    async def discard_function(self, code_dir: Path, uid: int) -> None:
+        """Forget ``code_dir``'s private copy for ``uid`` and remove it (a draft's code,
+        superseded by a newer draft: versions' copies stay, other bindings share them)."""
+        key = (uid, os.path.abspath(code_dir))
+        self._prepared.pop(key, None)
+        self._prepare_locks.pop(key, None)
+        if self.sandboxing:
+            dest = self.sandbox_dir / str(uid) / "code" / Path(code_dir).name
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+
     def _prepare_function_sync(self, code_dir: Path, uid: int) -> tuple[Path, Path]:
         base = self.sandbox_dir / str(uid)
         home = base / "home"

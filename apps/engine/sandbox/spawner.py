@@ -221,6 +221,10 @@ class Spawner:
         instance does not pay for them."""
         await self.files.prepare_function(spec.code_dir, self.uid_of(spec))
 
+    async def discard(self, spec: InstanceSpec) -> None:
+        """Remove the private code copy made for ``spec`` (its instances have stopped)."""
+        await self.files.discard_function(spec.code_dir, self.uid_of(spec))
+
     def _new_cgroup(self, spec: InstanceSpec, uid: int) -> Cgroup | None:
         if self._cgroups is None or not self._cgroups.available:
             return None

@@ -34,6 +34,11 @@ def versions_root() -> Path:
     return Path(settings.DATA_DIR) / "runtime" / "versions"
 
 
+def drafts_root() -> Path:
+    """Drafts written out for a draft run (apps/functions/draft_code.py), by content digest."""
+    return Path(settings.DATA_DIR) / "runtime" / "drafts"
+
+
 def version_dir(sha256: str) -> Path:
     return versions_root() / sha256
 
