@@ -4,7 +4,8 @@ The HTTP ones have exactly the keys the gateway gives an ``event`` function
 (apps/engine/gateway.py ``_proxy_event``: API Gateway REST proxy shape plus SCF's
 ``queryString`` and ``headerParameters``); tests/functions/test_test_events.py compares them
 with a real event from the gateway so the two cannot drift apart. Static data: the same for
-every caller.
+every caller. ``kind``: the function kind a template is for (``event`` functions get events,
+``http`` functions a request object, as ``apps/engine/services.py`` ``_event_frame`` reads it).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def _proxy(method: str, path: str, query: dict[str, str], headers: dict[str, str
 TEMPLATES: list[dict[str, Any]] = [
     {
         "id": "http-get",
+        "kind": "event",
         "name": "HTTP GET (API gateway proxy)",
         "description": "A GET through the Stratus gateway, as an event function receives it.",
         "body": _proxy(
@@ -58,6 +60,7 @@ TEMPLATES: list[dict[str, Any]] = [
     },
     {
         "id": "http-post",
+        "kind": "event",
         "name": "HTTP POST (API gateway proxy)",
         "description": "A POST with a JSON body through the Stratus gateway; the body arrives as a string.",
         "body": _proxy(
@@ -70,6 +73,7 @@ TEMPLATES: list[dict[str, Any]] = [
     },
     {
         "id": "scf-api-gateway",
+        "kind": "event",
         "name": "SCF API gateway",
         "description": "Tencent Cloud SCF's API gateway trigger event.",
         "body": {
@@ -95,6 +99,7 @@ TEMPLATES: list[dict[str, Any]] = [
     },
     {
         "id": "scheduled",
+        "kind": "event",
         "name": "Scheduled event",
         "description": "A timer firing (the EventBridge scheduled-event shape).",
         "body": {
@@ -107,7 +112,20 @@ TEMPLATES: list[dict[str, Any]] = [
             "detail": {},
         },
     },
-    {"id": "custom", "name": "Custom JSON", "description": "An empty object to fill in.", "body": {}},
+    {"id": "custom", "kind": "event", "name": "Custom JSON", "description": "An empty object to fill in.", "body": {}},
+    {
+        "id": "http-request",
+        "kind": "http",
+        "name": "HTTP request",
+        "description": "For an http (WSGI/ASGI) function: the request the invoke API sends it.",
+        "body": {
+            "method": "GET",
+            "path": "/hello",
+            "query": "name=ada",
+            "headers": {"accept": "application/json"},
+            "body": "",
+        },
+    },
 ]
 
 

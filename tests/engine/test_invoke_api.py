@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from apps.functions.test_event_templates import template_list
 from apps.tenancy import token_services
 from apps.tenancy.models import Environment
 from tests.engine.conftest import deploy_latest, make_function
@@ -102,6 +103,10 @@ def test_invoke_an_http_function_with_a_request_object(world, engine, client_for
     assert body["status"] == "ok", body
     assert body["result"]["statusCode"] == 200
     assert body["result"]["body"] == "POST /x a=1 hi"
+    # The "HTTP request" test-event template is such a request object.
+    template = next(t["body"] for t in template_list() if t["id"] == "http-request")
+    from_template = invoke(client_for(world.bob), fn, environment="dev", event=template).json()
+    assert (from_template["status"], from_template["result"]["body"]) == ("ok", "GET /hello name=ada "), from_template
     bad = invoke(client_for(world.bob), fn, environment="dev", event=[1, 2])
     assert bad.status_code == 400
     assert "request object" in bad.json()["error"]["message"]

@@ -319,11 +319,19 @@ def test_a_bad_name_is_refused(world: Any, function: Function, client_for: Any, 
 # --- templates --------------------------------------------------------------------------------
 
 
-def test_templates_name_the_five_starting_points(world: Any, client_for: Any) -> None:
+def test_templates_name_the_starting_points_and_the_kind_each_is_for(world: Any, client_for: Any) -> None:
     response = client_for(world.carol, scopes=["read"]).get(f"{API}/test-event-templates/")
     assert response.status_code == 200
     templates = response.json()
-    assert [t["id"] for t in templates] == ["http-get", "http-post", "scf-api-gateway", "scheduled", "custom"]
+    assert [t["id"] for t in templates] == [
+        "http-get",
+        "http-post",
+        "scf-api-gateway",
+        "scheduled",
+        "custom",
+        "http-request",
+    ]
+    assert [t["kind"] for t in templates] == ["event"] * 5 + ["http"]
     by_id = {t["id"]: t["body"] for t in templates}
     assert (by_id["http-get"]["httpMethod"], by_id["http-get"]["body"]) == ("GET", None)
     assert (by_id["http-post"]["httpMethod"], json.loads(by_id["http-post"]["body"])) == (

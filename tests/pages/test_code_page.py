@@ -4,6 +4,7 @@ read-only editor. Browser tests drive Debian's chromium against one served conso
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,6 +229,98 @@ def test_a_viewer_gets_a_read_only_editor_with_the_reason(browser: Any, live: di
         assert "oops" not in page.evaluate("monaco.editor.getModels()[0].getValue()")
         assert draft_content(world.alice, function, "main.py")[1] == "def handler(event, context):\n    return 1\n"
         shot(page, "code-viewer-390.png")
+        assert csp_violations(page, console) == []
+        assert problems(console) == [], console
+    finally:
+        page.close()
+
+
+# --- the run panel (draft runs and test events) -----------------------------------------------
+
+from tests.engine.conftest import engine, sandbox_dir  # noqa: E402, F401  (a real engine)
+
+RUN_HANDLER = """import json
+def handler(event, context):
+    print('hello', event['name'])
+    if event.get('fail'):
+        raise ValueError('no ' + event['name'])
+    return {'greeting': 'hi ' + event['name']}
+"""
+
+
+def replace_text(page: Any, editor: str, text: str) -> None:
+    """Replace a Monaco editor's text as an edit (undoable, marks the tab unsaved). Not typed:
+    Monaco's auto-indent and auto-closing would rewrite a pasted program; the first test
+    types key by key."""
+    page.click(f"[data-testid={editor}] .view-lines")
+    page.evaluate(
+        """([host, text]) => {
+            const editor = monaco.editor.getEditors().find((e) => host.contains(e.getDomNode()));
+            const model = editor.getModel();
+            editor.executeEdits("test", [{ range: model.getFullModelRange(), text }]);
+        }""",
+        [page.query_selector(f"[data-testid={editor}]"), text],
+    )
+
+
+@pytest.mark.browser
+def test_alice_runs_the_draft_with_a_stored_test_event_and_jumps_from_the_stack_to_the_line(
+    browser: Any, live: dict[str, Any], engine: Any  # noqa: F811
+) -> None:
+    base, world, function = live["base"], live["world"], live["function"]
+    page, console = open_code(browser, base, "alice", function)
+    try:
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py']")
+        replace_text(page, "editor", RUN_HANDLER)
+        # prod is protected: the draft is not offered there.
+        assert page.locator("[data-testid=run-target] option[value='draft:prod']").is_disabled()
+        assert page.eval_on_selector("[data-testid=run-target]", "s => s.value") == "draft:dev"
+
+        # A new event from the "Custom JSON" template, saved for the project.
+        page.select_option("[data-testid=run-event]", "template:custom")
+        replace_text(page, "event-editor", '{"name": "ada"}')
+        page.get_by_role("button", name="Save as…").click()
+        page.fill("[data-dialog=event-save-as] input[name=name]", "ada")
+        page.check("[data-dialog=event-save-as] input[name=shared]")
+        page.click("[data-dialog=event-save-as] button[type=submit]")
+        page.wait_for_selector("[data-testid=ide-status]:has-text('Saved the test event ada.')")
+        stored = function.test_events.get()
+        assert (stored.name, stored.body, stored.shared) == ("ada", {"name": "ada"}, True)
+
+        # Ctrl+Enter in the code editor saves the open file, then runs the draft in dev.
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.press("Control+Enter")
+        status = page.get_by_test_id("run-status")
+        status.wait_for(timeout=20000)
+        assert status.inner_text() == "ok"
+        assert json.loads(page.get_by_test_id("run-answer").locator("pre").inner_text()) == {"greeting": "hi ada"}
+        assert page.get_by_test_id("run-logs").inner_text().strip() == "hello ada"
+        facts = page.get_by_test_id("run-facts").inner_text()
+        assert "cold start" in facts and "Peak memory" in facts
+        assert page.locator("[data-testid=unsaved]").count() == 0  # saved before it ran
+        assert "print('hello', event['name'])" in draft_content(world.alice, function, "main.py")[1]
+        assert function.versions.count() == 0  # nothing was published
+        shot(page, "code-run-1280.png")
+
+        # A failing run: the stack's main.py:5 opens the file at that line.
+        page.evaluate("document.querySelector('[data-testid=run-result]').textContent = ''")
+        replace_text(page, "event-editor", '{"name": "bob", "fail": true}')
+        page.keyboard.press("Control+Enter")
+        error = page.get_by_test_id("run-error")
+        error.wait_for(timeout=20000)
+        assert page.get_by_test_id("run-status").inner_text() == "error"
+        assert "ValueError: no bob" in error.inner_text()
+        frame = error.locator("[data-path='main.py'][data-line='5']")
+        frame.click()
+        assert page.evaluate("monaco.editor.getEditors()[0].getPosition().lineNumber") == 5
+        assert page.get_by_role("button", name="Save event").is_enabled()  # the stored event was edited
+        shot(page, "code-run-error-1280.png")
+
+        page.set_viewport_size({"width": 390, "height": 900})
+        page.get_by_test_id("run-panel").scroll_into_view_if_needed()
+        shot(page, "code-run-390.png")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
         assert csp_violations(page, console) == []
         assert problems(console) == [], console
     finally:

@@ -44,6 +44,7 @@ class TestEventTemplateSerializer(serializers.Serializer):
     __test__ = False
 
     id = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["event", "http"], help_text="the function kind it is for")
     name = serializers.CharField()
     description = serializers.CharField()
     body = serializers.JSONField()

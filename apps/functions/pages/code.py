@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -26,8 +27,10 @@ from django.views.decorators.http import require_GET
 from apps.core.middleware import CONTENT_SECURITY_POLICY
 from apps.core.page_utils import or_404
 from apps.functions import draft_selectors, selectors
+from apps.functions.models import Function
 from apps.functions.page_tabs import function_page_context
 from apps.functions.pages.common import can_edit
+from apps.tenancy import selectors as tenancy_selectors
 
 CODE_PAGE_CSP = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 
@@ -37,6 +40,22 @@ def monaco_version() -> str:
     """The pinned monaco-editor of frontend/package.json: the name of its static folder."""
     package = json.loads((settings.BASE_DIR / "frontend" / "package.json").read_text())
     return str(package["dependencies"]["monaco-editor"])
+
+
+def run_environments(function: Function) -> list[dict[str, Any]]:
+    """The run panel's targets: each environment of the project, whether the draft may run
+    there (not in a protected one) and what it serves now ("v3", "v3 90% · v4 10%")."""
+    serving = {}
+    for binding in selectors.binding_list(function=function):
+        weights = binding.split().weights()
+        if weights:
+            serving[binding.environment_id] = (
+                f"v{weights[0][0]}" if len(weights) == 1 else " · ".join(f"v{n} {w}%" for n, w in weights)
+            )
+    return [
+        {"name": environment.name, "protected": environment.protected, "serving": serving.get(environment.pk, "")}
+        for environment in tenancy_selectors.environment_list(project=function.project)
+    ]
 
 
 @login_required
@@ -53,6 +72,14 @@ def code_page(request: HttpRequest, function_id: int) -> HttpResponse:
         api=api,
         monaco_base=static(f"vendor/monaco/{monaco_version()}/vs"),
         environments_url=reverse("function-environments", kwargs={"function_id": function.pk}),
+        run_environments=run_environments(function),
+        run_right=can_edit(request.user, function.project, "Running the function"),
+        urls={
+            "draft_invoke": reverse("draft-invoke", kwargs={"function_id": function.pk}),
+            "invoke": reverse("function-invoke", kwargs={"function_id": function.pk}),
+            "test_events": reverse("test-event-list", kwargs={"function_id": function.pk}),
+            "templates": reverse("test-event-templates"),
+        },
     )
     response = render(request, "functions/code.html", context)
     response["Content-Security-Policy"] = CODE_PAGE_CSP
