@@ -15,9 +15,10 @@ Audit events name paths, sizes and digests, never file contents.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.db import transaction
 from django.db.models import Count, Q, Sum
@@ -26,7 +27,14 @@ from django.db.models.functions import Length
 from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.errors import Conflict, DomainError, NotFound
-from apps.functions.archives import DEFAULT_LIMITS, MiB, file_dir_conflict, normalize_path
+from apps.functions.archives import (
+    ArchiveLimits,
+    ArchiveRejected,
+    MiB,
+    file_dir_conflict,
+    normalize_path,
+    read_zip,
+)
 from apps.functions.models import DraftFile, Function, Version
 from apps.functions.version_services import version_create
 from apps.tenancy import permissions, roles
@@ -34,12 +42,14 @@ from apps.tenancy import permissions, roles
 
 @dataclass(frozen=True)
 class DraftLimits:
-    # 10 MB per file keeps a file editable in the browser; 50 MB in all matches the zipped
-    # upload limit (archives.ArchiveLimits.max_upload_bytes), and the file count matches
-    # the archive entry limit, so any draft can be published as a version.
+    # A draft is source code a person edits (WebIDE, VS Code), not a place for vendored
+    # dependencies: 20 MB and 2,000 files hold any hand-written function with room to spare
+    # and keep the tree, the archive download and a zip upload quick. 10 MB per file keeps a
+    # file loadable in the browser. All are below the archive limits (archives.DEFAULT_LIMITS:
+    # 250 MB unzipped, 10,000 entries), so any draft can be published as a version.
     max_file_bytes: int = 10 * MiB
-    max_total_bytes: int = DEFAULT_LIMITS.max_upload_bytes
-    max_files: int = DEFAULT_LIMITS.max_entries
+    max_total_bytes: int = 20 * MiB
+    max_files: int = 2_000
 
 
 # Module-level so tests (and, later, a setting) can swap in smaller limits.
@@ -297,11 +307,15 @@ def _check_tree(paths: Iterable[str]) -> None:
 
 
 @transaction.atomic
-def draft_replace(*, actor: Actor, function: Function, files: Mapping[str, bytes]) -> None:
+def draft_replace(
+    *, actor: Actor, function: Function, files: Mapping[str, bytes], if_match: str | None = None
+) -> None:
     """Replace the whole draft with ``files`` (e.g. from an uploaded zip or a version).
 
-    Every path is checked and normalised and every limit applied before anything changes.
-    Unchanged files (same sha256) are left alone.
+    Every path is checked and normalised and every limit applied before anything changes,
+    and the deletes, updates and inserts run in this one transaction: a refusal (or a crash
+    half-way) leaves the draft as it was. Unchanged files (same sha256) are left alone.
+    ``if_match`` may only be the tree's ``rev-<n>`` (or ``*``): a mismatch is 409 ``stale_write``.
     """
     normalised: dict[str, bytes] = {}
     for raw, content in files.items():
@@ -316,6 +330,13 @@ def draft_replace(*, actor: Actor, function: Function, files: Mapping[str, bytes
     _check_tree(normalised)
     _check_totals(len(normalised), sum(len(c) for c in normalised.values()))
     locked = _lock(actor, function, "Replacing the draft")
+    if if_match is not None and if_match != "*":
+        if not if_match.startswith(REVISION_PREFIX):
+            raise _stale(
+                f"Replacing the whole draft takes the draft's ETag {revision_etag(locked.draft_revision)!r} as "
+                f"If-Match, not a file ETag ({if_match!r})."
+            )
+        _check_if_match(locked, "", None, if_match)
 
     existing = dict(DraftFile.objects.filter(function=locked).values_list("path", "sha256"))
     removed = sorted(existing.keys() - normalised.keys())
@@ -336,6 +357,76 @@ def draft_replace(*, actor: Actor, function: Function, files: Mapping[str, bytes
         "draft.replace",
         {"added": added, "changed": changed, "removed": removed, "revision": locked.draft_revision},
     )
+
+
+# Finder writes resource forks of a zipped folder under __MACOSX/ next to it: never code, and
+# they would keep the folder from being the only one at the top.
+_ARCHIVE_JUNK = "__MACOSX"
+
+
+def _draft_archive_limits() -> ArchiveLimits:
+    # Inflating stops as soon as the files pass the draft's total: a bomb (or a 200 MB
+    # node_modules) never gets past 20 MB in memory. Entries stay at the archive default:
+    # folder entries count there too, and the draft's own file count is checked with its rule.
+    return ArchiveLimits(max_total_bytes=LIMITS.max_total_bytes)
+
+
+def _handler_root(handler: str) -> str:
+    """The first path component of the handler's file: 'app' for Python 'app.main.handler',
+    'src' for Node 'src/index.handler', 'main' for 'main.handler'."""
+    return re.split(r"[/.]", handler.rsplit(".", 1)[0], maxsplit=1)[0]
+
+
+def _unwrap(files: dict[str, bytes], handler: str) -> tuple[dict[str, bytes], str | None]:
+    """Strip one folder that wraps every file (GitHub's "Download ZIP", a zipped folder).
+
+    Kept when the function's handler points into that folder: then the folder is part of the
+    code's layout (a draft whose files all live in ``src/`` downloads and uploads unchanged).
+    Answers the files and the folder that was stripped, if any.
+    """
+    files = {p: c for p, c in files.items() if p.split("/", 1)[0] != _ARCHIVE_JUNK}
+    tops = {p.split("/", 1)[0] for p in files}
+    if len(tops) != 1 or any("/" not in p for p in files):
+        return files, None
+    top = tops.pop()
+    if top == _handler_root(handler):
+        return files, None
+    return {p[len(top) + 1 :]: c for p, c in files.items()}, top
+
+
+@dataclass(frozen=True)
+class DraftUpload:
+    files: int
+    unwrapped: str | None  # the folder that wrapped every file and was stripped
+
+
+def draft_replace_from_zip(
+    *, actor: Actor, function: Function, upload: BinaryIO, if_match: str | None = None
+) -> DraftUpload:
+    """Replace the draft's files with an uploaded zip's (``archives.read_zip``: zip slip,
+    absolute paths, symlinks, devices and bombs are refused with the rule they broke).
+
+    The right is checked before the upload is read; the replacement is ``draft_replace``
+    (every draft limit, If-Match ``rev-<n>``, one transaction), so a refused zip changes nothing.
+    """
+    # Checked again under the lock by draft_replace; first here so nobody without the right
+    # makes the server inflate an archive.
+    permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, "Replacing the draft")
+    try:
+        files = read_zip(upload, limits=_draft_archive_limits())
+    except ArchiveRejected as exc:
+        if exc.code != "archive_too_big_unzipped":
+            raise
+        raise _too_large(
+            f"The zip unzips to more than {LIMITS.max_total_bytes} bytes (at entry {exc.entry!r}): drafts are "
+            f"limited to {LIMITS.max_total_bytes} bytes ({LIMITS.max_total_bytes // MiB} MB) in all."
+        ) from None
+    files, unwrapped = _unwrap(files, function.handler)
+    if not files:
+        # Most likely the wrong zip; a draft is emptied file by file, not by accident.
+        raise DomainError("The zip holds no files: upload a zip of the function's files.", code="archive_empty")
+    draft_replace(actor=actor, function=function, files=files, if_match=if_match)
+    return DraftUpload(files=len(files), unwrapped=unwrapped)
 
 
 @transaction.atomic

@@ -3,12 +3,16 @@
 // sends If-Match with the file's ETag; a 409 opens Monaco's diff editor, theirs vs yours.
 // The other panels of the tab (code-*.js) get the editor through `stratus:ide-ready`
 // (window.stratusIde once Monaco is up): see `ide` at the end.
+// The draft holds files only (a folder exists by its files). Binary files are downloaded,
+// never opened in Monaco; files over 1 MB open read-only. "Upload zip…" replaces every file
+// (PUT draft/archive, guarded by the tree's ETag); "Download" is the draft as a zip.
 (function () {
   "use strict";
   const root = document.querySelector("[data-testid=ide]");
   if (!root || typeof require === "undefined") return;
   const api = root.dataset.api;
   const canEdit = root.dataset.canEdit === "true";
+  const readOnlyReason = canEdit ? "" : root.querySelector("[data-testid=readonly-reason]").textContent.trim();
   const csrf = (JSON.parse(document.body.getAttribute("hx-headers") || "{}") || {})["X-CSRFToken"] || "";
   const tree = root.querySelector("[data-testid=file-tree]");
   const tabsBar = root.querySelector("[data-testid=editor-tabs]");
@@ -17,18 +21,25 @@
   const conflictBar = root.querySelector("[data-testid=conflict]");
   const statusLine = root.querySelector("[data-testid=ide-status]");
   const publishResult = root.querySelector("[data-testid=publish-result]");
+  const fileNote = root.querySelector("[data-testid=file-note]");
   const button = (name) => root.querySelector(`[data-action="${name}"]`);
   const dialog = (name) => root.querySelector(`[data-dialog="${name}"]`);
 
   let monaco = null;
   let editor = null;
   let diffEditor = null;
-  let files = []; // [{path, size, sha256}] from GET draft/
-  const tabs = new Map(); // path -> {model, etag, saved (alternative version id), binary}
+  let files = []; // [{path, size, sha256, binary}] from GET draft/
+  let treeEtag = null; // the draft's "rev-<n>" when the tree was read: If-Match of an upload
+  const collapsed = new Set(); // folders the user folded, kept across re-renders
+  const tabs = new Map(); // path -> {model, etag, saved (alternative version id), readOnly, note}
+  // Monaco slows down on big files and a browser is a poor place to edit them.
+  const EDITABLE_BYTES = 1024 * 1024;
   let current = null;
   let conflict = null; // {path, theirs: {content, etag}, theirsModel}
 
   const fileUrl = (path) => api + "files/" + path.split("/").map(encodeURIComponent).join("/");
+  const rawUrl = (path) => fileUrl(path) + "?raw=1";
+  const isBinary = (path) => files.some((f) => f.path === path && f.binary);
   const say = (text) => { statusLine.textContent = text; };
 
   async function call(method, url, { body, headers } = {}) {
@@ -49,6 +60,7 @@
     const result = await call("GET", api);
     if (!result.ok) { say(message(result)); return; }
     files = result.data.files;
+    treeEtag = result.data.etag;
     renderTree();
   }
 
@@ -58,7 +70,7 @@
       const p = document.createElement("p");
       p.className = "muted";
       p.dataset.testid = "empty-draft";
-      p.textContent = "The draft has no files yet." + (canEdit ? " Add one with New file." : "");
+      p.textContent = "The draft has no files yet." + (canEdit ? " Add one with New file or Upload zip…" : "");
       tree.append(p);
       return;
     }
@@ -73,39 +85,67 @@
       }
       node.files.push(f);
     }
-    const render = (node) => {
+    // Folders fold (details/summary: keyboard and screen readers for free); binary files
+    // are download links, text files buttons that open a tab.
+    const render = (node, prefix) => {
       const ul = document.createElement("ul");
       for (const [name, child] of [...node.dirs].sort()) {
+        const folder = prefix + name;
         const li = document.createElement("li");
-        const label = document.createElement("span");
-        label.className = "ide-folder";
-        label.textContent = name + "/";
-        li.append(label, render(child));
+        const details = document.createElement("details");
+        details.dataset.folder = folder;
+        details.open = !collapsed.has(folder);
+        const summary = document.createElement("summary");
+        summary.className = "ide-folder";
+        summary.textContent = name + "/";
+        details.append(summary, render(child, folder + "/"));
+        li.append(details);
         ul.append(li);
       }
       for (const f of node.files) {
         const li = document.createElement("li");
-        const open = document.createElement("button");
-        open.type = "button";
-        open.className = "ide-file";
-        open.dataset.path = f.path;
-        open.textContent = f.path.split("/").pop();
-        open.title = `${f.path} · ${f.size} bytes`;
-        if (f.path === current) open.setAttribute("aria-current", "true");
-        li.append(open);
+        const name = f.path.split("/").pop();
+        let item;
+        if (f.binary) {
+          item = document.createElement("a");
+          item.href = rawUrl(f.path);
+          item.download = name;
+          item.className = "ide-file ide-binary";
+          item.dataset.binary = "true";
+          item.title = `${f.path} · ${f.size} bytes · binary: download it`;
+          const hint = document.createElement("span");
+          hint.className = "ide-file-hint";
+          hint.textContent = "↓ binary";
+          item.append(name, " ", hint);
+        } else {
+          item = document.createElement("button");
+          item.type = "button";
+          item.className = "ide-file";
+          item.textContent = name;
+          item.title = `${f.path} · ${f.size} bytes` + (f.size > EDITABLE_BYTES ? " · over 1 MB: read-only" : "");
+          if (f.path === current) item.setAttribute("aria-current", "true");
+        }
+        item.dataset.path = f.path;
+        li.append(item);
         ul.append(li);
       }
       return ul;
     };
-    tree.append(render(top));
+    tree.append(render(top, ""));
   }
 
   tree.addEventListener("click", (event) => {
     const target = event.target.closest("[data-path]");
-    if (!target) return;
+    if (!target || target.dataset.binary) return; // a binary file's link downloads it
     event.preventDefault();
     openFile(target.dataset.path);
   });
+  // "toggle" does not bubble: listen in the capture phase.
+  tree.addEventListener("toggle", (event) => {
+    const folder = event.target.dataset && event.target.dataset.folder;
+    if (!folder) return;
+    if (event.target.open) collapsed.delete(folder); else collapsed.add(folder);
+  }, true);
 
   // --- tabs -------------------------------------------------------------------------------
   function languageOf(path) {
@@ -118,7 +158,7 @@
     return "plaintext";
   }
 
-  const isDirty = (tab) => !tab.binary && tab.model.getAlternativeVersionId() !== tab.saved;
+  const isDirty = (tab) => !tab.readOnly && tab.model.getAlternativeVersionId() !== tab.saved;
 
   function renderTabs() {
     tabsBar.textContent = "";
@@ -151,7 +191,7 @@
       tabsBar.append(item);
     }
     const tab = current && tabs.get(current);
-    const writable = canEdit && tab && !tab.binary;
+    const writable = canEdit && tab && !tab.readOnly;
     button("save").disabled = !writable;
     button("rename").disabled = !canEdit || !tab;
     button("delete").disabled = !canEdit || !tab;
@@ -178,7 +218,7 @@
     if (current === path) {
       current = null;
       const next = [...tabs.keys()].pop();
-      if (next) show(next); else { editor.setModel(null); renderTabs(); renderTree(); }
+      if (next) show(next); else { editor.setModel(null); showNote(null); renderTabs(); renderTree(); }
     } else renderTabs();
     tab.model.dispose();
   }
@@ -188,21 +228,41 @@
     if (!tab) return;
     current = path;
     editor.setModel(tab.model);
-    editor.updateOptions({ readOnly: !canEdit || tab.binary });
+    editor.updateOptions({
+      readOnly: !canEdit || tab.readOnly,
+      readOnlyMessage: { value: tab.note || readOnlyReason },
+    });
+    showNote(tab.note);
     renderTabs();
     renderTree();
     editor.focus();
   }
 
+  function showNote(text) {
+    fileNote.textContent = text || "";
+    fileNote.hidden = !text;
+  }
+
+  const binaryNote = (path) => `${path} is a binary file: it is not opened in the editor; download it from the file list.`;
+
   async function openFile(path) {
     if (tabs.has(path)) { show(path); return tabs.get(path); }
+    if (isBinary(path)) { say(binaryNote(path)); return null; }
     say(`Opening ${path}…`);
     const result = await call("GET", fileUrl(path));
     if (!result.ok) { say(message(result)); return null; }
-    const binary = result.data.encoding !== "utf-8";
-    const text = binary ? `${path} is a binary file (${result.data.size} bytes): download it from the file list.` : result.data.content;
-    const model = monaco.editor.createModel(text, binary ? "plaintext" : languageOf(path), monaco.Uri.from({ scheme: "draft", path: "/" + path }));
-    const tab = { model, etag: result.etag || result.data.sha256, saved: model.getAlternativeVersionId(), binary };
+    if (result.data.encoding !== "utf-8") {
+      // The tree sniffs the first KiB only: this file turned out binary further in.
+      const entry = files.find((f) => f.path === path);
+      if (entry) entry.binary = true;
+      renderTree();
+      say(binaryNote(path));
+      return null;
+    }
+    const big = result.data.size > EDITABLE_BYTES;
+    const note = big ? `${path} is over 1 MB (${(result.data.size / 1048576).toFixed(1)} MB), so it opens read-only here: edit it locally and upload.` : "";
+    const model = monaco.editor.createModel(result.data.content, languageOf(path), monaco.Uri.from({ scheme: "draft", path: "/" + path }));
+    const tab = { model, etag: result.etag || result.data.sha256, saved: model.getAlternativeVersionId(), readOnly: big, note };
     model.onDidChangeContent(() => renderTabs());
     tabs.set(path, tab);
     show(path);
@@ -224,7 +284,7 @@
   // --- save, and the conflict ------------------------------------------------------------
   async function save(path, { force } = {}) {
     const tab = tabs.get(path);
-    if (!tab || tab.binary || !canEdit) return false;
+    if (!tab || tab.readOnly || !canEdit) return false;
     const content = tab.model.getValue();
     const version = tab.model.getAlternativeVersionId();
     say(`Saving ${path}…`);
@@ -347,6 +407,79 @@
     say(`Created ${path}.`);
   });
 
+  // A folder is made with its first file (the draft keeps no empty folders): a package's
+  // __init__.py for Python, index.js for Node.
+  button("new-folder").addEventListener("click", () => {
+    const d = openDialog("new-folder");
+    d.querySelector("input[name=file]").value = root.dataset.runtime.startsWith("node") ? "index.js" : "__init__.py";
+  });
+  dialog("new-folder").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const d = dialog("new-folder");
+    const folder = d.querySelector("input[name=folder]").value.trim().replace(/^\/+|\/+$/g, "");
+    const name = d.querySelector("input[name=file]").value.trim().replace(/^\/+/, "");
+    if (!folder) { fail(d, "Name the folder."); return; }
+    const path = `${folder}/${name}`;
+    const result = await call("PUT", fileUrl(path), { body: { content: "" }, headers: { "If-None-Match": "*" } });
+    if (!result.ok) { fail(d, result); return; }
+    d.close();
+    collapsed.delete(folder);
+    await loadTree();
+    await openFile(path);
+    say(`Created ${folder}/ with ${name}.`);
+  });
+
+  // Upload zip…: the dialog is the confirmation (it says every file is replaced). The upload
+  // carries the tree's ETag, so files saved meanwhile by someone else are not silently lost.
+  button("upload").addEventListener("click", () => openDialog("upload"));
+  dialog("upload").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const d = dialog("upload");
+    const input = d.querySelector("input[type=file]");
+    const zip = input.files[0];
+    if (!zip) { fail(d, "Choose a zip file."); return; }
+    const submit = d.querySelector("button[type=submit]");
+    const form = new FormData();
+    form.append("file", zip);
+    submit.disabled = true;
+    say(`Uploading ${zip.name}…`);
+    let result;
+    try {
+      const response = await fetch(api + "archive", {
+        method: "PUT",
+        credentials: "same-origin",
+        headers: { Accept: "application/json", "X-CSRFToken": csrf, ...(treeEtag ? { "If-Match": `"${treeEtag}"` } : {}) },
+        body: form,
+      });
+      result = { status: response.status, ok: response.ok, data: await response.json().catch(() => null) };
+    } catch (error) {
+      result = `The upload did not reach the server (${error.message}).`;
+    } finally {
+      submit.disabled = false;
+    }
+    if (typeof result === "string" || !result.ok) {
+      say("");
+      fail(d, result);
+      if (result.status === 409) await loadTree(); // the next attempt replaces what is there now
+      return;
+    }
+    d.close();
+    // Every open tab showed a file of the old draft: close them all, unsaved edits included
+    // (the dialog said so). Detach the model first, as closeTab does.
+    if (conflict) closeConflict();
+    editor.setModel(null);
+    for (const tab of tabs.values()) tab.model.dispose();
+    tabs.clear();
+    current = null;
+    showNote(null);
+    renderTabs();
+    files = result.data.files;
+    treeEtag = result.data.etag;
+    renderTree();
+    await openFirst();
+    say(`Replaced the draft with the ${files.length} file${files.length === 1 ? "" : "s"} of ${zip.name}.`);
+  });
+
   button("rename").addEventListener("click", () => current && openDialog("rename", { current, value: current }));
   dialog("rename").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -396,6 +529,14 @@
     say(`Published v${number}.`);
   });
 
+  // The file to show first: a text file the editor can edit, at the top of the tree if
+  // there is one (the handler usually is), in path order.
+  async function openFirst() {
+    const editable = files.filter((f) => !f.binary && f.size <= EDITABLE_BYTES);
+    const first = editable.find((f) => !f.path.includes("/")) || editable[0];
+    if (first) await openFile(first.path);
+  }
+
   // --- Monaco -------------------------------------------------------------------------------
   // Workers from the same origin, by URL: Monaco 0.52's default wraps them in a blob: URL,
   // which the CSP (worker-src 'self') refuses. workerMain.js finds vs/ from its own URL.
@@ -409,7 +550,7 @@
       model: null,
       automaticLayout: true,
       readOnly: !canEdit,
-      readOnlyMessage: { value: canEdit ? "" : root.querySelector("[data-testid=readonly-reason]").textContent.trim() },
+      readOnlyMessage: { value: readOnlyReason },
       minimap: { enabled: false },
       fontSize: 14,
       // The occurrences highlighter cancels its pending request when a tab's model is
@@ -418,7 +559,7 @@
       scrollBeyondLastLine: false,
     });
     root.dataset.ready = "true";
-    loadTree().then(() => { if (files.length) openFile(files[0].path); });
+    loadTree().then(openFirst);
     // What the tab's other panels (run, checks, changes) use of the editor.
     const ide = {
       root, api, csrf, canEdit, monaco, editor, call, message, say, openFile, openAt, save, saveAll,

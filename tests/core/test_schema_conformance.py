@@ -58,6 +58,7 @@ from schemathesis.specs.openapi.checks import (
 
 from apps.functions import deploy_services, draft_services, test_event_services, version_services
 from apps.functions import services as function_services
+from apps.functions.archives import build_canonical_zip
 from apps.monitoring.records import InvocationRecord, LogRecord
 from apps.monitoring.sink import RecordSink
 from apps.pipelines.models import Delivery, Run, RunLogLine, RunStep
@@ -167,6 +168,7 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
             source="files",
         )
     draft_services.draft_file_write(actor=w.alice, function=function, path="main.py", content=b"def handler(e, c): 3\n")
+    draft_zip = build_canonical_zip({"main.py": b"def handler(e, c): 4\n", "lib/util.py": b"X = 1\n"})
     shared_event, private_event = (
         test_event_services.test_event_create(
             actor=w.alice, function=function, name=name, body={"path": "/"}, shared=name == "shared"
@@ -332,6 +334,10 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         f"GET {fn}/draft/files/{{path}}": [{"query": {"raw": True}}, {}],
         f"POST {fn}/draft/rename": [{"body": {"from": "main.py", "to": "app.py"}}],
         f"POST {fn}/draft/publish": [{"body": {"message": "from the draft"}}],
+        f"PUT {fn}/draft/archive": [
+            {"body": {"file": draft_zip}, "media_type": "multipart/form-data"},
+            {"body": {"file": b"not a zip"}, "media_type": "multipart/form-data"},
+        ],
         f"POST {fn}/deploy": [
             {"body": {"environment": "test", "version": 2}},
             {"body": {"environment": "prod", "version": 1, "auth_mode": "token"}},
@@ -392,7 +398,7 @@ def made_requests(operation: Any, values: Values, made: list[dict[str, Any]]) ->
                 path_parameters=path,
                 query=request.get("query"),
                 body=body,
-                media_type="application/json" if body is not NOT_SET else None,
+                media_type=request.get("media_type", "application/json") if body is not NOT_SET else None,
             )
         )
     return cases

@@ -4,8 +4,10 @@ read-only editor. Browser tests drive Debian's chromium against one served conso
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ from rest_framework.test import APIClient
 
 from apps.functions import draft_services
 from apps.functions import services as function_services
-from apps.functions.models import Function
+from apps.functions.models import DraftFile, Function
 from tests.conftest import World, build_world, serving_console
+from tests.engine.conftest import engine, sandbox_dir  # noqa: F401  (a real engine, for the run panel)
 
 SHOTS = Path(os.environ.get("STRATUS_SCREENSHOT_DIR") or "/tmp/shots/code")
 
@@ -137,9 +140,9 @@ def test_alice_creates_a_file_types_a_handler_saves_with_ctrl_s_and_a_conflict_o
     try:
         # main.py opened by itself, in a tab, as Python.
         page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py']")
-        assert page.evaluate("monaco.editor.getModels()[0].getLanguageId()") == "python"
+        assert page.evaluate("stratusIde.model('main.py').getLanguageId()") == "python"
 
-        page.get_by_role("button", name="New file").click()
+        page.get_by_role("button", name="New file", exact=True).click()
         page.fill("[data-dialog=new] input[name=path]", "api/users.py")
         page.click("[data-dialog=new] button[type=submit]")
         page.wait_for_selector("[data-testid=file-tree] [data-path='api/users.py']")
@@ -176,14 +179,14 @@ def test_alice_creates_a_file_types_a_handler_saves_with_ctrl_s_and_a_conflict_o
         page.wait_for_selector("[data-testid=diff] .line-insert")  # the diff was computed (in a worker)
         assert "api/users.py was saved by someone else" in conflict.inner_text()
         shot(page, "code-conflict-1280.png")
-        page.get_by_role("button", name="Keep mine").click()
+        page.get_by_role("button", name="Keep mine", exact=True).click()
         page.wait_for_selector("[data-testid=ide-status]:has-text('Saved api/users.py.')")
         mine = expected + "\n    # mine"  # Monaco keeps the indent of the line above
         assert draft_content(world.alice, function, "api/users.py") == (200, mine)
         assert conflict.is_hidden()
 
         # Publish from the editor, with the way on to the environments tab.
-        page.get_by_role("button", name="Publish version…").click()
+        page.get_by_role("button", name="Publish version…", exact=True).click()
         page.fill("[data-dialog=publish] input[name=message]", "users endpoint")
         page.click("[data-dialog=publish] button[type=submit]")
         result = page.get_by_test_id("publish-result")
@@ -193,14 +196,14 @@ def test_alice_creates_a_file_types_a_handler_saves_with_ctrl_s_and_a_conflict_o
         assert function.versions.get(number=1).message == "users endpoint"
 
         # Rename the open file, then delete it: the tree and the draft follow.
-        page.get_by_role("button", name="Rename").click()
+        page.get_by_role("button", name="Rename", exact=True).click()
         page.fill("[data-dialog=rename] input[name=path]", "api/people.py")
         page.click("[data-dialog=rename] button[type=submit]")
         page.wait_for_selector("[data-testid=editor-tabs] [data-tab='api/people.py'][aria-selected=true]")
         assert page.locator("[data-testid=file-tree] [data-path='api/users.py']").count() == 0
         assert draft_content(world.alice, function, "api/people.py") == (200, mine)
         assert draft_content(world.alice, function, "api/users.py")[0] == 404
-        page.get_by_role("button", name="Delete").click()
+        page.get_by_role("button", name="Delete", exact=True).click()
         page.click("[data-dialog=delete] button[type=submit]")
         page.wait_for_selector("[data-testid=ide-status]:has-text('Deleted api/people.py.')")
         assert page.locator("[data-testid=file-tree] [data-path='api/people.py']").count() == 0
@@ -221,12 +224,13 @@ def test_a_viewer_gets_a_read_only_editor_with_the_reason(browser: Any, live: di
         page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py']")
         reason = page.get_by_test_id("readonly-reason")
         assert reason.is_visible() and "Editing the code needs a developer role" in reason.inner_text()
-        for name in ("New file", "Rename", "Delete", "Save", "Publish version…"):
-            assert page.get_by_role("button", name=name).is_disabled(), name
+        for name in ("New file", "New folder…", "Rename", "Delete", "Save", "Publish version…", "Upload zip…"):
+            assert page.get_by_role("button", name=name, exact=True).is_disabled(), name
+        assert page.get_by_role("link", name="Download").is_visible()  # a viewer may take the code away
         page.click("[data-testid=editor] .view-lines")
         page.keyboard.type("oops")
         page.keyboard.press("Control+s")
-        assert "oops" not in page.evaluate("monaco.editor.getModels()[0].getValue()")
+        assert "oops" not in page.evaluate("stratusIde.model('main.py').getValue()")
         assert draft_content(world.alice, function, "main.py")[1] == "def handler(event, context):\n    return 1\n"
         shot(page, "code-viewer-390.png")
         assert csp_violations(page, console) == []
@@ -236,8 +240,6 @@ def test_a_viewer_gets_a_read_only_editor_with_the_reason(browser: Any, live: di
 
 
 # --- the run panel (draft runs and test events) -----------------------------------------------
-
-from tests.engine.conftest import engine, sandbox_dir  # noqa: E402, F401  (a real engine)
 
 RUN_HANDLER = """import json
 def handler(event, context):
@@ -265,7 +267,9 @@ def replace_text(page: Any, editor: str, text: str) -> None:
 
 @pytest.mark.browser
 def test_alice_runs_the_draft_with_a_stored_test_event_and_jumps_from_the_stack_to_the_line(
-    browser: Any, live: dict[str, Any], engine: Any  # noqa: F811
+    browser: Any,
+    live: dict[str, Any],
+    engine: Any,  # noqa: F811
 ) -> None:
     base, world, function = live["base"], live["world"], live["function"]
     page, console = open_code(browser, base, "alice", function)
@@ -279,7 +283,7 @@ def test_alice_runs_the_draft_with_a_stored_test_event_and_jumps_from_the_stack_
         # A new event from the "Custom JSON" template, saved for the project.
         page.select_option("[data-testid=run-event]", "template:custom")
         replace_text(page, "event-editor", '{"name": "ada"}')
-        page.get_by_role("button", name="Save as…").click()
+        page.get_by_role("button", name="Save as…", exact=True).click()
         page.fill("[data-dialog=event-save-as] input[name=name]", "ada")
         page.check("[data-dialog=event-save-as] input[name=shared]")
         page.click("[data-dialog=event-save-as] button[type=submit]")
@@ -313,7 +317,7 @@ def test_alice_runs_the_draft_with_a_stored_test_event_and_jumps_from_the_stack_
         frame = error.locator("[data-path='main.py'][data-line='5']")
         frame.click()
         assert page.evaluate("monaco.editor.getEditors()[0].getPosition().lineNumber") == 5
-        assert page.get_by_role("button", name="Save event").is_enabled()  # the stored event was edited
+        assert page.get_by_role("button", name="Save event", exact=True).is_enabled()  # the stored event was edited
         shot(page, "code-run-error-1280.png")
 
         page.set_viewport_size({"width": 390, "height": 900})
@@ -323,5 +327,128 @@ def test_alice_runs_the_draft_with_a_stored_test_event_and_jumps_from_the_stack_
 
         assert csp_violations(page, console) == []
         assert problems(console) == [], console
+    finally:
+        page.close()
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def zip_payload(name: str, entries: dict[str, bytes]) -> dict[str, Any]:
+    return {"name": name, "mimeType": "application/zip", "buffer": make_zip(entries)}
+
+
+LOGO = b"\x89PNG\r\n\x1a\n" + bytes(range(256))  # not UTF-8: a binary file
+BIG = ("[\n" + "".join(f'  {{"id": {i}, "name": "item {i}"}},\n' for i in range(40_000)) + '  {"id": -1}\n]\n').encode()
+UPLOAD = {
+    "hello-main/main.py": b"from lib.util import greet\n\n\ndef handler(event, context):\n    return greet()\n",
+    "hello-main/lib/util.py": b"def greet():\n    return 'hi'\n",
+    "hello-main/assets/logo.png": LOGO,
+    "hello-main/data/big.json": BIG,
+}
+
+
+def draft_files(function: Function) -> dict[str, bytes]:
+    return {f.path: bytes(f.content) for f in DraftFile.objects.filter(function=function)}
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1280, 390])
+def test_alice_replaces_the_draft_with_a_zip_and_downloads_it(browser: Any, live: dict[str, Any], width: int) -> None:
+    base, function = live["base"], live["function"]
+    assert len(BIG) > 1024 * 1024
+    page, console = open_code(browser, base, "alice", function, width=width)
+    try:
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py']")
+
+        # A zip that breaks a rule: the dialog shows the API's message and the draft stays.
+        page.get_by_role("button", name="Upload zip…", exact=True).click()
+        upload = page.locator("[data-dialog=upload]")
+        assert "replace all of the draft's files" in upload.inner_text().replace("\n", " ")
+        upload.locator("input[type=file]").set_input_files(zip_payload("evil.zip", {"../evil.py": b"x"}))
+        upload.get_by_role("button", name="Replace the draft", exact=True).click()
+        error = upload.locator("[data-error]")
+        error.wait_for(state="visible")
+        assert "escapes the archive root (zip slip)" in error.inner_text()
+        assert draft_files(function) == {"main.py": b"def handler(event, context):\n    return 1\n"}
+        shot(page, f"code-upload-refused-{width}.png")
+
+        # A good zip (GitHub's "Download ZIP" shape): the wrapping folder goes, the tree follows.
+        upload.locator("input[type=file]").set_input_files(zip_payload("hello-main.zip", UPLOAD))
+        upload.get_by_role("button", name="Replace the draft", exact=True).click()
+        page.wait_for_selector(
+            "[data-testid=ide-status]:has-text('Replaced the draft with the 4 files of hello-main.zip.')"
+        )
+        assert upload.is_hidden()
+        assert draft_files(function) == {path.removeprefix("hello-main/"): c for path, c in UPLOAD.items()}
+        tree = page.get_by_test_id("file-tree")
+        assert sorted(tree.locator("[data-path]").evaluate_all("els => els.map(e => e.dataset.path)")) == [
+            "assets/logo.png",
+            "data/big.json",
+            "lib/util.py",
+            "main.py",
+        ]
+        # The top-level text file opens (not the binary one, not the big one first in path order).
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py'][aria-selected=true]")
+        assert page.locator("[data-testid=editor-tabs] [role=tab]").count() == 1
+        shot(page, f"code-uploaded-{width}.png")
+
+        # The binary file is a download, never a tab.
+        logo = tree.locator("[data-path='assets/logo.png']")
+        assert logo.get_attribute("href").endswith("/draft/files/assets/logo.png?raw=1")
+        with page.expect_download() as logo_download:
+            logo.click()
+        assert Path(logo_download.value.path()).read_bytes() == LOGO
+        assert page.locator("[data-testid=editor-tabs] [data-tab='assets/logo.png']").count() == 0
+
+        # Folders fold and unfold.
+        lib = tree.locator("details[data-folder='lib']")
+        lib.locator("summary").click()
+        assert tree.locator("[data-path='lib/util.py']").is_hidden()
+        assert lib.get_attribute("open") is None
+        shot(page, f"code-folded-{width}.png")
+        lib.locator("summary").click()
+        assert tree.locator("[data-path='lib/util.py']").is_visible()
+
+        # Over 1 MB: open, read-only, and the note says why.
+        tree.locator("[data-path='data/big.json']").click()
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='data/big.json'][aria-selected=true]")
+        note = page.get_by_test_id("file-note")
+        assert note.is_visible()
+        assert "over 1 MB" in note.inner_text() and "edit it locally and upload" in note.inner_text()
+        assert page.get_by_role("button", name="Save", exact=True).is_disabled()
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.type("oops")
+        assert "oops" not in page.evaluate("window.stratusIde.model('data/big.json').getValue()")
+        shot(page, f"code-big-file-{width}.png")
+        page.locator("[data-testid=editor-tabs] [data-tab='main.py']").click()
+        assert note.is_hidden()
+
+        # Download: the draft as a zip.
+        with page.expect_download() as draft_download:
+            page.get_by_role("link", name="Download").click()
+        assert draft_download.value.suggested_filename == "hello-draft.zip"
+        with zipfile.ZipFile(draft_download.value.path()) as archive:
+            assert {n: archive.read(n) for n in archive.namelist()} == draft_files(function)
+
+        # New folder…: a folder comes with its first file (a package's __init__.py here).
+        page.get_by_role("button", name="New folder…", exact=True).click()
+        folder = page.locator("[data-dialog=new-folder]")
+        assert folder.locator("input[name=file]").input_value() == "__init__.py"
+        folder.locator("input[name=folder]").fill("handlers")
+        shot(page, f"code-new-folder-dialog-{width}.png")
+        folder.get_by_role("button", name="Create", exact=True).click()
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='handlers/__init__.py'][aria-selected=true]")
+        assert tree.locator("details[data-folder='handlers'] [data-path='handlers/__init__.py']").is_visible()
+        assert draft_files(function)["handlers/__init__.py"] == b""
+        shot(page, f"code-new-folder-{width}.png")
+
+        assert csp_violations(page, console) == []
+        assert problems(console, expected=("http 400: PUT",)) == [], console
     finally:
         page.close()

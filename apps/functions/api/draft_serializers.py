@@ -14,10 +14,25 @@ class DraftFileEntrySerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
+class DraftTreeEntrySerializer(DraftFileEntrySerializer):
+    binary = serializers.BooleanField(
+        help_text="The file's first KiB is not UTF-8 text: the file API answers it base64 (download it with ?raw=1)."
+    )
+
+
 class DraftTreeSerializer(serializers.Serializer):
     revision = serializers.IntegerField()
     etag = serializers.CharField(help_text="The draft's ETag, 'rev-<revision>': send it as If-Match to write safely.")
-    files = DraftFileEntrySerializer(many=True)
+    files = DraftTreeEntrySerializer(many=True)
+
+
+class DraftArchiveUploadSerializer(serializers.Serializer):
+    """Multipart form: the zip in `file`."""
+
+    file = serializers.FileField(
+        help_text="A zip of the function's files. Replaces every draft file; one folder wrapping all of them "
+        "(GitHub's 'Download ZIP', a zipped folder) is unwrapped unless the handler lives in it."
+    )
 
 
 class DraftFileMetaSerializer(DraftFileEntrySerializer):

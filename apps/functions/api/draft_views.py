@@ -1,4 +1,4 @@
-"""The draft API: the tree, one file (read/write/delete), rename, publish.
+"""The draft API: the tree, one file (read/write/delete), rename, publish, the whole draft as a zip.
 
 Every view first scopes the function to the caller (``selectors.function_get``): another
 org's function is 404 whatever the method. ETags are sent quoted (RFC 9110) and accepted
@@ -13,7 +13,7 @@ from typing import Any
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import parsers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -21,10 +21,14 @@ from apps.core.api import ApiView
 from apps.functions import draft_selectors, draft_services, selectors
 from apps.functions.api import draft_serializers as s
 from apps.functions.api.version_serializers import FileContentSerializer, VersionSerializer, file_payload
+from apps.functions.archives import build_canonical_zip
 from apps.functions.models import DraftFile, Function
 
 IF_MATCH = OpenApiParameter(
     "If-Match", str, OpenApiParameter.HEADER, description="The file's ETag (sha256) or the draft's 'rev-<n>'."
+)
+IF_MATCH_TREE = OpenApiParameter(
+    "If-Match", str, OpenApiParameter.HEADER, description="The draft's ETag 'rev-<n>': 409 if the draft changed since."
 )
 IF_NONE_MATCH = OpenApiParameter(
     "If-None-Match", str, OpenApiParameter.HEADER, description="'*': create only, 409 if the file exists."
@@ -163,3 +167,44 @@ class DraftPublishView(ApiView):
         data = self.parse(s.DraftPublishSerializer, request)
         version, created = draft_services.draft_publish(actor=request.user, function=function, message=data["message"])
         return self.render(VersionSerializer, version, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class DraftArchiveView(ApiView):
+    """The whole draft as one zip: download it, or replace the draft's files with an uploaded one."""
+
+    serializer_class = s.DraftTreeSerializer
+    parser_classes = [parsers.MultiPartParser]
+
+    @extend_schema(
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                response=OpenApiTypes.BINARY, description="the draft's files as a zip (<function>-draft.zip)"
+            )
+        }
+    )
+    def get(self, request: Request, function_id: int) -> HttpResponse:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        # Read before the files, as in _tree_response: a write in between makes the ETag older
+        # than the zip, so an upload guarded by it is refused rather than overwriting that write.
+        etag = draft_services.revision_etag(function.draft_revision)
+        archive = build_canonical_zip(draft_selectors.draft_files(function=function))
+        response = HttpResponse(archive, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{function.name}-draft.zip"'
+        response["ETag"] = _quoted(etag)
+        return response
+
+    @extend_schema(
+        request={"multipart/form-data": s.DraftArchiveUploadSerializer},
+        parameters=[IF_MATCH_TREE],
+        responses=s.DraftTreeSerializer,
+        description="Replace the draft's files with a zip's (multipart field `file`). Files not in the zip leave "
+        "the draft. Refused, changing nothing: unsafe entries (zip slip, absolute paths, symlinks), over 2,000 "
+        "files (400), over 20 MB unzipped or a file over 10 MB (413), a stale If-Match (409).",
+    )
+    def put(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.DraftArchiveUploadSerializer, request)
+        draft_services.draft_replace_from_zip(
+            actor=request.user, function=function, upload=data["file"], if_match=_etag_header(request, "If-Match")
+        )
+        return _tree_response(function)
