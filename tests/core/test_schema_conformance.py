@@ -330,6 +330,12 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         f"GET {fn}/draft/files/{{path}}": [{"query": {"raw": True}}, {}],
         f"POST {fn}/draft/rename": [{"body": {"from": "main.py", "to": "app.py"}}],
         f"POST {fn}/draft/publish": [{"body": {"message": "from the draft"}}],
+        f"POST {fn}/draft/check": [
+            {"body": {"path": "main.py", "content": "import os\nx = y\nif x\n"}},
+            {"body": {"path": "main.py", "content": "import os\nx = y\n"}},
+            {"body": {"path": "main.py"}},
+            {"body": {"path": "README.md", "content": "# notes"}},
+        ],
         f"POST {fn}/deploy": [
             {"body": {"environment": "test", "version": 2}},
             {"body": {"environment": "prod", "version": 1, "auth_mode": "token"}},

@@ -1,4 +1,4 @@
-"""The draft API: the tree, one file (read/write/delete), rename, publish.
+"""The draft API: the tree, one file (read/write/delete), rename, publish, the Python check.
 
 Every view first scopes the function to the caller (``selectors.function_get``): another
 org's function is 404 whatever the method. ETags are sent quoted (RFC 9110) and accepted
@@ -18,10 +18,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import ApiView
-from apps.functions import draft_selectors, draft_services, selectors
+from apps.core.schema import error_response
+from apps.functions import code_checks, draft_selectors, draft_services, selectors
 from apps.functions.api import draft_serializers as s
 from apps.functions.api.version_serializers import FileContentSerializer, VersionSerializer, file_payload
 from apps.functions.models import DraftFile, Function
+from apps.tenancy.models import ApiToken
 
 IF_MATCH = OpenApiParameter(
     "If-Match", str, OpenApiParameter.HEADER, description="The file's ETag (sha256) or the draft's 'rev-<n>'."
@@ -163,3 +165,28 @@ class DraftPublishView(ApiView):
         data = self.parse(s.DraftPublishSerializer, request)
         version, created = draft_services.draft_publish(actor=request.user, function=function, message=data["message"])
         return self.render(VersionSerializer, version, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class DraftCheckView(ApiView):
+    serializer_class = s.DraftCheckResultSerializer
+    # Analysis that changes nothing: whoever may read the code may check it (viewers, and a
+    # token with the read scope), although it is a POST (the buffer is the body).
+    scope_map = {"POST": ApiToken.Scope.READ}
+
+    @extend_schema(
+        request=s.DraftCheckSerializer,
+        responses={
+            200: s.DraftCheckResultSerializer,
+            503: error_response("Every slot of the Python check is taken: try again in a moment."),
+        },
+        description="Syntax errors, undefined names, unused imports and variables (pyflakes; the code is "
+        "parsed, never run) of a Python file of the draft: of `content` if sent (the editor's unsaved "
+        "buffer, at most 1 MB, else 413), else of the saved file. Other files answer no diagnostics.",
+    )
+    def post(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.DraftCheckSerializer, request)
+        path, diagnostics = code_checks.draft_diagnostics(
+            function=function, path=data["path"], content=data.get("content")
+        )
+        return self.render(s.DraftCheckResultSerializer, {"path": path, "diagnostics": diagnostics})
