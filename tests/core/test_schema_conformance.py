@@ -338,6 +338,12 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
             {"body": {"file": draft_zip}, "media_type": "multipart/form-data"},
             {"body": {"file": b"not a zip"}, "media_type": "multipart/form-data"},
         ],
+        f"POST {fn}/draft/check": [
+            {"body": {"path": "main.py", "content": "import os\nx = y\nif x\n"}},
+            {"body": {"path": "main.py", "content": "import os\nx = y\n"}},
+            {"body": {"path": "main.py"}},
+            {"body": {"path": "README.md", "content": "# notes"}},
+        ],
         f"POST {fn}/deploy": [
             {"body": {"environment": "test", "version": 2}},
             {"body": {"environment": "prod", "version": 1, "auth_mode": "token"}},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -450,5 +451,116 @@ def test_alice_replaces_the_draft_with_a_zip_and_downloads_it(browser: Any, live
 
         assert csp_violations(page, console) == []
         assert problems(console, expected=("http 400: PUT",)) == [], console
+    finally:
+        page.close()
+
+
+MARKERS = """monaco.editor.getModelMarkers({owner: 'pyflakes'}).map((m) => ({
+    line: m.startLineNumber, column: m.startColumn, end: m.endColumn,
+    error: m.severity === monaco.MarkerSeverity.Error, code: m.code, message: m.message,
+    path: m.resource.path}))"""
+
+
+def wait_markers(page: Any, expected: list[dict[str, Any]], timeout: float = 10.0) -> None:
+    """Wait until the pyflakes markers are ``expected`` (an answer to text typed halfway may
+    come first). Polled with page.evaluate: page.wait_for_function evaluates its predicate in
+    the page, which the CSP refuses."""
+    deadline = time.monotonic() + timeout
+    while (markers := page.evaluate(MARKERS)) != expected:
+        assert time.monotonic() < deadline, markers
+        page.wait_for_timeout(50)
+
+
+@pytest.mark.browser
+def test_python_problems_become_markers_while_typing_and_go_when_fixed(browser: Any, live: dict[str, Any]) -> None:
+    base, function = live["base"], live["function"]
+    page, console = open_code(browser, base, "bob", function)
+    checks: list[str] = []
+    page.on("request", lambda r: r.url.endswith("/draft/check") and checks.append(r.post_data or ""))
+    try:
+        # main.py is checked when it opens: clean.
+        page.wait_for_selector("[data-testid=ide-problems]:has-text('No problems')")
+        assert page.evaluate(MARKERS) == []
+
+        # A syntax error on line 3: a squiggle and a marker where the colon belongs.
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.press("Control+End")
+        opened = len(checks)
+        page.keyboard.type("if True")
+        missing_colon = {"line": 3, "column": 8, "end": 9, "error": True, "code": "syntax-error"}
+        wait_markers(page, [missing_colon | {"message": "expected ':'", "path": "/main.py"}])
+        page.wait_for_selector("[data-testid=editor] .squiggly-error")
+        page.wait_for_selector("[data-testid=ide-problems]:has-text('1 error, 0 warnings')")
+        # Seven keystrokes, one check: the requests wait for a pause in the typing.
+        assert len(checks) - opened == 1, checks
+        shot(page, "code-check-syntax-1280.png")
+
+        # Fixed: the marker and the squiggle go.
+        page.keyboard.type(":\npass")
+        wait_markers(page, [])
+        page.wait_for_selector("[data-testid=editor] .squiggly-error", state="detached")
+        page.wait_for_selector("[data-testid=ide-problems]:has-text('No problems')")
+        assert "if True:\n    pass" in page.evaluate("stratusIde.model('main.py').getValue()")
+
+        # An undefined name: `return 1` becomes `return totl`.
+        page.keyboard.press("Control+Home")
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("End")
+        page.keyboard.press("Backspace")
+        page.keyboard.type("totl")
+        typo = {"line": 2, "column": 12, "end": 16, "error": True, "code": "undefined-name"}
+        wait_markers(page, [typo | {"message": "undefined name 'totl'", "path": "/main.py"}])
+        page.wait_for_selector("[data-testid=editor] .squiggly-error")
+        # The count's button goes to the problem.
+        page.keyboard.press("Control+Home")
+        page.get_by_test_id("ide-problems").click()
+        position = page.evaluate("monaco.editor.getEditors()[0].getPosition()")
+        assert (position["lineNumber"], position["column"]) == (2, 12)
+        # The marker's hover, as a mouse over the squiggle shows it.
+        page.evaluate("monaco.editor.getEditors()[0].trigger('test', 'editor.action.showHover', {})")
+        page.wait_for_selector(".monaco-hover:has-text(\"undefined name 'totl'\")")
+        page.wait_for_timeout(300)  # the hover fades in
+        shot(page, "code-check-undefined-1280.png")
+        # Nothing was saved: the check read the buffer.
+        assert page.locator("[data-testid=unsaved]").count() == 1
+
+        assert csp_violations(page, console) == []
+        assert problems(console) == [], console
+    finally:
+        page.close()
+
+
+SLOW_CHECKS = """() => {
+  // Answers to checks of text holding SLOW_ANSWER arrive 1.5 s late (the server answers at once).
+  const realFetch = window.fetch;
+  window.fetch = async (url, init) => {
+    const response = await realFetch(url, init);
+    if (String(url).endsWith('/draft/check') && String((init || {}).body).includes('SLOW_ANSWER')) {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+    }
+    return response;
+  };
+}"""
+
+
+@pytest.mark.browser
+def test_a_late_answer_to_older_text_does_not_replace_the_markers_of_newer_text(
+    browser: Any, live: dict[str, Any]
+) -> None:
+    base, function = live["base"], live["function"]
+    page, console = open_code(browser, base, "bob", function)
+    page.evaluate(SLOW_CHECKS)
+    try:
+        page.wait_for_selector("[data-testid=ide-problems]:has-text('No problems')")
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.press("Control+End")
+        page.keyboard.type("x = SLOW_ANSWER")  # undefined: its answer would mark it, late
+        page.wait_for_timeout(500)  # the check of this text is sent
+        page.keyboard.press("Shift+Home")
+        page.keyboard.type("y = 1")  # then the text is fine, and that answer comes first
+        page.wait_for_timeout(2500)  # both answers are in
+        assert page.evaluate(MARKERS) == []
+        assert page.get_by_test_id("ide-problems").inner_text() == "No problems"
+        assert problems(console) == [], console
     finally:
         page.close()

@@ -64,3 +64,34 @@ class DraftRenameSerializer(serializers.Serializer):
 
 class DraftPublishSerializer(serializers.Serializer):
     message = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class DraftCheckSerializer(serializers.Serializer):
+    path = serializers.CharField(
+        trim_whitespace=False, help_text="The file's path in the draft: it says whether it is Python."
+    )
+    content = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The code to check (the editor's unsaved buffer), at most 1 MB; absent: the draft's saved file.",
+    )
+
+
+class DiagnosticSerializer(serializers.Serializer):
+    line = serializers.IntegerField(help_text="1-based.")
+    column = serializers.IntegerField(help_text="1-based, in characters of the line.")
+    end_line = serializers.IntegerField()
+    end_column = serializers.IntegerField(help_text="Exclusive.")
+    severity = serializers.ChoiceField(choices=["error", "warning"])
+    code = serializers.CharField(help_text="pyflakes' kind of problem: syntax-error, undefined-name, unused-import…")
+    message = serializers.CharField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # "source" is a Field attribute of DRF's, so it cannot be declared as a class attribute.
+        return {**super().get_fields(), "source": serializers.CharField(help_text="What found it: pyflakes.")}
+
+
+class DraftCheckResultSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    diagnostics = DiagnosticSerializer(many=True)

@@ -1,4 +1,5 @@
-"""The draft API: the tree, one file (read/write/delete), rename, publish, the whole draft as a zip.
+"""The draft API: the tree, one file (read/write/delete), rename, publish, the whole draft as a zip,
+the Python check.
 
 Every view first scopes the function to the caller (``selectors.function_get``): another
 org's function is 404 whatever the method. ETags are sent quoted (RFC 9110) and accepted
@@ -18,11 +19,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import ApiView
-from apps.functions import draft_selectors, draft_services, selectors
+from apps.core.schema import error_response
+from apps.functions import code_checks, draft_selectors, draft_services, selectors
 from apps.functions.api import draft_serializers as s
 from apps.functions.api.version_serializers import FileContentSerializer, VersionSerializer, file_payload
 from apps.functions.archives import build_canonical_zip
 from apps.functions.models import DraftFile, Function
+from apps.tenancy.models import ApiToken
 
 IF_MATCH = OpenApiParameter(
     "If-Match", str, OpenApiParameter.HEADER, description="The file's ETag (sha256) or the draft's 'rev-<n>'."
@@ -208,3 +211,28 @@ class DraftArchiveView(ApiView):
             actor=request.user, function=function, upload=data["file"], if_match=_etag_header(request, "If-Match")
         )
         return _tree_response(function)
+
+
+class DraftCheckView(ApiView):
+    serializer_class = s.DraftCheckResultSerializer
+    # Analysis that changes nothing: whoever may read the code may check it (viewers, and a
+    # token with the read scope), although it is a POST (the buffer is the body).
+    scope_map = {"POST": ApiToken.Scope.READ}
+
+    @extend_schema(
+        request=s.DraftCheckSerializer,
+        responses={
+            200: s.DraftCheckResultSerializer,
+            503: error_response("Every slot of the Python check is taken: try again in a moment."),
+        },
+        description="Syntax errors, undefined names, unused imports and variables (pyflakes; the code is "
+        "parsed, never run) of a Python file of the draft: of `content` if sent (the editor's unsaved "
+        "buffer, at most 1 MB, else 413), else of the saved file. Other files answer no diagnostics.",
+    )
+    def post(self, request: Request, function_id: int) -> Response:
+        function = selectors.function_get(user=request.user, function_id=function_id)
+        data = self.parse(s.DraftCheckSerializer, request)
+        path, diagnostics = code_checks.draft_diagnostics(
+            function=function, path=data["path"], content=data.get("content")
+        )
+        return self.render(s.DraftCheckResultSerializer, {"path": path, "diagnostics": diagnostics})

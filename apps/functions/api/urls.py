@@ -28,6 +28,7 @@ urlpatterns = [
     path(f"{F}/draft/rename", draft_views.DraftRenameView.as_view(), name="draft-rename"),
     path(f"{F}/draft/publish", draft_views.DraftPublishView.as_view(), name="draft-publish"),
     path(f"{F}/draft/archive", draft_views.DraftArchiveView.as_view(), name="draft-archive"),
+    path(f"{F}/draft/check", draft_views.DraftCheckView.as_view(), name="draft-check"),
     # test events
     path(f"{F}/test-events/", test_event_views.TestEventListView.as_view(), name="test-event-list"),
     path(
