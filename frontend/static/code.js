@@ -527,6 +527,8 @@
     publishResult.append(result.status === 201 ? "Published " : "The draft equals ", strong, result.status === 201 ? ". " : ", already published. ", link, ".");
     publishResult.hidden = false;
     say(`Published v${number}.`);
+    // The ship bar (code-ship.js) offers to deploy it or start a release from here.
+    document.dispatchEvent(new CustomEvent("stratus:published", { detail: { number, created: result.status === 201 } }));
   });
 
   // The file to show first: a text file the editor can edit, at the top of the tree if

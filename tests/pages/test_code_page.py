@@ -564,3 +564,76 @@ def test_a_late_answer_to_older_text_does_not_replace_the_markers_of_newer_text(
         assert problems(console) == [], console
     finally:
         page.close()
+
+
+SHIPPED = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'shipped from the IDE'}\n"
+
+
+@pytest.mark.browser
+def test_alice_publishes_deploys_from_the_editor_and_compares_the_draft_with_what_dev_serves(
+    browser: Any,
+    live: dict[str, Any],
+    engine: Any,  # noqa: F811
+    settings: Any,
+) -> None:
+    import httpx
+
+    from apps.core import worker
+    from apps.tenancy import token_services
+
+    worker.start()  # the deploy is applied by a worker, as in the embedded default (it stays up, as elsewhere)
+    base, world, function = live["base"], live["world"], live["function"]
+    settings.STRATUS_FUNCTIONS_URL = base.replace("127.0.0.1", "localhost")  # functions on an origin of their own
+    page, console = open_code(browser, base, "alice", function)
+    try:
+        page.wait_for_selector("[data-testid=editor-tabs] [data-tab='main.py']")
+        replace_text(page, "editor", SHIPPED)
+        page.keyboard.press("Control+s")
+        page.wait_for_selector("[data-testid=ide-status]:has-text('Saved main.py.')")
+
+        page.get_by_role("button", name="Publish version…", exact=True).click()
+        page.fill("[data-dialog=publish] input[name=message]", "ship it")
+        page.click("[data-dialog=publish] button[type=submit]")
+        ship = page.get_by_test_id("ship")
+        ship.wait_for(state="visible")
+        assert "v1" in ship.inner_text()
+        page.select_option("[data-testid=ship-environment]", "dev")
+        release = page.get_by_test_id("ship-release").get_attribute("href")
+        assert release == f"/functions/{function.pk}/releases/?version=1&environment=dev"
+        page.get_by_role("button", name="Deploy", exact=True).click()
+        page.wait_for_selector("[data-testid=ship-status]:has-text('v1 serves in dev')", timeout=30000)
+        url = page.get_by_test_id("ship-status").get_by_role("link").get_attribute("href")
+        _, token = token_services.token_create(user=world.alice, name="call", scopes=["invoke"])
+        answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert (answer.status_code, answer.text, answer.headers["X-Stratus-Version"]) == (
+            200,
+            "shipped from the IDE",
+            "1",
+        )
+        shot(page, "code-shipped-1280.png")
+
+        # An unsaved edit, then Changes: the draft against what dev serves (v1).
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.press("Control+End")
+        page.keyboard.type("# next")
+        page.get_by_role("button", name="Changes", exact=True).click()
+        changes = page.get_by_test_id("changes")
+        changes.wait_for(state="visible")
+        changed = page.get_by_test_id("changed-files")
+        changed.locator("[data-path='main.py']").wait_for()
+        options = page.eval_on_selector_all("[data-testid=changes-base] option", "os => os.map((o) => o.textContent)")
+        assert options == ["what dev serves (v1)", "v1 · ship it"]
+        assert "modified, unsaved" in changed.inner_text()
+        page.wait_for_selector("[data-testid=changes-diff] .monaco-diff-editor .line-insert")
+        shot(page, "code-changes-1280.png")
+        page.get_by_role("button", name="Back to the editor", exact=True).click()
+        assert changes.is_hidden() and page.get_by_test_id("editor").is_visible()
+
+        page.goto(base + release)
+        assert page.eval_on_selector("select[name=version]", "s => s.value") == "1"
+        assert page.eval_on_selector("select[name=environment]", "s => s.value") == "dev"
+
+        assert csp_violations(page, console) == []
+        assert problems(console) == [], console
+    finally:
+        page.close()

@@ -26,10 +26,10 @@ from django.views.decorators.http import require_GET
 
 from apps.core.middleware import CONTENT_SECURITY_POLICY
 from apps.core.page_utils import or_404
-from apps.functions import draft_selectors, selectors
+from apps.functions import draft_selectors, selectors, version_selectors
 from apps.functions.models import Function
 from apps.functions.page_tabs import function_page_context
-from apps.functions.pages.common import can_edit
+from apps.functions.pages.common import can_edit, route
 from apps.tenancy import selectors as tenancy_selectors
 
 CODE_PAGE_CSP = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
@@ -45,17 +45,24 @@ def monaco_version() -> str:
 def run_environments(function: Function) -> list[dict[str, Any]]:
     """The run panel's targets: each environment of the project, whether the draft may run
     there (not in a protected one) and what it serves now ("v3", "v3 90% · v4 10%")."""
-    serving = {}
+    serving: dict[int, tuple[str, list[int]]] = {}
     for binding in selectors.binding_list(function=function):
         weights = binding.split().weights()
         if weights:
-            serving[binding.environment_id] = (
-                f"v{weights[0][0]}" if len(weights) == 1 else " · ".join(f"v{n} {w}%" for n, w in weights)
-            )
+            label = f"v{weights[0][0]}" if len(weights) == 1 else " · ".join(f"v{n} {w}%" for n, w in weights)
+            serving[binding.environment_id] = (label, [number for number, _ in weights])
     return [
-        {"name": environment.name, "protected": environment.protected, "serving": serving.get(environment.pk, "")}
+        {
+            "name": environment.name,
+            "protected": environment.protected,
+            "serving": serving.get(environment.pk, ("", []))[0],
+            "versions": serving.get(environment.pk, ("", []))[1],
+        }
         for environment in tenancy_selectors.environment_list(project=function.project)
     ]
+
+
+COMPARE_VERSIONS = 50  # the Changes view offers the newest versions; older ones are on the Versions tab
 
 
 @login_required
@@ -74,11 +81,16 @@ def code_page(request: HttpRequest, function_id: int) -> HttpResponse:
         environments_url=reverse("function-environments", kwargs={"function_id": function.pk}),
         run_environments=run_environments(function),
         run_right=can_edit(request.user, function.project, "Running the function"),
+        compare_versions=version_selectors.version_list(function=function)[:COMPARE_VERSIONS],
         urls={
             "draft_invoke": reverse("draft-invoke", kwargs={"function_id": function.pk}),
             "invoke": reverse("function-invoke", kwargs={"function_id": function.pk}),
             "test_events": reverse("test-event-list", kwargs={"function_id": function.pk}),
             "templates": reverse("test-event-templates"),
+            "versions": reverse("version-list", kwargs={"function_id": function.pk}),
+            "deploy": reverse("function-deploy", kwargs={"function_id": function.pk}),
+            "bindings": reverse("binding-list", kwargs={"function_id": function.pk}),
+            "releases": route("function-releases", function_id=function.pk),
         },
     )
     response = render(request, "functions/code.html", context)

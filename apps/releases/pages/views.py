@@ -84,7 +84,11 @@ def _tab_context(
 ) -> dict[str, Any]:
     environments = list(tenancy_selectors.environment_list(project=function.project))
     versions = list(version_selectors.version_list(function=function))
-    values = values or builder.form_values(None, environments, versions)
+    if values is None:
+        values = builder.form_values(None, environments, versions)
+        # A link may name the version and environment to start with (the Code tab's "Start a
+        # release…" after a publish); anything else in the form keeps its default.
+        values.update({key: request.GET[key].strip() for key in ("version", "environment") if request.GET.get(key)})
     preview = builder.preview(user=request.user, function=function, values=values, environments=environments)
     if errors:
         preview = {**preview, "errors": {**preview.get("errors", {}), **errors}}
