@@ -408,6 +408,11 @@ STRATUS_GATEWAY_MAX_BODY_BYTES = env_int("STRATUS_GATEWAY_MAX_BODY_BYTES", 6 * 1
 STRATUS_GATEWAY_AUTH_CACHE_S = env_int("STRATUS_GATEWAY_AUTH_CACHE_S", 5)
 # How long a request waits for a busy function's instance before 429 Throttled.
 STRATUS_QUEUE_TIMEOUT_S = float(env_str("STRATUS_QUEUE_TIMEOUT_S") or 1.0)
+# The WebIDE's Python language servers (apps/functions/language_server.py): at most this many
+# per web process and per user, each stopped after this long without a message from its editor.
+STRATUS_LSP_MAX_SESSIONS = int(env_str("STRATUS_LSP_MAX_SESSIONS") or 8)
+STRATUS_LSP_MAX_PER_USER = int(env_str("STRATUS_LSP_MAX_PER_USER") or 3)
+STRATUS_LSP_IDLE_S = float(env_str("STRATUS_LSP_IDLE_S") or 600)
 # Safety net beside the change announcements: reload the routing table this often.
 STRATUS_ROUTES_RESYNC_S = env_int("STRATUS_ROUTES_RESYNC_S", 30)
 

@@ -15,6 +15,9 @@ Called while still root, in this order:
      target uid, gone when the last process of the namespace exits;
    - ``/run`` (and with it ``/var/run``) an empty read-only tmpfs: no Unix socket of the host
      (PostgreSQL's, MariaDB's, D-Bus) can be reached by path.
+   With ``"no_network": true`` also a **network namespace** of its own: only a loopback that is
+   down, so no address of any kind (the host's, the console's, the internet) can be reached;
+   for processes that need no network at all (the WebIDE's language servers).
 3. **identity**: no supplementary groups, then gid, then uid (irreversible).
 4. ``PR_SET_NO_NEW_PRIVS``: no setuid/setcap binary gives privileges back; and
    ``PR_SET_DUMPABLE 0``: no other process of the same uid can read our memory or environ or
@@ -33,7 +36,8 @@ Config (a dict, JSON on the command line for the launcher)::
      "readonly_root": true, "hidepid": true, "hide_run": true,
      "tmp_mb": 128, "shm_mb": 64, "writable": ["/path/to/workspace"],
      "keep": ["/path/to/code"],             # stays visible even under /tmp, /dev/shm or /run
-     "dumpable": false, "no_new_privs": true}
+     "dumpable": false, "no_new_privs": true,
+     "no_network": false}                   # true: a network namespace of its own (no network)
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -164,6 +169,8 @@ def isolate_filesystem(config: dict[str, Any]) -> None:
     # A mount namespace, and an IPC one: System V shared memory, semaphores and message
     # queues of other instances and of the host are out of reach too.
     _check(_c().unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
+    if config.get("no_network"):
+        _check(_c().unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None, "making / private")
     if config.get("readonly_root", True):
         _set_readonly("/", recursive=True, readonly=True)

@@ -637,3 +637,38 @@ def test_alice_publishes_deploys_from_the_editor_and_compares_the_draft_with_wha
         assert problems(console) == [], console
     finally:
         page.close()
+
+
+@pytest.mark.browser
+def test_python_completions_and_hover_come_from_the_language_server(browser: Any, live: dict[str, Any]) -> None:
+    base, function = live["base"], live["function"]
+    page, console = open_code(browser, base, "bob", function)
+    try:
+        page.wait_for_selector("[data-testid=lsp-status]:has-text('Python: completions on')", timeout=20000)
+        page.click("[data-testid=editor] .view-lines")
+        page.keyboard.press("Control+Home")
+        page.keyboard.type("import json\n")
+        page.keyboard.press("Control+End")
+        page.keyboard.type("\njson.du")
+        page.keyboard.press("Control+Space")
+        suggest = page.locator(".suggest-widget .monaco-list-row")
+        suggest.first.wait_for(timeout=15000)
+        assert {"dump", "dumps"} <= set(suggest.all_inner_texts()[0].split() + suggest.all_inner_texts()[-1].split())
+        shot(page, "code-completion-1280.png")
+        page.keyboard.press("Escape")
+        # Hover over "json" on the first line: the module's documentation.
+        point = page.evaluate(
+            """() => {
+                const editor = monaco.editor.getEditors()[0];
+                const at = editor.getScrolledVisiblePosition({ lineNumber: 1, column: 9 });
+                const box = editor.getDomNode().getBoundingClientRect();
+                return { x: box.left + at.left + 2, y: box.top + at.top + at.height / 2 };
+            }"""
+        )
+        page.mouse.move(point["x"], point["y"])
+        page.wait_for_selector(".monaco-hover:has-text('JSON')", timeout=15000)
+        shot(page, "code-hover-1280.png")
+        assert csp_violations(page, console) == []
+        assert problems(console) == [], console
+    finally:
+        page.close()

@@ -80,6 +80,7 @@ def code_page(request: HttpRequest, function_id: int) -> HttpResponse:
         monaco_base=static(f"vendor/monaco/{monaco_version()}/vs"),
         environments_url=reverse("function-environments", kwargs={"function_id": function.pk}),
         run_environments=run_environments(function),
+        lsp_path=f"/ws/functions/{function.pk}/lsp/",  # console/routing.py (websocket routes have no reverse)
         run_right=can_edit(request.user, function.project, "Running the function"),
         compare_versions=version_selectors.version_list(function=function)[:COMPARE_VERSIONS],
         urls={
