@@ -27,9 +27,12 @@ pytest:
 
 # Gateway latency/throughput vs a bare ASGI app, cold starts, deploy-to-ready: a table on
 # stdout and bench-results/bench.json (a throwaway data dir; STRATUS_DATA_DIR is not used).
-bench: install-dev
+# bench.pages: the function pages' render times; bench.ide: the WebIDE's editor ready (in
+# Chromium, Monaco from frontend/build), save and draft-run round trips (bench-results/ide.json).
+bench: install-dev frontend
 	$(PY) -m bench.run
 	$(PY) -m bench.pages
+	$(PY) -m bench.ide
 
 # The console's main pages as PNGs in docs/screenshots/ (a served demo console, Chromium).
 screenshots: install-dev frontend

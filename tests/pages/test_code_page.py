@@ -68,6 +68,38 @@ def test_the_code_page_relaxes_style_src_only_for_itself_and_viewers_see_why_the
     assert f'href="/functions/{function.pk}/code/"' in alice.get(f"/functions/{function.pk}/").content.decode()
 
 
+def embedded_draft(page: Any) -> dict[str, Any]:
+    """The page's ide-draft JSON (what code.js opens before asking the API)."""
+    body = page.content.decode()
+    tag = '<script id="ide-draft" type="application/json">'
+    start = body.index(tag) + len(tag)
+    return dict(json.loads(body[start : body.index("</script>", start)]))
+
+
+def test_the_page_carries_the_drafts_tree_and_first_file_as_the_api_answers_them(world: World) -> None:
+    """The editor opens its first file from the page, without a round trip (bench/ide.py):
+    the same answers as GET draft/ and GET draft/files/<path>, the file's ETag included; a
+    file in a folder comes after a top-level one, and a big first file is left to the API."""
+    function = make_function(world)
+    draft_services.draft_file_write(actor=world.alice, function=function, path="lib/util.py", content=b"X = 1\n")
+    alice = Client()
+    alice.force_login(world.alice)
+    api = APIClient()
+    api.force_login(world.alice)
+
+    state = embedded_draft(alice.get(f"/functions/{function.pk}/code/"))
+    tree = api.get(f"/api/v1/functions/{function.pk}/draft/")
+    file = api.get(f"/api/v1/functions/{function.pk}/draft/files/main.py")
+    assert state["tree"] == tree.json()
+    assert state["first"] == {"path": "main.py", "etag": file["ETag"].strip('"'), "data": file.json()}
+
+    big = b"# " + b"x" * (300 * 1024) + b"\n"
+    etag = DraftFile.objects.get(function=function, path="main.py").sha256
+    draft_services.draft_file_write(actor=world.alice, function=function, path="main.py", content=big, if_match=etag)
+    state = embedded_draft(alice.get(f"/functions/{function.pk}/code/"))
+    assert state["first"] is None and [f["path"] for f in state["tree"]["files"]] == ["lib/util.py", "main.py"]
+
+
 # --- in the browser ------------------------------------------------------------------------------
 
 
