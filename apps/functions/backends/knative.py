@@ -227,7 +227,11 @@ class KnativeBackend(ExecutionBackend):
             for v in versions
         ]
         manifest = km.render_service(
-            versions=kversions, traffic=self._ktraffic(traffic), image=self.image, namespace=self.namespace
+            versions=kversions,
+            traffic=self._ktraffic(traffic),
+            image=self.image,
+            namespace=self.namespace,
+            max_body_bytes=int(settings.STRATUS_GATEWAY_MAX_BODY_BYTES),
         )
         latest = max(versions, key=lambda v: v.number)
         env_secret = self.env_secret_name(target, latest.number)
