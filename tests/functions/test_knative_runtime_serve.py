@@ -322,13 +322,13 @@ def env_of(fake: FakeKube, binding: Binding) -> dict[str, str]:
 
 def test_event_function_answers_as_the_local_engine(
     world,
-    engine,
+    engine,  # noqa: F811 - the engine fixture, imported above
     console,
     fake,
     tmp_path,
     containers,
     settings,
-    transactional_db,  # noqa: F811
+    transactional_db,
 ):
     function = make_function(world, "greet", {"main.py": EVENT_SOURCE}, handler="main.handler", timeout_s=1)
     knative = deploy(world, function, "staging")
