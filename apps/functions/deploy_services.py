@@ -219,6 +219,47 @@ def environment_bindings_remove(*, environment: Environment) -> list[int]:
     return binding_ids
 
 
+def environment_bindings_move(*, actor: Any, environment: Environment, backend: str) -> list[int]:
+    """Move every binding of ``environment`` that is not on ``backend`` there (its execution
+    backend changed), in the caller's transaction: each binding's ``backend`` and revision
+    change (status pending, saying so). After commit each old backend drops the binding
+    (best effort, logged), the routes are announced (the local gateway stops or starts
+    serving it) and ``binding_apply`` re-applies its traffic on the new backend. Returns the
+    ids of the bindings moved."""
+    from apps.functions.tasks import binding_apply
+
+    moved: list[tuple[Binding, str]] = []
+    bindings = environment.bindings.select_for_update().select_related("function", "environment__project__org")
+    for binding in bindings.exclude(backend=backend).order_by("pk"):
+        old = binding.backend
+        binding.backend = backend
+        binding.revision += 1
+        binding.status = Binding.Status.PENDING
+        binding.status_message = f"moving from the {old} backend to {backend}"
+        binding.save(update_fields=["backend", "revision", "status", "status_message", "updated_at"])
+        audit_record(
+            actor=actor if getattr(actor, "is_authenticated", False) else None,
+            org=environment.project.org,
+            action="binding.move",
+            target=binding.function,
+            changes={"environment": environment.name, "backend": [old, backend]},
+        )
+        moved.append((binding, old))
+
+    def after_commit() -> None:
+        for binding, old in moved:
+            try:
+                get_backend(old).remove(binding_target(binding))
+            except Exception:  # noqa: BLE001 - the binding is served by its new backend anyway
+                logger.exception("removing binding %s from its old backend %s failed", binding.pk, old)
+            binding_apply.delay(binding.pk, binding.revision)
+
+    if moved:
+        routes_changed.after_commit(tuple(binding.pk for binding, _ in moved))
+        transaction.on_commit(after_commit)
+    return [binding.pk for binding, _ in moved]
+
+
 def deployed_versions(binding: Binding) -> list[DeployedVersion]:
     """The versions ``binding``'s traffic names, as a backend receives them."""
     numbers = binding.version_numbers()

@@ -26,18 +26,36 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
+def _check_backend(execution_backend: str) -> None:
+    """'' (the installation's default) or a registered backend this installation is configured
+    for (a cluster for knative): refused now rather than at the first deploy's apply."""
+    if execution_backend:
+        from apps.functions.backends.registry import check_backend_choice
+
+        check_backend_choice(execution_backend)
+
+
 @transaction.atomic
-def environment_create(*, actor: Actor, project: Project, name: str, protected: bool = False) -> Environment:
+def environment_create(
+    *, actor: Actor, project: Project, name: str, protected: bool = False, execution_backend: str = ""
+) -> Environment:
     permissions.require_project_permission(actor, project, roles.CHANGE_PROJECT, "Creating an environment")
     if Environment.objects.filter(project=project, name=name).exists():
         raise already_exists("Environment", name)
-    env = Environment.objects.create(project=project, name=name, protected=protected)
+    _check_backend(execution_backend)
+    env = Environment.objects.create(
+        project=project, name=name, protected=protected, execution_backend=execution_backend
+    )
     audit_record(
         actor=actor,
         org=project.org,
         action="environment.create",
         target=env,
-        changes={"name": name, "protected": protected},
+        changes={
+            "name": name,
+            "protected": protected,
+            **({"execution_backend": execution_backend} if execution_backend else {}),
+        },
     )
     return env
 
@@ -55,16 +73,14 @@ def environment_update(
 ) -> Environment:
     """Change protection, the execution backend, whether releases need a second person's
     approval, whether pipeline steps may use the environment's secrets, and which private
-    addresses its functions and steps may reach (``egress_allow``). A new backend applies
-    to bindings created afterwards; existing bindings keep the backend they were deployed
-    on. A new allow-list applies to instances and steps started afterwards."""
+    addresses its functions and steps may reach (``egress_allow``). A new backend (checked:
+    registered and configured, a cluster for knative) moves the environment's bindings: each
+    is dropped by its old backend and re-applied on the new one after commit
+    (``deploy_services.environment_bindings_move``). A new allow-list applies to instances
+    and steps started afterwards."""
     permissions.require_project_permission(actor, environment.project, roles.CHANGE_PROJECT, "Changing an environment")
-    if execution_backend not in (None, "") and execution_backend not in settings.STRATUS_EXECUTION_BACKENDS:
-        known = ", ".join(sorted(settings.STRATUS_EXECUTION_BACKENDS))
-        raise DomainError(
-            f"execution_backend: unknown backend '{execution_backend}'; known: {known} (or '' for the default).",
-            fields={"execution_backend": [f"Use one of: {known}, or '' for the default."]},
-        )
+    if execution_backend is not None and execution_backend != environment.execution_backend:
+        _check_backend(execution_backend)
     changes: dict[str, Any] = {}
     if protected is not None and protected != environment.protected:
         changes["protected"] = [environment.protected, protected]
@@ -90,6 +106,13 @@ def environment_update(
             # The engine reloads its routes (the allow-list is part of each instance's spec)
             # and updates the firewall now, rather than at its next periodic resync.
             announcements.environment_changed.after_commit(environment.pk)
+    if "execution_backend" in changes:
+        from apps.functions.deploy_services import environment_bindings_move
+
+        new_backend = execution_backend or settings.STRATUS_DEFAULT_BACKEND
+        moved = environment_bindings_move(actor=actor, environment=environment, backend=new_backend)
+        if moved:
+            changes["bindings_moved"] = moved
     if changes:
         environment.save(
             update_fields=[

@@ -154,7 +154,10 @@ def test_bindings_list_shows_traffic_and_urls(world, client_for, fn):
     ]
 
 
-def test_an_environment_can_choose_its_backend_for_new_bindings(world, client_for, fn):
+def test_an_environment_can_choose_its_backend_for_new_bindings(world, client_for, fn, settings, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"  # a cluster is configured (never reached: nothing is applied)
+    kubeconfig.write_text("apiVersion: v1\n")
+    settings.STRATUS_KNATIVE_KUBECONFIG = str(kubeconfig)
     alice = client_for(world.alice)
     env_url = f"/api/v1/projects/{world.web.pk}/environments/staging/"
 

@@ -117,7 +117,17 @@ def test_apply_90_10_posts_a_valid_service_with_exact_traffic_and_env_behind_sec
         {"name": "STRATUS_HANDLER", "value": "main.handler"},
         {"name": "STRATUS_RUNTIME", "value": "python3.11"},
         {"name": "STRATUS_KIND", "value": "event"},
+        {"name": "STRATUS_FUNCTION_NAME", "value": "resize"},
+        {"name": "STRATUS_FUNCTION_VERSION", "value": "4"},
+        {"name": "STRATUS_MEMORY_MB", "value": "256"},
+        {"name": "STRATUS_TIMEOUT_S", "value": "30"},
+        {"name": "STRATUS_MAX_BODY_BYTES", "value": str(6 * 1024 * 1024)},
+        {"name": "STRATUS_ORG", "value": "acme"},
+        {"name": "STRATUS_PROJECT", "value": "shop"},
+        {"name": "STRATUS_ENVIRONMENT", "value": "prod"},
     ]
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/_stratus/healthz"}
     raw = json.dumps(body)
     assert SECRET_VALUE not in raw and b64(SECRET_VALUE) not in raw
     assert "sig=" not in raw  # the expiring URL is not in the immutable revision

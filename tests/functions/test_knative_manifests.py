@@ -238,6 +238,14 @@ def test_knobs_map_exactly():
         {"name": "STRATUS_HANDLER", "value": "main.handler"},
         {"name": "STRATUS_RUNTIME", "value": "python3.11"},
         {"name": "STRATUS_KIND", "value": "event"},
+        {"name": "STRATUS_FUNCTION_NAME", "value": "resize"},
+        {"name": "STRATUS_FUNCTION_VERSION", "value": "1"},
+        {"name": "STRATUS_MEMORY_MB", "value": "512"},
+        {"name": "STRATUS_TIMEOUT_S", "value": "45"},
+        {"name": "STRATUS_MAX_BODY_BYTES", "value": str(6 * 1024 * 1024)},
+        {"name": "STRATUS_ORG", "value": "acme"},
+        {"name": "STRATUS_PROJECT", "value": "shop"},
+        {"name": "STRATUS_ENVIRONMENT", "value": "prod"},
     ]
 
 

@@ -81,6 +81,12 @@ class BackendStatus:
 class ExecutionBackend(ABC):
     name: ClassVar[str]
 
+    @classmethod
+    def configuration_problem(cls) -> str | None:
+        """Why this backend cannot run on this installation's settings, in words for the person
+        choosing it for an environment; None when it can. No network: settings and files only."""
+        return None
+
     @abstractmethod
     def prepare(self, target: BindingTarget, version: DeployedVersion) -> bool:
         """Make ``version`` ready to serve (fetch/unpack/pre-create); True when ready."""

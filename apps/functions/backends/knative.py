@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -49,6 +50,7 @@ PLURAL = "services"
 # object after we read it: re-read and try again, a few times, then give up loudly.
 CONFLICT_RETRIES = 3
 SERVICE_LABEL = f"{km.LABEL_PREFIX}/service"
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 def _default_artifact_url(sha256: str) -> str:
@@ -82,6 +84,24 @@ class KnativeBackend(ExecutionBackend):
         self.namespace = namespace or settings.STRATUS_KNATIVE_NAMESPACE
         self.image = image or settings.STRATUS_KNATIVE_IMAGE
         self._artifact_url = artifact_url or _default_artifact_url
+
+    @classmethod
+    def configuration_problem(cls) -> str | None:
+        """No cluster to talk to: neither a kubeconfig nor an in-cluster service account (what
+        ``_client`` would otherwise fail on at the first apply: ``Service host/port is not set``)."""
+        kubeconfig = settings.STRATUS_KNATIVE_KUBECONFIG
+        if kubeconfig:
+            if not os.path.isfile(kubeconfig):
+                return f"the knative backend's STRATUS_KNATIVE_KUBECONFIG ({kubeconfig}) is not a readable file"
+            return None
+        if not (os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("KUBERNETES_SERVICE_PORT")):
+            return (
+                "the knative backend needs a cluster: set STRATUS_KNATIVE_KUBECONFIG or run the console in a "
+                "cluster (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set)"
+            )
+        if not os.path.isfile(SERVICE_ACCOUNT_TOKEN):
+            return f"the knative backend runs in a cluster but has no service account token ({SERVICE_ACCOUNT_TOKEN})"
+        return None
 
     # --- clients -----------------------------------------------------------------------------
     def _client(self) -> Any:
@@ -227,7 +247,11 @@ class KnativeBackend(ExecutionBackend):
             for v in versions
         ]
         manifest = km.render_service(
-            versions=kversions, traffic=self._ktraffic(traffic), image=self.image, namespace=self.namespace
+            versions=kversions,
+            traffic=self._ktraffic(traffic),
+            image=self.image,
+            namespace=self.namespace,
+            max_body_bytes=int(settings.STRATUS_GATEWAY_MAX_BODY_BYTES),
         )
         latest = max(versions, key=lambda v: v.number)
         env_secret = self.env_secret_name(target, latest.number)

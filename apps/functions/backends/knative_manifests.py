@@ -54,6 +54,12 @@ KNATIVE_RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REV
 STRATUS_ENV_PREFIX = "STRATUS_"
 
 CONTAINER_NAME = "function"
+# The runtime image's entrypoint (runtime/stratus_bootstrap/serve_http.py) listens on $PORT, which
+# Knative sets from containerPort, and answers its readiness probe on HEALTH_PATH once the
+# version's artifact is fetched and its handler loaded.
+CONTAINER_PORT = 8080
+HEALTH_PATH = "/_stratus/healthz"
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 LABEL_PREFIX = "stratus.dev"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "stratus"}
 
@@ -220,7 +226,12 @@ def unsupported_rules(traffic: KnativeTraffic) -> list[str]:
 
 
 def render_service(
-    *, versions: list[KnativeVersion], traffic: KnativeTraffic, image: str, namespace: str
+    *,
+    versions: list[KnativeVersion],
+    traffic: KnativeTraffic,
+    image: str,
+    namespace: str,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> dict[str, Any]:
     """The `serving.knative.dev/v1` Service for a binding.
 
@@ -262,11 +273,11 @@ def render_service(
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": _labels(latest.spec)},
-        "spec": {"template": _template(latest, image=image), "traffic": targets},
+        "spec": {"template": _template(latest, image=image, max_body_bytes=max_body_bytes), "traffic": targets},
     }
 
 
-def _template(version: KnativeVersion, *, image: str) -> dict[str, Any]:
+def _template(version: KnativeVersion, *, image: str, max_body_bytes: int) -> dict[str, Any]:
     spec = version.spec
     _check_knobs(spec)
     memory = f"{spec.memory_mb}Mi"
@@ -289,7 +300,9 @@ def _template(version: KnativeVersion, *, image: str) -> dict[str, Any]:
                 {
                     "name": CONTAINER_NAME,
                     "image": image,
-                    "env": _env(version),
+                    "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
+                    "env": _env(version, max_body_bytes=max_body_bytes),
+                    "readinessProbe": {"httpGet": {"path": HEALTH_PATH}, "periodSeconds": 1},
                     # Requests equal to limits: the memory a function is promised is the memory it gets,
                     # as on the local engine, rather than whatever the node has spare.
                     "resources": {"limits": {"memory": memory}, "requests": {"memory": memory}},
@@ -299,7 +312,7 @@ def _template(version: KnativeVersion, *, image: str) -> dict[str, Any]:
     }
 
 
-def _env(version: KnativeVersion) -> list[dict[str, str]]:
+def _env(version: KnativeVersion, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> list[dict[str, str]]:
     spec = version.spec
     for key in spec.env:
         if key in KNATIVE_RESERVED_ENV:
@@ -313,6 +326,16 @@ def _env(version: KnativeVersion) -> list[dict[str, str]]:
         {"name": "STRATUS_HANDLER", "value": spec.handler},
         {"name": "STRATUS_RUNTIME", "value": spec.runtime},
         {"name": "STRATUS_KIND", "value": spec.kind},
+        # What the local engine gives its instances too (apps/engine/sandbox/spawner.py) and the
+        # entrypoint's limits and event fields (the gateway's, apps/engine/gateway.py).
+        {"name": "STRATUS_FUNCTION_NAME", "value": spec.function},
+        {"name": "STRATUS_FUNCTION_VERSION", "value": str(version.number)},
+        {"name": "STRATUS_MEMORY_MB", "value": str(spec.memory_mb)},
+        {"name": "STRATUS_TIMEOUT_S", "value": str(spec.timeout_s)},
+        {"name": "STRATUS_MAX_BODY_BYTES", "value": str(max_body_bytes)},
+        {"name": "STRATUS_ORG", "value": spec.org},
+        {"name": "STRATUS_PROJECT", "value": spec.project},
+        {"name": "STRATUS_ENVIRONMENT", "value": spec.environment},
     ]
     return env
 

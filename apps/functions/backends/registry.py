@@ -31,3 +31,23 @@ def get_backend(name: str) -> ExecutionBackend:
             code="unknown_backend",
         )
     return _build(name, path)
+
+
+def check_backend_choice(name: str) -> None:
+    """A backend an environment may be set to: registered, and configured on this installation.
+    DomainError (400) naming the choices, or what is missing, on the ``execution_backend`` field."""
+    known = ", ".join(sorted(settings.STRATUS_EXECUTION_BACKENDS))
+    path = settings.STRATUS_EXECUTION_BACKENDS.get(name)
+    if path is None:
+        raise DomainError(
+            f"execution_backend: unknown backend '{name}'; known: {known} (or '' for the default).",
+            fields={"execution_backend": [f"Use one of: {known}, or '' for the default."]},
+        )
+    backend_class: type[ExecutionBackend] = import_string(path)
+    problem = backend_class.configuration_problem()
+    if problem:
+        raise DomainError(
+            f"execution_backend: {problem}.",
+            code="backend_not_configured",
+            fields={"execution_backend": [problem]},
+        )

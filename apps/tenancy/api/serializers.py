@@ -161,6 +161,8 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 class EnvironmentCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=63, validators=[env_name_validator])
     protected = serializers.BooleanField(default=False)
+    # '' is the installation's default (STRATUS_DEFAULT_BACKEND); the service checks the name.
+    execution_backend = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
 
 
 class EnvironmentUpdateSerializer(serializers.Serializer):

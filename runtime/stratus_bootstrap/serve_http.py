@@ -1,0 +1,749 @@
+"""The runtime image's entrypoint (Knative): fetch the version, load it once, serve HTTP on $PORT.
+
+``python -m stratus_bootstrap.serve_http`` (runtime/Dockerfile's ENTRYPOINT). Standard library
+only, like the rest of the bootstrap; it imports nothing of the console. In order:
+
+1. **Fetch**: ``STRATUS_ARTIFACT_URL`` (the console's signed URL, from the binding's artifacts
+   Secret) is downloaded and refused unless its sha256 is ``STRATUS_ARTIFACT_SHA256``, then
+   unpacked into ``STRATUS_TASK_DIR`` (``fetch_artifact.py``: the console's zip-slip and size
+   rules). A failure is one log line naming the rule and exit status 1: the container never
+   listens, so Knative reports the revision as failed instead of routing to it.
+2. **Load once**: the handler runs in one bootstrap child (``python -m stratus_bootstrap``: the
+   local engine's own handler-calling code, ``loop.py``), reached over a socket pair with the
+   frame protocol (``protocol.py``), exactly as the local engine's supervisor reaches it. An
+   import error at start is logged and exits 1, like a failed fetch.
+3. **Serve** on ``$PORT`` (Knative's queue-proxy forwards there). Requests are answered as the
+   local gateway answers them on a function's own host (apps/engine/gateway.py): an ``event``
+   function gets the same API-Gateway-proxy event (``proxy_event``), an ``http`` function the
+   request as WSGI/ASGI (the ``http`` frame); the reply is shaped the same way
+   (``response_from``); failures answer the same envelope
+   ``{"error": {"code", "message", "fields", "request_id"}}`` and status: 413
+   ``request_too_large`` past ``STRATUS_MAX_BODY_BYTES``, 502 ``function_error``, 504
+   ``timeout`` past ``STRATUS_TIMEOUT_S`` (the child is killed and a fresh one loads the
+   handler for the next request, whose answer carries ``x-stratus-cold-start: 1``), 502
+   ``function_crashed``, 502 ``response_too_large`` / ``bad_function_response``.
+   ``GET /_stratus/healthz`` answers 200 while a child is loaded (Knative's readiness probe;
+   the path is reserved on Knative).
+4. **Logs** go to stdout, one JSON object a line (what a cluster's log collector reads):
+   ``{"ts", "level", "stream", "request_id", "message"}``, one per line a function prints, with
+   the id of the request in flight (``null`` outside one), ``level`` ``info`` for stdout and
+   ``error`` for stderr; a failed request adds a ``system`` line ``[ERROR] <type>: <message>``
+   as the local engine records it; the runtime's own lines have stream ``runtime``.
+
+SIGTERM (Knative scaling down) stops accepting, lets requests in flight finish, then asks the
+child to shut down (ASGI lifespan shutdown) and exits 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+HEALTH_PATH = "/_stratus/healthz"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # the gateway's STRATUS_GATEWAY_MAX_BODY_BYTES default
+INIT_TIMEOUT_S = 10.0  # the local pool's init_timeout_s
+# What one request may log (the local engine's FrameLimits).
+LOG_LINES_PER_REQUEST = 10_000
+LOG_BYTES_PER_REQUEST = 1024 * 1024
+_HEADER = struct.Struct(">I")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "application/x-www-form")
+_DROP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+_log_lock = threading.Lock()
+
+
+def log_line(stream: str, message: str, request_id: str | None = None, level: str | None = None) -> None:
+    """One JSON line on stdout (the container's log)."""
+    if level is None:
+        level = "error" if stream in ("stderr", "system") else "info"
+    record = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "stream": stream,
+        "request_id": request_id,
+        "message": message,
+    }
+    data = json.dumps(record, ensure_ascii=False) + "\n"
+    with _log_lock:
+        sys.stdout.write(data)
+        sys.stdout.flush()
+
+
+# --- event and response shapes: the gateway's (apps/engine/gateway.py), on a function's own host --
+
+
+def _is_text(content_type: str | None) -> bool:
+    return content_type is None or content_type.startswith(_TEXT_TYPES) or content_type == ""
+
+
+def proxy_event(
+    *,
+    method: str,
+    raw_path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    request_id: str,
+    client_ip: str,
+    key: tuple[str, str, str, str],
+) -> dict[str, Any]:
+    """The API Gateway (REST, proxy integration) event the gateway's ``_proxy_event`` builds for a
+    request on the function's own host: the whole path is the function's."""
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, text in headers:
+        name = name.lower()
+        if name == "authorization":
+            continue
+        single[name] = text
+        multi.setdefault(name, []).append(text)
+    multi_query = {k: v for k, v in parse_qs(query, keep_blank_values=True).items()}
+    single_query = {k: v[-1] for k, v in multi_query.items()}
+    binary = bool(body) and not _is_text(single.get("content-type"))
+    if binary:
+        body_text: str | None = base64.b64encode(body).decode("ascii")
+    else:
+        try:
+            body_text = body.decode("utf-8") if body else None
+        except UnicodeDecodeError:
+            body_text, binary = base64.b64encode(body).decode("ascii"), True
+    path = unquote(raw_path)
+    rest = raw_path[1:]
+    org, project, environment, function = key
+    return {
+        "resource": "/{proxy+}",
+        "path": "/" + unquote(rest),
+        "httpMethod": method,
+        "headers": single,
+        "multiValueHeaders": multi,
+        "queryStringParameters": single_query or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "queryString": single_query,
+        "headerParameters": {},
+        "pathParameters": {"proxy": unquote(rest)} if rest else None,
+        "stageVariables": None,
+        "requestContext": {
+            "requestId": request_id,
+            "stage": environment,
+            "httpMethod": method,
+            "path": path,
+            "requestTimeEpoch": int(time.time() * 1000),
+            "identity": {"sourceIp": client_ip},
+            "stratus": {"org": org, "project": project, "environment": environment, "function": function},
+        },
+        "body": body_text,
+        "isBase64Encoded": binary,
+    }
+
+
+def http_frame(
+    *, method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes, request_id: str
+) -> dict[str, Any]:
+    """The gateway's ``http`` frame for a request on the function's own host (root_path "")."""
+    has_id = any(name.lower() == "x-request-id" for name, _ in headers)
+    return {
+        "type": "http",
+        "id": request_id,
+        "method": method,
+        "path": raw_path,
+        "query_string": query,
+        "headers": [[name.lower(), value] for name, value in headers if name.lower() != "authorization"]
+        + ([] if has_id else [["x-request-id", request_id]]),
+        "body_b64": base64.b64encode(body).decode("ascii"),
+        "scheme": "http",
+        "root_path": "",
+    }
+
+
+def response_from(reply: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of a reply frame, as the gateway's ``_response_from``."""
+    if reply.get("type") == "http_response":
+        headers = [(str(k), str(v)) for k, v in reply.get("headers", [])]
+        return int(reply.get("status", 200)), headers, base64.b64decode(reply.get("body_b64", "") or "")
+    result = reply.get("result")
+    if isinstance(result, dict) and "statusCode" in result:
+        return _proxy_response(result)
+    body = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
+    return 200, [("content-type", "application/json")], body
+
+
+def _proxy_response(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    try:
+        status = int(result["statusCode"])
+    except (TypeError, ValueError):
+        raise ValueError(f"statusCode must be an integer, got {result['statusCode']!r}") from None
+    if not 100 <= status <= 599:
+        raise ValueError(f"statusCode must be between 100 and 599, got {status}")
+    headers: list[tuple[str, str]] = []
+    for name, value in (result.get("headers") or {}).items():
+        headers.append((str(name).lower(), str(value)))
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        for value in values if isinstance(values, list) else [values]:
+            headers.append((str(name).lower(), str(value)))
+    body = result.get("body")
+    if body is None:
+        data = b""
+    elif isinstance(body, str):
+        if result.get("isBase64Encoded"):
+            try:
+                data = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("body is marked isBase64Encoded but is not valid base64") from None
+        else:
+            data = body.encode("utf-8")
+    else:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if not any(k == "content-type" for k, _ in headers):
+            headers.append(("content-type", "application/json"))
+    return status, headers, data
+
+
+def error_body(code: str, message: str, request_id: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message, "fields": {}, "request_id": request_id}}).encode()
+
+
+def _mb(limit: int) -> str:
+    return f"{limit / (1024 * 1024):g} MB"
+
+
+# --- the child: one bootstrap process, the handler loaded once ------------------------------
+
+
+class ChildDied(Exception):
+    pass
+
+
+class Child:
+    """One ``python -m stratus_bootstrap`` process and the frames it sends (a reader thread)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair()
+        self.sock = ours
+        child_env = {**env, "STRATUS_CONTROL_FD": str(theirs.fileno())}
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "stratus_bootstrap"], env=child_env, pass_fds=(theirs.fileno(),)
+        )
+        theirs.close()
+        self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.request_id: str | None = None
+        self.log_lines = 0
+        self.log_bytes = 0
+        self.refused: str | None = None
+        self._reader = threading.Thread(target=self._read, name="stratus-child-reader", daemon=True)
+        self._reader.start()
+
+    def _read_exact(self, n: int) -> bytes | None:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                header = self._read_exact(_HEADER.size)
+                if header is None:
+                    break
+                (length,) = _HEADER.unpack(header)
+                if length > 64 * 1024 * 1024:
+                    self.refuse("Runtime.ResponseTooLarge", f"The function sent a frame of {length:,} bytes")
+                    break
+                body = self._read_exact(length)
+                if body is None:
+                    break
+                try:
+                    message = json.loads(body)
+                except ValueError:
+                    message = None
+                if not isinstance(message, dict):
+                    self.refuse("Runtime.ProtocolError", "The function sent a frame that is not a JSON object")
+                    break
+                if message.get("type") == "log":
+                    self._on_log(message)
+                else:
+                    self.replies.put(message)
+        except OSError:
+            pass
+        self.replies.put(None)
+
+    def _on_log(self, message: dict[str, Any]) -> None:
+        text = str(message.get("text", ""))
+        request_id = message.get("id")
+        request_id = str(request_id) if request_id is not None else None
+        if request_id is not None and request_id == self.request_id:
+            self.log_lines += 1
+            self.log_bytes += len(text.encode("utf-8", "surrogatepass"))
+            if self.log_lines > LOG_LINES_PER_REQUEST:
+                self.refuse(
+                    "Runtime.LogLimitExceeded",
+                    f"The function wrote more than {LOG_LINES_PER_REQUEST:,} log lines in one request "
+                    "(the limit per request)",
+                )
+                return
+            if self.log_bytes > LOG_BYTES_PER_REQUEST:
+                self.refuse(
+                    "Runtime.LogLimitExceeded",
+                    f"The function wrote more than {LOG_BYTES_PER_REQUEST:,} bytes of log lines in one "
+                    "request (the limit per request)",
+                )
+                return
+        log_line(str(message.get("stream", "stdout")), text, request_id)
+
+    def refuse(self, error_type: str, message: str) -> None:
+        if self.refused is None:
+            self.refused = f"{error_type}\0{message}: the instance was stopped."
+            self.kill()
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            message = self.replies.get(timeout=timeout_s)
+        except queue.Empty:
+            self.kill()
+            return {
+                "type": "init_error",
+                "error": {"type": "InitTimeout", "message": f"Init did not finish within {timeout_s:g} s", "stack": []},
+            }
+        if message is None:
+            return {
+                "type": "init_error",
+                "error": {
+                    "type": "Runtime.ExitError",
+                    "message": f"Runtime exited during init: {self.reason()}",
+                    "stack": [],
+                },
+            }
+        return message
+
+    def request(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """The reply frame; TimeoutError past ``timeout_s`` (the child is then killed), ChildDied
+        if it exits first."""
+        self.request_id = str(frame["id"])
+        self.log_lines = self.log_bytes = 0
+        data = json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            self.sock.sendall(_HEADER.pack(len(data)) + data)
+        except OSError:
+            raise ChildDied(self.reason()) from None
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                try:
+                    message = self.replies.get(timeout=remaining)
+                except queue.Empty:
+                    raise TimeoutError from None
+                if message is None:
+                    raise ChildDied(self.reason())
+                if str(message.get("id")) == self.request_id:
+                    return message
+        except TimeoutError:
+            self.kill()
+            raise
+        finally:
+            self.request_id = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None and self.refused is None
+
+    def reason(self) -> str:
+        try:
+            code = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "the instance closed its channel"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name}"
+        return f"exited with status {code}"
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        data = json.dumps({"type": "shutdown"}).encode()
+        with contextlib.suppress(OSError):
+            self.sock.sendall(_HEADER.pack(len(data)) + data)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+class Runtime:
+    """What the HTTP handler needs: configuration and the one child (requests take turns on it,
+    as the local engine pipelines them on one instance, served in order)."""
+
+    def __init__(self, environ: dict[str, str], task_dir: Path) -> None:
+        def number(key: str, default: float) -> float:
+            try:
+                return float(environ.get(key, "") or default)
+            except ValueError:
+                return default
+
+        self.kind = environ.get("STRATUS_KIND", "") or "event"
+        self.timeout_s = number("STRATUS_TIMEOUT_S", 3)
+        self.max_body = int(number("STRATUS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+        self.version = environ.get("STRATUS_FUNCTION_VERSION", "") or "$LATEST"
+        self.key = (
+            environ.get("STRATUS_ORG", ""),
+            environ.get("STRATUS_PROJECT", ""),
+            environ.get("STRATUS_ENVIRONMENT", ""),
+            environ.get("STRATUS_FUNCTION_NAME", "") or "function",
+        )
+        # The child's environment: the function's variables and the bootstrap's STRATUS_* ones,
+        # never the signed artifact URL.
+        self.child_env = {k: v for k, v in environ.items() if k not in ("STRATUS_ARTIFACT_URL", "PORT")}
+        self.child_env["STRATUS_TASK_ROOT"] = str(task_dir)
+        self.lock = threading.Lock()
+        self.child: Child | None = None
+        # Open connections and whether each is inside a request: on SIGTERM the idle ones are
+        # closed, the busy ones answer (with Connection: close) and then close.
+        self.connections: dict[BaseHTTPRequestHandler, bool] = {}
+        self.connections_lock = threading.Lock()
+        self.stopping = False
+
+    def close_idle_connections(self) -> None:
+        self.stopping = True
+        with self.connections_lock:
+            idle = [handler for handler, busy in self.connections.items() if not busy]
+        for handler in idle:
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def start_child(self) -> dict[str, Any]:
+        """Start a child and wait until its handler is loaded: its ready or init_error frame."""
+        child = Child(self.child_env)
+        message = child.wait_ready(INIT_TIMEOUT_S)
+        if message.get("type") == "ready":
+            self.child = child
+        else:
+            child.kill()
+        return message
+
+    def ready(self) -> bool:
+        child = self.child
+        return child is not None and child.alive()
+
+    def invoke(self, frame: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+        """(status, reply or error, cold): status ok | error | timeout | crashed, as the engine's Outcome."""
+        with self.lock:
+            cold = False
+            if not self.ready():
+                if self.child is not None:
+                    self.child.kill()
+                    self.child = None
+                cold = True
+                message = self.start_child()
+                if message.get("type") != "ready":
+                    error = dict(message.get("error") or {})
+                    return "error", {**error, "type": error.get("type") or "InitError"}, cold
+            child = self.child
+            assert child is not None
+            frame = {**frame, "deadline_ms": time.time() * 1000 + self.timeout_s * 1000}
+            try:
+                reply = child.request(frame, self.timeout_s)
+            except TimeoutError:
+                self.child = None
+                return (
+                    "timeout",
+                    {
+                        "type": "TimeoutError",
+                        "message": f"Task timed out after {self.timeout_s:.2f} seconds",
+                        "stack": [],
+                    },
+                    cold,
+                )
+            except ChildDied as exc:
+                self.child = None
+                if child.refused:
+                    kind, _, text = child.refused.partition("\0")
+                    return "crashed", {"type": kind, "message": text, "stack": []}, cold
+                return (
+                    "crashed",
+                    {"type": "Runtime.ExitError", "message": f"Runtime exited before answering: {exc}", "stack": []},
+                    cold,
+                )
+            if child.refused:  # a limit broken while the reply was on its way
+                self.child = None
+                kind, _, text = child.refused.partition("\0")
+                return "crashed", {"type": kind, "message": text, "stack": []}, cold
+            if reply.get("type") == "error":
+                return "error", reply.get("error") or {}, cold
+            return "ok", reply, cold
+
+
+_STATUS_FOR = {"timeout": 504, "crashed": 502, "error": 502}
+_CODE_FOR = {"timeout": "timeout", "crashed": "function_crashed", "error": "function_error"}
+
+
+def make_handler(runtime: Runtime) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def version_string(self) -> str:
+            return "stratus-runtime"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - access logs off
+            pass
+
+        def setup(self) -> None:
+            super().setup()
+            with runtime.connections_lock:
+                runtime.connections[self] = False
+
+        def finish(self) -> None:
+            with runtime.connections_lock:
+                runtime.connections.pop(self, None)
+            super().finish()
+
+        def parse_request(self) -> bool:
+            with runtime.connections_lock:
+                runtime.connections[self] = True  # a request line arrived: busy until answered
+            return super().parse_request()
+
+        def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            if runtime.stopping:
+                self.close_connection = True
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(body)))
+            if self.close_connection:
+                self.send_header("connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _error(self, status: int, code: str, message: str, request_id: str, extra: list[tuple[str, str]]) -> None:
+            headers = [("content-type", "application/json"), *extra]
+            self._send(status, headers, error_body(code, message, request_id))
+
+        def _read_body(self) -> bytes | None:
+            """The body, or None past the limit."""
+            limit = runtime.max_body
+            if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                chunks: list[bytes] = []
+                size = 0
+                while True:
+                    line = self.rfile.readline(1024)
+                    length = int(line.split(b";")[0].strip() or b"0", 16)
+                    if length == 0:
+                        while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                            pass
+                        return b"".join(chunks)
+                    size += length
+                    if size > limit:
+                        self.close_connection = True  # the rest of the body is not read
+                        return None
+                    chunks.append(self.rfile.read(length))
+                    self.rfile.readline(1024)
+            declared = self.headers.get("content-length") or "0"
+            length = int(declared) if declared.isdigit() else 0
+            if length > limit:
+                if length <= 4 * limit:  # read and dropped: the client gets its answer, the connection stays
+                    remaining = length
+                    while remaining > 0 and (chunk := self.rfile.read(min(remaining, 64 * 1024))):
+                        remaining -= len(chunk)
+                else:
+                    self.close_connection = True  # the rest of the body is not read
+                return None
+            return self.rfile.read(length) if length else b""
+
+        def _serve(self) -> None:
+            raw_path, _, query = self.path.partition("?")
+            if raw_path == HEALTH_PATH:
+                ok = runtime.ready()
+                self._send(200 if ok else 503, [("content-type", "text/plain")], b"ok" if ok else b"not ready")
+                return
+            headers = list(self.headers.items())
+            incoming = self.headers.get("x-request-id")
+            request_id = incoming if incoming and _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+            body = self._read_body()
+            if body is None:
+                message = f"Request body exceeds the {_mb(runtime.max_body)} limit ({runtime.max_body} bytes)."
+                self._error(413, "request_too_large", message, request_id, [("x-request-id", request_id)])
+                return
+            if runtime.kind == "http":
+                frame = http_frame(
+                    method=self.command,
+                    raw_path=raw_path,
+                    query=query,
+                    headers=headers,
+                    body=body,
+                    request_id=request_id,
+                )
+            else:
+                event = proxy_event(
+                    method=self.command,
+                    raw_path=raw_path,
+                    query=query,
+                    headers=headers,
+                    body=body,
+                    request_id=request_id,
+                    client_ip=self.client_address[0],
+                    key=runtime.key,
+                )
+                frame = {"type": "invoke", "id": request_id, "event": event}
+            status, reply, cold = runtime.invoke(frame)
+            extra = [("x-request-id", request_id), ("x-stratus-version", runtime.version)]
+            if cold:
+                extra.append(("x-stratus-cold-start", "1"))
+            if status != "ok":
+                message = str(reply.get("message") or "The function failed.")
+                if status == "error":
+                    message = f"{reply.get('type', 'Error')}: {message}"
+                log_line("system", f"[ERROR] {reply.get('type')}: {reply.get('message')}", request_id)
+                self._error(
+                    _STATUS_FOR.get(status, 502), _CODE_FOR.get(status, "function_error"), message, request_id, extra
+                )
+                return
+            try:
+                code, response_headers, data = response_from(reply)
+            except ValueError as exc:
+                self._error(502, "bad_function_response", str(exc), request_id, extra)
+                return
+            if len(data) > runtime.max_body:
+                message = (
+                    f"Response body exceeds the {_mb(runtime.max_body)} limit ({len(data)} > {runtime.max_body} bytes)."
+                )
+                self._error(502, "response_too_large", message, request_id, extra)
+                return
+            drop = _DROP_RESPONSE_HEADERS | {"x-request-id", "x-stratus-version"}
+            response_headers = [(k, v) for k, v in response_headers if k.lower() not in drop]
+            self._send(code, response_headers + extra, data)
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            except OSError:  # the client went away, or SIGTERM closed an idle connection
+                self.close_connection = True
+            finally:
+                with runtime.connections_lock:
+                    if self in runtime.connections:
+                        runtime.connections[self] = False
+                if runtime.stopping:
+                    self.close_connection = True
+
+    for method in _METHODS:
+        setattr(Handler, f"do_{method}", Handler._serve)
+    return Handler
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False  # in-flight requests finish on shutdown
+    block_on_close = True
+    allow_reuse_address = True
+
+
+def fetch(environ: dict[str, str], task_dir: Path) -> bool:
+    import fetch_artifact  # runtime/fetch_artifact.py, /opt/stratus in the image
+
+    url = environ.get("STRATUS_ARTIFACT_URL", "")
+    sha256 = environ.get("STRATUS_ARTIFACT_SHA256", "")
+    if not url or not sha256:
+        log_line("runtime", "STRATUS_ARTIFACT_URL and STRATUS_ARTIFACT_SHA256 must be set; not starting", level="error")
+        return False
+    try:
+        files = fetch_artifact.fetch(url, sha256, task_dir)
+    except fetch_artifact.FetchError as exc:
+        log_line("runtime", f"{exc}; not starting", level="error")
+        return False
+    log_line("runtime", f"artifact {sha256[:12]} unpacked to {task_dir} ({len(files)} files)")
+    return True
+
+
+def main() -> int:
+    environ = dict(os.environ)
+    task_dir = Path(environ.get("STRATUS_TASK_DIR", "") or "/var/task")
+    try:
+        port = int(environ.get("PORT", "") or DEFAULT_PORT)
+    except ValueError:
+        log_line("runtime", f"PORT must be a number, got {environ.get('PORT')!r}", level="error")
+        return 2
+    if not fetch(environ, task_dir):
+        return 1
+    runtime = Runtime(environ, task_dir)
+    started = time.perf_counter()
+    message = runtime.start_child()
+    if message.get("type") != "ready":
+        error = message.get("error") or {}
+        log_line(
+            "runtime", f"the handler could not be loaded: {error.get('type')}: {error.get('message')}", level="error"
+        )
+        for line in "".join(error.get("stack") or []).splitlines():
+            log_line("runtime", line, level="error")
+        return 1
+    server = Server(("0.0.0.0", port), make_handler(runtime))  # noqa: S104 - the pod's port, for queue-proxy
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log_line(
+        "runtime",
+        f"serving {runtime.kind} function {runtime.key[3]} v{runtime.version} on port {port} "
+        f"(handler loaded in {(time.perf_counter() - started) * 1000:.0f} ms)",
+    )
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except Exception:
+        log_line("runtime", "fatal error\n" + traceback.format_exc(), level="error")
+        return 3
+    finally:
+        runtime.close_idle_connections()
+        server.server_close()  # waits for the request threads: those in a request answer first
+        with runtime.lock:
+            if runtime.child is not None:
+                runtime.child.shutdown()
+    log_line("runtime", "stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
