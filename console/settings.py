@@ -310,8 +310,8 @@ WHITENOISE_IMMUTABLE_FILE_TEST = r"\.[0-9a-f]{12}\.[^/]+$|/vendor/monaco/\d+\.\d
 _ARTIFACT_STORAGE = env_str("STRATUS_ARTIFACT_STORAGE") or "django.core.files.storage.FileSystemStorage"
 if _ARTIFACT_STORAGE.startswith("storages.") and importlib.util.find_spec("storages") is None:
     raise ImproperlyConfigured(
-        f"STRATUS_ARTIFACT_STORAGE={_ARTIFACT_STORAGE} needs django-storages: pip install 'stratus[s3]' "
-        "(the s3 extra: django-storages and boto3)"
+        f"STRATUS_ARTIFACT_STORAGE={_ARTIFACT_STORAGE} needs django-storages, the s3 extra of pyproject.toml: "
+        "pip install 'django-storages[s3]>=1.14,<2' (docs/DEPLOY.md)"
     )
 
 
@@ -339,9 +339,9 @@ def _artifact_storage_options(backend: str) -> dict[str, object]:
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Content-addressed function artifacts: files under the data directory, or any Django
-    # storage. S3 (or an S3 API such as MinIO): `pip install 'stratus[s3]'` (django-storages and
-    # boto3), STRATUS_ARTIFACT_STORAGE=storages.backends.s3.S3Storage, STRATUS_S3_BUCKET, and
-    # optionally STRATUS_S3_ENDPOINT_URL, STRATUS_S3_REGION, STRATUS_S3_PREFIX (docs/DEPLOY.md).
+    # storage. S3 (or an S3 API such as MinIO): the `s3` extra (django-storages and boto3),
+    # STRATUS_ARTIFACT_STORAGE=storages.backends.s3.S3Storage and STRATUS_S3_BUCKET; optionally
+    # STRATUS_S3_ENDPOINT_URL, STRATUS_S3_REGION, STRATUS_S3_PREFIX (docs/DEPLOY.md).
     "artifacts": {
         "BACKEND": _ARTIFACT_STORAGE,
         "OPTIONS": _artifact_storage_options(_ARTIFACT_STORAGE),

@@ -34,7 +34,7 @@ def test_s3_artifact_storage_without_the_extra_says_what_to_install(tmp_path):
         "check", env={"STRATUS_ARTIFACT_STORAGE": "storages.backends.s3.S3Storage"}, tmp_path=tmp_path
     )
     assert result.returncode != 0
-    assert "pip install 'stratus[s3]'" in result.stderr
+    assert "pip install 'django-storages[s3]>=1.14,<2'" in result.stderr
 
 
 def test_filesystem_artifacts_live_in_the_data_directory(tmp_path):
