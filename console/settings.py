@@ -8,6 +8,7 @@ Setting DATABASE_URL / REDIS_URL switches the same code to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -171,6 +172,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("STRATUS_TASK_QUEUE") or "stratus"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# `celery -A console beat` keeps its schedule state (last run times) here, not in the working
+# directory (a read-only checkout or image); it is rebuilt from the schedule when missing.
+CELERY_BEAT_SCHEDULE_FILENAME = str(ensure_dir(DATA_DIR / "beat") / "celerybeat-schedule")
 
 # --- Auth ----------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -303,13 +307,44 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 # setting replaces) and vendored files under a folder named for their version: Monaco's AMD
 # loader asks for unhashed names, so vendor/monaco/<version>/ is the cache key (build.mjs).
 WHITENOISE_IMMUTABLE_FILE_TEST = r"\.[0-9a-f]{12}\.[^/]+$|/vendor/monaco/\d+\.\d+\.\d+[^/]*/"
+_ARTIFACT_STORAGE = env_str("STRATUS_ARTIFACT_STORAGE") or "django.core.files.storage.FileSystemStorage"
+if _ARTIFACT_STORAGE.startswith("storages.") and importlib.util.find_spec("storages") is None:
+    raise ImproperlyConfigured(
+        f"STRATUS_ARTIFACT_STORAGE={_ARTIFACT_STORAGE} needs django-storages, the s3 extra of pyproject.toml: "
+        "pip install 'django-storages[s3]>=1.14,<2' (docs/DEPLOY.md)"
+    )
+
+
+def _artifact_storage_options(backend: str) -> dict[str, object]:
+    if backend == "django.core.files.storage.FileSystemStorage":
+        return {"location": str(DATA_DIR)}
+    if backend == "storages.backends.s3.S3Storage":
+        # Credentials: boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a pod's or
+        # instance's role). Objects are private: the console serves them (signed URLs).
+        options: dict[str, object] = {
+            "bucket_name": env_str("STRATUS_S3_BUCKET") or "",
+            "location": env_str("STRATUS_S3_PREFIX") or "",
+            "default_acl": None,
+            "querystring_auth": True,
+        }
+        if not options["bucket_name"]:
+            raise ImproperlyConfigured("STRATUS_S3_BUCKET must name the bucket when the artifact storage is S3")
+        for option, name in (("endpoint_url", "STRATUS_S3_ENDPOINT_URL"), ("region_name", "STRATUS_S3_REGION")):
+            if env_str(name):
+                options[option] = env_str(name)
+        return options
+    return {}
+
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # Content-addressed function artifacts. Any Django storage works here (for S3, set
-    # STRATUS_ARTIFACT_STORAGE to "storages.backends.s3.S3Storage" and its OPTIONS via env).
+    # Content-addressed function artifacts: files under the data directory, or any Django
+    # storage. S3 (or an S3 API such as MinIO): the `s3` extra (django-storages and boto3),
+    # STRATUS_ARTIFACT_STORAGE=storages.backends.s3.S3Storage and STRATUS_S3_BUCKET; optionally
+    # STRATUS_S3_ENDPOINT_URL, STRATUS_S3_REGION, STRATUS_S3_PREFIX (docs/DEPLOY.md).
     "artifacts": {
-        "BACKEND": env_str("STRATUS_ARTIFACT_STORAGE") or "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {} if env_str("STRATUS_ARTIFACT_STORAGE") else {"location": str(DATA_DIR)},
+        "BACKEND": _ARTIFACT_STORAGE,
+        "OPTIONS": _artifact_storage_options(_ARTIFACT_STORAGE),
     },
     "staticfiles": {
         "BACKEND": (

@@ -4,11 +4,13 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core import health
+from apps.core.api_index import ApiIndexView
 from apps.functions import artifact_urls
 from apps.pipelines import intake
 from apps.pipelines import pages as pipeline_pages
 
 api_v1: list[URLPattern | URLResolver] = [
+    path("", ApiIndexView.as_view(), name="api-index"),
     path("", include("apps.tenancy.api.urls")),
     path("", include("apps.functions.api.urls")),
     path("", include("apps.releases.api.urls")),

@@ -5,7 +5,9 @@ end of the line (``[ERROR]\\t2024-...`` as AWS Lambda's Python runtime writes it
 ``ERROR:root:msg`` as Python logging's default format does, ``WARN something``), and JSON
 object lines with a ``level`` / ``levelname`` key (structlog, python-json-logger, pino with
 its numeric levels). Anything else has no level (""): we never guess from words in the
-middle of a line."""
+middle of a line. ``line_level`` adds the stream's default: a stdout line that says no level
+(a bare ``print()``, ``console.log``) is ``info``, so ``level=info`` finds it; stderr and
+system lines keep no level unless they say one."""
 
 from __future__ import annotations
 
@@ -57,3 +59,8 @@ def parse_level(text: str) -> str:
                 if isinstance(value, int) and not isinstance(value, bool):
                     return _NUMBERS.get(value, "")
     return ""
+
+
+def line_level(text: str, stream: str) -> str:
+    """The level a stored line gets: the one it says, else ``info`` on stdout, else none."""
+    return parse_level(text) or (INFO if stream == "stdout" else "")

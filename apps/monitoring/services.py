@@ -21,7 +21,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from apps.functions.models import Function
-from apps.monitoring.levels import parse_level
+from apps.monitoring.levels import line_level
 from apps.monitoring.models import LOG_TEXT_MAX_BYTES, Invocation, LogLine, Stream
 from apps.monitoring.records import InvocationRecord, LogRecord
 from apps.tenancy.models import Environment
@@ -76,6 +76,7 @@ def cap_log_text(text: str) -> str:
 
 
 def log_line_from_record(record: LogRecord, key: RecordKey | None = None) -> LogLine:
+    stream = record.stream if record.stream in _STREAMS else Stream.SYSTEM
     return LogLine(
         sink_id=key[0] if key else None,
         sink_seq=key[1] if key else None,
@@ -85,8 +86,8 @@ def log_line_from_record(record: LogRecord, key: RecordKey | None = None) -> Log
         version=record.version,
         request_id=_clean(record.request_id)[:64],
         ts=record.ts,
-        stream=record.stream if record.stream in _STREAMS else Stream.SYSTEM,
-        level=parse_level(record.text),
+        stream=stream,
+        level=line_level(record.text, stream),
         text=_cap_text(record.text),
     )
 

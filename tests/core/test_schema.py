@@ -137,3 +137,27 @@ def test_run_log_and_version_files_are_documented_as_answered(schema):
         "items": {"$ref": "#/components/schemas/VersionFileEntry"},
     }
     assert [p["name"] for p in files["parameters"]] == ["function_id", "number"]  # not paginated
+
+
+@pytest.mark.django_db
+def test_the_api_root_is_an_index_of_links_without_a_token(client):
+    response = client.get("/api/v1/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["schema"] == "http://testserver/api/v1/schema/"
+    assert body["docs"] == "http://testserver/api/v1/docs/"
+    assert body["collections"]["projects"] == "http://testserver/api/v1/projects/"
+    for url in (body["schema"], body["docs"], *body["collections"].values()):
+        path = url.removeprefix("http://testserver")
+        assert client.get(path).status_code in (200, 401), path  # each link exists
+
+
+@pytest.mark.django_db
+def test_swagger_ui_loads_its_assets_from_this_host(client):
+    # No CDN: the page works without internet, and the CSP ('self' only) allows every asset.
+    page = client.get("/api/v1/docs/")
+    html = page.content.decode()
+    assert "cdn." not in html and "//unpkg" not in html
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in html
+    csp = page.headers.get("Content-Security-Policy", "")
+    assert "script-src 'self'" in csp or "default-src 'self'" in csp

@@ -73,6 +73,8 @@ def test_logs_list_newest_first_with_every_field(world, fn, lines, client_for):
         ({"stream": "system"}, ["l3 START RequestId: req-b"]),
         ({"level": "ERROR"}, ["[ERROR] boom"]),
         ({"level": "warning"}, ["WARNING:app:slow payment"]),
+        # a stdout line that says no level (a bare print()) is info; stderr and system keep none
+        ({"level": "info"}, ["l5 payment retried", "l2 Payment accepted", "INFO booting"]),
         ({"version": 2}, ["WARNING:app:slow payment", "l3 START RequestId: req-b", "l2 Payment accepted"]),
         ({"environment": "prod", "q": "payment", "stream": "stdout"}, ["l2 Payment accepted"]),
     ],

@@ -1,6 +1,6 @@
 import pytest
 
-from apps.monitoring.levels import parse_level
+from apps.monitoring.levels import line_level, parse_level
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,18 @@ def test_a_line_nested_deeper_than_json_can_recurse_has_no_level():
     line = '{"a":' + "[" * 1900 + "]" * 1900 + "}"
     assert len(line) <= 4096
     assert parse_level(line) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "stream", "level"),
+    [
+        ("hello from print()", "stdout", "info"),  # print() says no level: info, so level=info finds it
+        ("[ERROR] boom", "stdout", "error"),  # what the line says wins
+        ("DEBUG x=1", "stdout", "debug"),
+        ("Traceback (most recent call last):", "stderr", ""),  # stderr keeps only what it says
+        ("WARNING:root:slow", "stderr", "warning"),
+        ("START RequestId: 3f1c Version: 4", "system", ""),
+    ],
+)
+def test_a_stored_line_gets_its_streams_default_when_it_says_no_level(text, stream, level):
+    assert line_level(text, stream) == level

@@ -1,5 +1,6 @@
 """Seed the demo: org `demo` (alice owner, bob developer, carol viewer), project `shop`
-with dev/staging/prod, and dave, owner of another org `acme`. Idempotent: a second run
+with dev/staging/prod, and dave, owner of another org `acme`. alice is also an operator
+(staff: she can use /admin/; apps/tenancy/operators.py). Idempotent: a second run
 changes nothing and prints the same lines (the last one: where functions are served from).
 Demo tokens are derived from the secret key (HMAC), so they can be printed again although
 only their hash is stored."""
@@ -18,6 +19,7 @@ from django.db import transaction
 
 from apps.tenancy import org_services, project_services, token_services
 from apps.tenancy.models import ApiToken, Organization, Project
+from apps.tenancy.operators import make_operator
 from apps.tenancy.roles import Role
 
 User = get_user_model()
@@ -55,6 +57,7 @@ class Command(BaseCommand):
         for username, _, org_slug, role, _ in DEMO_USERS:
             org_services.membership_ensure(user=users[username], org=orgs[org_slug], role=role)
         alice = users["alice"]
+        make_operator(alice)  # the demo's /admin/ user
         shop = Project.objects.filter(org=orgs["demo"], slug="shop").first() or project_services.project_create(
             actor=alice, org=orgs["demo"], slug="shop", name="Shop", description="The demo web shop"
         )
