@@ -89,6 +89,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
+    # /healthz and /readyz for probes on any Host over plain HTTP (before the SSL redirect and
+    # ALLOWED_HOSTS, which keep guarding every other path).
+    "apps.core.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.core.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -425,6 +428,12 @@ STRATUS_ENGINE = env_str("STRATUS_ENGINE") or "embedded"
 if STRATUS_ENGINE not in ("embedded", "remote"):
     raise ImproperlyConfigured(f"STRATUS_ENGINE must be 'embedded' or 'remote', got {STRATUS_ENGINE!r}")
 STRATUS_SUPERVISOR_SOCKET = Path(env_str("STRATUS_SUPERVISOR_SOCKET") or DATA_DIR / "run" / "supervisor.sock")
+# One supervisor per data directory: `run_supervisor` holds an flock on this file for its
+# lifetime; a second one exits at once naming the holder's pid (apps/engine/supervisor_lock.py).
+STRATUS_SUPERVISOR_LOCK = DATA_DIR / "run" / "supervisor.lock"
+# SIGTERM to the supervisor: it stops taking invocations (503 engine_unavailable), lets those in
+# flight finish for up to this many seconds, then stops every instance. A second signal hurries it.
+STRATUS_SHUTDOWN_GRACE_S = float(env_str("STRATUS_SHUTDOWN_GRACE_S") or 30)
 # Function code copies and private home dirs of instances when the engine runs as root
 # (each function under its own uid, STRATUS_SANDBOX_UID_BASE + function id).
 STRATUS_SANDBOX_DIR = Path(env_str("STRATUS_SANDBOX_DIR") or DATA_DIR / "sandbox")

@@ -1,5 +1,6 @@
 """/healthz: the process answers. /readyz: it can do its work (database, channel layer,
-broker, and in the embedded default the in-process worker), else 503 naming what failed."""
+broker, and in the embedded default the in-process worker; with STRATUS_ENGINE=remote the
+supervisor), else 503 naming what failed."""
 
 from __future__ import annotations
 
@@ -22,8 +23,17 @@ from django.views.decorators.http import require_GET
 _reports: dict[str, Callable[[], Any]] = {}
 
 
+# Checks that other apps contribute (the engine's "engine" when it is the supervisor): a
+# check returns what to show after "ok", None when it does not apply, or raises (503).
+_checks: dict[str, Callable[[], str | None]] = {}
+
+
 def register_report(name: str, report: Callable[[], Any]) -> None:
     _reports[name] = report
+
+
+def register_check(name: str, check: Callable[[], str | None]) -> None:
+    _checks[name] = check
 
 
 @require_GET
@@ -71,11 +81,15 @@ def readyz(request: HttpRequest) -> JsonResponse:
         ("database", _check_database),
         ("channel_layer", async_to_sync(_channel_roundtrip)),
         ("broker", _check_broker),
+        *_checks.items(),
     ):
         started = time.perf_counter()
         try:
-            check()
-            checks[name] = f"ok ({(time.perf_counter() - started) * 1000:.1f} ms)"
+            detail = check()
+            if detail is None and name in _checks:
+                continue  # does not apply to this process
+            took = f"{(time.perf_counter() - started) * 1000:.1f} ms"
+            checks[name] = f"ok ({detail}, {took})" if detail else f"ok ({took})"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; report it
             ok = False
             checks[name] = f"failed: {type(exc).__name__}: {exc}"

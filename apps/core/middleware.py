@@ -60,6 +60,24 @@ class RequestIdMiddleware:
         return response
 
 
+class ProbeMiddleware:
+    """``GET /healthz`` and ``GET /readyz`` answer whatever the Host and scheme: a load
+    balancer, kubelet or systemd probe reaches the process by its address over plain HTTP, not
+    by the public name through TLS. They answer here, before SecurityMiddleware (the HTTPS
+    redirect) and before anything reads ``request.get_host()`` (ALLOWED_HOSTS), so every other
+    path keeps both. The probes reveal nothing a caller could use and change nothing."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info in ("/healthz", "/readyz") and request.method == "GET":
+            from apps.core import health
+
+            return health.healthz(request) if request.path_info == "/healthz" else health.readyz(request)
+        return self.get_response(request)
+
+
 @overload
 def request_body_limit(path: str, content_type: str, *, chunked: Literal[True]) -> int: ...
 @overload

@@ -111,6 +111,10 @@ class SupervisorServer:
         self.path = Path(path)
         self._server: asyncio.AbstractServer | None = None
         self._adhoc: dict[tuple[Any, ...], RouteVersion] = {}
+        self._socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.draining = False
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,35 +125,77 @@ class SupervisorServer:
             self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         finally:
             os.umask(old_umask)
+        st = self.path.stat()
+        self._socket_id = (st.st_dev, st.st_ino)
 
-    async def close(self) -> None:
+    async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> int:
+        """Graceful shutdown, first half: stop listening, answer new invocations on open
+        connections as unavailable, and wait up to ``grace_s`` (or until ``hurry`` is set) for
+        those in flight. Returns how many were still running when it stopped waiting."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        pending = {t for t in self._inflight if not t.done()}
+        if pending:
+            logger.info("supervisor: draining %d in-flight invocation(s), up to %s s", len(pending), grace_s)
+            waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(asyncio.wait(pending))}
+            if hurry is not None:
+                waiters.add(asyncio.ensure_future(hurry.wait()))
+            _, rest = await asyncio.wait(waiters, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in rest | waiters:
+                waiter.cancel()
+        return sum(1 for t in self._inflight if not t.done())
+
+    async def close(self) -> None:
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        # Only the socket this server bound: never one that another process bound since.
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            st = self.path.stat()
+            if (st.st_dev, st.st_ino) == self._socket_id:
+                self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tasks: set[asyncio.Task[None]] = set()
+        self._writers.add(writer)
         try:
             while True:
                 message = await read_frame(reader)
                 task = asyncio.create_task(self._handle(message, writer))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                if message.get("op") not in ("ping", "isolation", "reload"):
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _handle(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         seq = message.get("seq")
         try:
-            if message.get("op") == "reload":
+            if message.get("op") == "ping":
+                answer: dict[str, Any] = {
+                    "seq": seq,
+                    "pid": os.getpid(),
+                    "draining": self.draining,
+                    "inflight": sum(1 for t in self._inflight if not t.done()),
+                }
+            elif message.get("op") == "reload":
                 await self.engine.reload_routes()
-                answer: dict[str, Any] = {"seq": seq, "ok": True}
+                answer = {"seq": seq, "ok": True}
             elif message.get("op") == "isolation":
                 answer = {"seq": seq, "isolation": await self.engine.isolation()}
+            elif self.draining:
+                answer = {"seq": seq, "unavailable": "the supervisor is shutting down"}
             else:
                 answer = {"seq": seq, "outcome": outcome_to_wire(await self._invoke(message))}
         except Exception as exc:
@@ -286,6 +332,17 @@ class RemoteEngine(RoutedEngine):
                     "stack": [],
                 },
             )
+        if "unavailable" in answer:
+            return Outcome(
+                request_id=str(frame["id"]),
+                version=rv.number,
+                status="unavailable",
+                error={
+                    "type": "EngineUnavailable",
+                    "message": f"The function engine is unavailable: {answer['unavailable']}",
+                    "stack": [],
+                },
+            )
         if "outcome" not in answer:
             return Outcome(
                 request_id=str(frame["id"]),
@@ -294,3 +351,42 @@ class RemoteEngine(RoutedEngine):
                 error={"type": "EngineError", "message": str(answer.get("failure", "unknown failure")), "stack": []},
             )
         return outcome_from_wire(answer["outcome"])
+
+
+def supervisor_ping(path: Path, timeout_s: float = 2.0) -> dict[str, Any]:
+    """Ask the supervisor at ``path`` whether it serves (blocking; for /readyz of a web
+    process). Raises OSError/TimeoutError/ValueError when it does not answer as a supervisor."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(path))
+        sock.sendall(encode_frame({"op": "ping", "seq": 1}))
+        buffer = b""
+        while len(buffer) < 4 or len(buffer) < 4 + _HEADER.unpack(buffer[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the supervisor closed the connection")
+            buffer += chunk
+        (length,) = _HEADER.unpack(buffer[:4])
+        answer = json.loads(buffer[4 : 4 + length])
+    if not isinstance(answer, dict) or "pid" not in answer:
+        raise ValueError(f"not a supervisor's answer: {answer!r:.200}")
+    return answer
+
+
+def engine_readiness() -> str | None:
+    """The /readyz check "engine" of a web process whose engine is the supervisor (None: the
+    engine runs in this process, nothing to check)."""
+    from django.conf import settings
+
+    if settings.STRATUS_ENGINE != "remote":
+        return None
+    path = Path(settings.STRATUS_SUPERVISOR_SOCKET)
+    try:
+        answer = supervisor_ping(path)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the supervisor at {path} is unreachable ({type(exc).__name__}: {exc})") from None
+    if answer.get("draining"):
+        raise RuntimeError(f"the supervisor at {path} (pid {answer['pid']}) is shutting down")
+    return f"supervisor pid {answer['pid']}"

@@ -138,6 +138,8 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     worker = models.CharField(max_length=200, blank=True)  # who runs it (host:pid:thread)
+    # Times its worker vanished mid-run; the reaper queues it again once (runner/reaper.py).
+    worker_losses = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -48,3 +48,27 @@ def test_readyz_is_503_naming_the_broken_part(client, settings):
     assert body["status"] == "not ready"
     assert body["checks"]["broker"].startswith("failed:")
     assert body["checks"]["database"].startswith("ok")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "10.42.0.17:8000", "[fd00::17]:8000"])
+def test_probes_answer_any_host_over_plain_http_in_production(client, settings, host):
+    """A kubelet or load balancer probes the process by its address over HTTP, without the
+    public Host or X-Forwarded-Proto; every other path still needs both."""
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["console.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+    response = client.get("/healthz", HTTP_HOST=host)
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    response = client.get("/readyz", HTTP_HOST=host)
+    assert response.status_code in (200, 503) and "checks" in response.json(), response.content
+
+    # Elsewhere: ALLOWED_HOSTS and the HTTPS redirect as before.
+    assert client.get("/login/", HTTP_HOST=host).status_code == 400
+    assert client.get("/healthz/x", HTTP_HOST=host).status_code == 400
+    redirect = client.get("/login/", HTTP_HOST="console.example.com")
+    assert redirect.status_code == 301 and redirect["Location"].startswith("https://console.example.com/")
+    served = client.get("/login/", HTTP_HOST="console.example.com", HTTP_X_FORWARDED_PROTO="https")
+    assert served.status_code == 200

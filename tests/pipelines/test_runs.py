@@ -98,6 +98,45 @@ def test_worker_death_is_reaped_with_the_reason(repo: Any) -> None:
     assert claim(b.pk, "w2") is not None  # the lane moved on
 
 
+def test_a_run_whose_worker_vanished_is_queued_again_once_then_failed(repo: Any) -> None:
+    from apps.pipelines.runner.logs import LogWriter
+
+    a = push(repo, "a" * 40)
+    claim(a.pk, "w1")
+    step = RunStep.objects.create(run=a, index=0, name="checkout", kind="checkout", state=RunStep.State.RUNNING)
+    log = LogWriter(a.pk)
+    log.system("before the worker died")
+    log.flush()
+    Run.objects.filter(pk=a.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert runner.runs_reap_stale() == 1
+    a.refresh_from_db()
+    assert a.state == Run.State.QUEUED and a.worker == "" and a.worker_losses == 1
+    assert a.reason.startswith("worker vanished (no heartbeat since ") and "queued again (retry 1 of 1)" in a.reason
+    assert not RunStep.objects.filter(pk=step.pk).exists()  # the checkout starts over
+    texts = list(a.log_lines.values_list("text", flat=True))
+    assert texts[0].endswith("before the worker died") and "starts again from its checkout" in texts[-1]
+    assert runner.runs_reap_stale() == 0  # idempotent: queued, not reaped twice
+
+    assert claim(a.pk, "w2") is not None  # the lane's run again
+    Run.objects.filter(pk=a.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert runner.runs_reap_stale() == 1
+    a.refresh_from_db()
+    assert a.state == Run.State.FAILED and a.finished_at is not None
+    assert "not retried: run 1 was already retried after a worker loss" in a.reason
+
+
+def test_a_vanished_workers_run_is_retried_from_its_checkout(live_world: Any, git_repo: GitRepo) -> None:
+    sha = _pipeline_repo(git_repo, "  - name: greet\n    run: echo greet=hi\n")
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+    claim(run.pk, "dead-worker")
+    RunStep.objects.create(run=run, index=0, name="checkout", kind="checkout", state=RunStep.State.RUNNING)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert runner.runs_reap_stale() == 1
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+    run.refresh_from_db()
+    assert _log_value(run, "greet") == "hi" and run.worker_losses == 1
+
+
 def test_preview_delete_removes_the_environment(repo: Any, world: Any) -> None:
     from apps.tenancy.models import Environment
 

@@ -407,6 +407,41 @@ def test_a_signed_push_runs_on_the_worker_and_its_token_websocket_outlives_30_s_
         assert answer.text == "pushed through the pipeline"
 
 
+def test_an_automatic_release_is_advanced_by_beat_to_100_percent(installation: dict[str, Any]) -> None:
+    shape, token = installation["shape"], installation["tokens"]["alice"]
+    deployed = deployed_function(shape, token, "shape-release", "stable one")
+    function = deployed["function"]["id"]
+    with shape.client(0) as web:
+        code = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'canary two'}\n"
+        api(web, token, "PUT", f"/functions/{function}/draft/files/main.py", {"content": code})
+        canary = api(web, token, "POST", f"/functions/{function}/draft/publish", {"message": "two"})
+        release = api(
+            web,
+            token,
+            "POST",
+            f"/functions/{function}/releases/",
+            {
+                "environment": "dev",
+                "version": canary["number"],
+                "plan": {"steps": [50, 100], "advance": "auto", "dwell_s": 1},
+            },
+        )
+        # Beat's sweep (every 10 s) moves it on; nobody calls promote.
+        done = wait_until(
+            lambda: (r := api(web, token, "GET", f"/releases/{release['id']}/"))["state"] == "succeeded" and r,
+            90,
+            f"beat advances the release ({api(web, token, 'GET', '/releases/' + str(release['id']) + '/')}; "
+            f"beat: {shape.log('beat')[-400:]}; worker: {shape.log('worker')[-600:]})",
+        )
+        assert done["state"] == "succeeded"
+    with shape.client(1, host=FN_HOST) as fn:
+        path = urlparse(deployed["binding"]["url"]).path
+        assert (
+            wait_until(lambda: (r := fn.get(path)).text == "canary two" and r, 30, "the canary serves all").status_code
+            == 200
+        )
+
+
 def test_the_supervisor_killed_and_restarted(installation: dict[str, Any]) -> None:
     shape, token = installation["shape"], installation["tokens"]["alice"]
     deployed = deployed_function(shape, token, "shape-kill", "still here")
