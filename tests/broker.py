@@ -70,12 +70,11 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 def _reset_producer_pools(app: Any) -> None:
     # The app caches a connection pool for the broker it first used (celery's own reset
-    # after a fork): drop it so the next send connects to the broker configured now.
-    pool = app._pool
+    # after a fork): drop it so the next send connects to the broker configured now. Not
+    # closed: kombu keeps it in a registry per broker and hands it out again later.
     app._pool = None
-    app.__dict__.get("amqp") and setattr(app.amqp, "_producer_pool", None)
-    if pool is not None:
-        pool.force_close_all()
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
 
 
 @contextmanager
