@@ -12,7 +12,10 @@ Route changes: `routes_changed(binding_ids)` hears apps.functions.routes.routes_
 every deploy or traffic change commits (and `environment_changed` hears tenancy's, after an
 environment's egress allow-list changes). It tells this process's engine directly and, when
 Redis is configured, publishes on the ``stratus:routes`` channel so the supervisor and every
-web process reload too.
+web process reload too. A publish that fails (Redis down) is retried by the outbox's
+reconciler (apps/core/outbox.py ``retry_later``) until Redis answers; a listener reloads
+whenever Redis confirms its subscription, first or again after a reconnect, since it may have
+missed announcements meanwhile. Neither waits for the periodic resync.
 
 Token revocations: `tokens_changed(digests)` hears apps.tenancy.announcements.tokens_revoked
 after a revocation commits. It drops the tokens from this process's gateway caches
@@ -36,6 +39,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
+from apps.core.outbox import retry_later
 from apps.engine.engine import Engine, RoutedEngine
 from apps.engine.sandbox import Spawner
 
@@ -252,15 +256,26 @@ def routes_changed(binding_ids: tuple[int, ...] = ()) -> None:
         host.engine.request_reload()
     if settings.REDIS_URL:
         try:
-            import redis
+            publish_routes_changed(binding_ids)
+        except Exception as exc:
+            # Redis is down (or refuses us): the other processes would wait for their periodic
+            # resync (STRATUS_ROUTES_RESYNC_S). Publish again, for any binding, as soon as
+            # Redis answers: the outbox's reconciler retries until it does.
+            logger.warning("publishing a route change failed, will retry: %s", exc)
+            retry_later("routes-changed", publish_routes_changed)
 
-            client = redis.Redis.from_url(settings.REDIS_URL)
-            # The listeners reload their whole table; the ids are for whoever watches the channel.
-            client.publish(ROUTES_CHANNEL, ",".join(str(pk) for pk in binding_ids))
-            client.close()
-        except Exception:
-            # The periodic resync (STRATUS_ROUTES_RESYNC_S) still picks the change up.
-            logger.exception("publishing a route change failed")
+
+def publish_routes_changed(binding_ids: tuple[int, ...] = ()) -> None:
+    """Tell the other processes (web, supervisor) over Redis that routes changed; raises when
+    Redis cannot be reached."""
+    import redis
+
+    client = redis.Redis.from_url(str(settings.REDIS_URL), socket_connect_timeout=2, socket_timeout=2)
+    try:
+        # The listeners reload their whole table; the ids are for whoever watches the channel.
+        client.publish(ROUTES_CHANNEL, ",".join(str(pk) for pk in binding_ids))
+    finally:
+        client.close()
 
 
 def environment_changed(environment_id: int) -> None:
@@ -391,10 +406,11 @@ async def listen_for_route_changes(engine: RoutedEngine) -> None:
             client = aioredis.Redis.from_url(str(settings.REDIS_URL))
             pubsub = client.pubsub()
             await pubsub.subscribe(ROUTES_CHANNEL)
-            # Anything announced while we were not listening: catch up once.
-            await engine.reload_routes()
             async for message in pubsub.listen():
-                if message.get("type") == "message":
+                # "subscribe": Redis confirmed the subscription, first or again after a
+                # reconnect (the client resubscribes by itself): anything announced while we
+                # were not listening is lost, so catch up at once rather than at the resync.
+                if message.get("type") in ("message", "subscribe"):
                     await engine.reload_routes()
         except asyncio.CancelledError:
             raise

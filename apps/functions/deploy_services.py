@@ -10,6 +10,7 @@ from django.db import transaction
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError
 from apps.core.origins import functions_origin
+from apps.core.outbox import enqueue_after_commit
 from apps.functions.backends.base import BindingTarget, DeployedVersion, HeaderMatch, TrafficRules
 from apps.functions.backends.registry import backend_name_for, get_backend
 from apps.functions.models import Binding, Function, TrafficChange, Version
@@ -152,7 +153,7 @@ def traffic_apply(
     # Tell the gateways at once (they serve the new traffic, preparing code on first use if
     # the apply task has not yet), and let the task prepare and mark the binding ready.
     routes_changed.after_commit((binding.pk,))
-    transaction.on_commit(lambda: binding_apply.delay(binding.pk, revision))
+    enqueue_after_commit(binding_apply, binding.pk, revision)
     return binding
 
 

@@ -42,6 +42,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.errors import Conflict, DomainError
+from apps.core.outbox import enqueue_after_commit
 from apps.pipelines import webhooks
 from apps.pipelines.models import Delivery, Repository
 from apps.tenancy import permissions, roles
@@ -254,7 +255,7 @@ def _act(delivery: Delivery, *, check_duplicate: bool, trigger: str) -> Delivery
         delivery_id = pending.pk
         from apps.pipelines.tasks import delivery_check
 
-        transaction.on_commit(lambda: delivery_check.delay(delivery_id))
+        enqueue_after_commit(delivery_check, delivery_id)
         return pending
     # Saved first so the run can point back at the delivery that started it.
     delivery.outcome = Delivery.Outcome.ACCEPTED

@@ -30,6 +30,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.actors import Actor, signed_in
 from apps.core.errors import Conflict, DomainError, Forbidden, NotFound
+from apps.core.outbox import enqueue_after_commit
 from apps.pipelines.models import Repository, Run, RunStep
 from apps.pipelines.step_processes import running_steps
 from apps.tenancy import permissions, roles
@@ -98,7 +99,7 @@ def lane_of(run: Run) -> Lane:
 def _queue_execute(run_id: int) -> None:
     from apps.pipelines.tasks import run_execute
 
-    transaction.on_commit(lambda: run_execute.delay(run_id))
+    enqueue_after_commit(run_execute, run_id)
 
 
 def _next_number(project: Project) -> int:
@@ -449,7 +450,7 @@ def run_approve(*, actor: Actor, run: Run) -> Run:
         run_id = locked.pk
         from apps.pipelines.tasks import run_resume
 
-        transaction.on_commit(lambda: run_resume.delay(run_id))
+        enqueue_after_commit(run_resume, run_id)
         _publish_state_after_commit(run_id)
     return locked
 
@@ -494,7 +495,7 @@ def branch_advance(*, project_id: int, branch: str, tag: str) -> Run | None:
     if nxt is not None:
         from apps.pipelines.tasks import run_execute
 
-        run_execute.delay(nxt.pk)
+        enqueue_after_commit(run_execute, nxt.pk)
     return nxt
 
 

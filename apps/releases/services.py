@@ -20,6 +20,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.actors import Actor, signed_in
 from apps.core.errors import Conflict, DomainError, Forbidden
+from apps.core.outbox import enqueue_after_commit
 from apps.functions.backends.registry import backend_name_for
 from apps.functions.deploy_services import traffic_apply
 from apps.functions.models import Binding, Function, TrafficChange, Version
@@ -181,7 +182,7 @@ def _queue_advance(release: Release, countdown: float) -> None:
 
     release_id, index = release.pk, release.step_index
     countdown = max(0.0, countdown)
-    transaction.on_commit(lambda: release_advance.apply_async((release_id, index), countdown=countdown))
+    enqueue_after_commit(release_advance, release_id, index, countdown=countdown)
 
 
 def _apply_step(actor: Actor | None, release: Release, index: int, now: datetime, reason: str | None = None) -> Release:

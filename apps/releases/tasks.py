@@ -18,6 +18,7 @@ import logging
 from celery import shared_task
 from django.core.cache import cache
 
+from apps.core.outbox import enqueue_after_commit
 from apps.core.periodic import chain_next, start_on_worker_ready
 from apps.releases.models import Release
 from apps.releases.services import release_tick
@@ -35,7 +36,7 @@ def release_advance(release_id: int, step_index: int) -> None:
     """Evaluate the gate and take the next auto step when due (see services.release_tick)."""
     wait = release_tick(release_id=release_id, step_index=step_index)
     if wait is not None:
-        release_advance.apply_async((release_id, step_index), countdown=wait)
+        enqueue_after_commit(release_advance, release_id, step_index, countdown=wait)
 
 
 @shared_task

@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.actors import Actor, signed_in
 from apps.core.errors import Conflict, Forbidden, Gone, NotFound
+from apps.core.outbox import enqueue_after_commit
 from apps.tenancy import permissions
 from apps.tenancy.models import Invitation, Membership, Organization
 from apps.tenancy.roles import Role
@@ -57,7 +58,7 @@ def invitation_create(*, actor: Actor, org: Organization, email: str, role: str)
     )
     from apps.tenancy.tasks import invitation_send_email
 
-    transaction.on_commit(lambda: invitation_send_email.delay(invitation.pk))
+    enqueue_after_commit(invitation_send_email, invitation.pk)
     return invitation, invitation_token(invitation)
 
 
@@ -99,7 +100,7 @@ def invitation_resend(*, actor: Actor, invitation: Invitation) -> Invitation:
     audit_record(actor=actor, org=invitation.org, action="invitation.resend", target=invitation)
     from apps.tenancy.tasks import invitation_send_email
 
-    transaction.on_commit(lambda: invitation_send_email.delay(invitation.pk))
+    enqueue_after_commit(invitation_send_email, invitation.pk)
     return invitation
 
 

@@ -470,11 +470,14 @@ def test_invitations_are_resent_and_revoked_from_the_page(rich: World, django_ca
 
     # The task runs at once here (the browser test runs it on the embedded worker).
     with (
-        mock.patch.object(invitation_send_email, "delay", side_effect=invitation_send_email) as delay,
+        mock.patch.object(
+            invitation_send_email, "apply_async", side_effect=lambda args, **_: invitation_send_email(*args)
+        ) as apply_async,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = alice.post(f"/orgs/alpha/invitations/{rich.invitation.pk}/resend", follow=True)
-    delay.assert_called_once_with(rich.invitation.pk)
+    apply_async.assert_called_once()
+    assert apply_async.call_args.kwargs["args"] == (rich.invitation.pk,)
     assert "Invitation sent again to someone@example.com." in text(response)
     assert [m.to for m in mail.outbox] == [["someone@example.com"]]
     response = alice.post(f"/orgs/alpha/invitations/{rich.invitation.pk}/revoke", follow=True)

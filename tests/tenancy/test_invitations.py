@@ -308,14 +308,15 @@ def test_outsider_cannot_invite_into_another_org(world, client_for):
 def test_email_task_is_enqueued_only_on_commit(world, client_for, django_capture_on_commit_callbacks):
     from apps.tenancy.tasks import invitation_send_email
 
-    with mock.patch.object(invitation_send_email, "delay") as delay:
+    with mock.patch.object(invitation_send_email, "apply_async") as apply_async:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             response = invite(client_for(world.alice))
             assert response.status_code == 201
-            assert delay.call_count == 0  # nothing enqueued before the transaction commits
+            assert apply_async.call_count == 0  # nothing enqueued before the transaction commits
         assert len(callbacks) == 1
         callbacks[0]()
-        delay.assert_called_once_with(response.json()["id"])
+        apply_async.assert_called_once()
+        assert apply_async.call_args.kwargs["args"] == (response.json()["id"],)
 
     # The task itself: one email carrying the link; nothing for a non-pending invitation.
     invitation_send_email(response.json()["id"])
@@ -381,7 +382,7 @@ def test_an_admin_resends_a_pending_invitation_with_the_same_link(
 
     # When an admin asks for a pending invitation to be sent again
     with (
-        mock.patch.object(invitation_send_email, "delay") as delay,
+        mock.patch.object(invitation_send_email, "apply_async") as apply_async,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = client_for(world.adam).post(f"/api/v1/orgs/alpha/invitations/{created['id']}/resend")
@@ -389,7 +390,8 @@ def test_an_admin_resends_a_pending_invitation_with_the_same_link(
     # Then its mail is queued after commit, the audit says who asked
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "pending"
-    delay.assert_called_once_with(created["id"])
+    apply_async.assert_called_once()
+    assert apply_async.call_args.kwargs["args"] == (created["id"],)
     assert AuditEvent.objects.filter(action="invitation.resend", actor=world.adam, org=world.alpha).count() == 1
     # and the mail carries the same link as the first one
     mail.outbox.clear()

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.core.outbox import enqueue_after_commit
 from apps.pipelines import run_services, step_cgroup
 from apps.pipelines.models import Delivery, Run, RunLogLine, RunStep
 
@@ -77,7 +78,7 @@ def runs_reap_stale(now: datetime | None = None) -> int:
 
     waiting = Delivery.objects.filter(outcome=Delivery.Outcome.PENDING, processed_at__lt=cutoff)
     for delivery_id in waiting.values_list("pk", flat=True):
-        delivery_check.delay(delivery_id)
+        enqueue_after_commit(delivery_check, delivery_id)
     # Runs queued whose task was lost (e.g. the embedded broker restarted): start them.
     for lane in (
         Run.objects.filter(state=Run.State.QUEUED, created_at__lt=cutoff)
