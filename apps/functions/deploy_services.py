@@ -253,8 +253,9 @@ def environment_bindings_move(*, actor: Any, environment: Environment, backend: 
                 get_backend(old).remove(binding_target(binding))
             except Exception:  # noqa: BLE001 - the binding is served by its new backend anyway
                 logger.exception("removing binding %s from its old backend %s failed", binding.pk, old)
-            binding_apply.delay(binding.pk, binding.revision)
 
+    for binding, _ in moved:  # through the outbox: a broker outage delays the move, never loses it
+        enqueue_after_commit(binding_apply, binding.pk, binding.revision)
     if moved:
         routes_changed.after_commit(tuple(binding.pk for binding, _ in moved))
         transaction.on_commit(after_commit)
