@@ -613,7 +613,10 @@ def test_alice_publishes_deploys_from_the_editor_and_compares_the_draft_with_wha
     from apps.core import worker
     from apps.tenancy import token_services
 
-    worker.start()  # the deploy is applied by a worker, as in the embedded default (it stays up, as elsewhere)
+    # The deploy is applied by a worker, as in the embedded default; stopped after, or it would
+    # take later tests' tasks.
+    started_here = not worker.is_running()
+    worker.start()
     base, world, function = live["base"], live["world"], live["function"]
     settings.STRATUS_FUNCTIONS_URL = base.replace("127.0.0.1", "localhost")  # functions on an origin of their own
     page, console = open_code(browser, base, "alice", function)
@@ -669,6 +672,8 @@ def test_alice_publishes_deploys_from_the_editor_and_compares_the_draft_with_wha
         assert problems(console) == [], console
     finally:
         page.close()
+        if started_here:
+            worker.stop()
 
 
 @pytest.mark.browser

@@ -443,6 +443,70 @@ def test_an_automatic_release_is_advanced_by_beat_to_100_percent(installation: d
         )
 
 
+SLOW_PIPELINE = PIPELINE.replace(
+    "run: python3 -c \"print('testing')\"",
+    "run: python3 -c \"import time; print('slow step'); time.sleep(6); print('done')\"",
+)
+
+
+def test_a_worker_stopped_by_sigterm_finishes_its_running_step(installation: dict[str, Any]) -> None:
+    """What systemd does on `systemctl stop` (KillMode=mixed: SIGTERM to the main process):
+    Celery's warm shutdown lets the running step finish; the run succeeds; a new worker then
+    takes the queue."""
+    import hashlib
+    import hmac
+
+    shape, token = installation["shape"], installation["tokens"]["alice"]
+    repository = installation.get("repository")
+    if repository is None:
+        pytest.skip("needs the repository the signed-push test connected (run the module)")
+    work = shape.base / "work"
+    (work / "stratus.yaml").write_text(SLOW_PIPELINE)
+    git(work, "commit", "-qam", "slow")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    sha = git(work, "rev-parse", "HEAD")
+    body = json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "after": sha,
+            "before": "0" * 40,
+            "deleted": False,
+            "forced": False,
+            "head_commit": {"id": sha, "message": "slow", "author": {"name": "Ann"}},
+            "pusher": {"name": "ann"},
+            "repository": {"full_name": "demo/shop"},
+        }
+    ).encode()
+    signature = hmac.new(repository["webhook_secret"].encode(), body, hashlib.sha256).hexdigest()
+    with shape.client(0) as web:
+        delivered = web.post(
+            f"/hooks/github/{repository['hook_id']}/",
+            content=body,
+            headers={
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": "shape-2",
+                "X-Hub-Signature-256": f"sha256={signature}",
+                "Content-Type": "application/json",
+            },
+        )
+        assert delivered.status_code == 202, delivered.text
+        run = delivered.json()["run"]
+        wait_until(
+            lambda: "slow step" in json.dumps(api(web, token, "GET", f"/runs/{run}/log")),
+            60,
+            f"the slow step starts ({shape.log('worker')})",
+        )
+        worker = shape.processes["worker"]
+        worker.send_signal(signal.SIGTERM)  # the main process only, as KillMode=mixed does
+        assert worker.wait(60) == 0, shape.log("worker")
+        shape.processes.pop("worker")
+        detail = api(web, token, "GET", f"/runs/{run}/")
+        assert detail["state"] == "succeeded", (detail, shape.log("worker"))
+        shape.start_worker()
+    # The restarted worker serves the queue: a deploy's apply task is taken at once.
+    assert deployed_function(shape, token, "after-restart", "new worker")["binding"]["status"] == "ready"
+
+
 def test_the_supervisor_killed_and_restarted(installation: dict[str, Any]) -> None:
     shape, token = installation["shape"], installation["tokens"]["alice"]
     deployed = deployed_function(shape, token, "shape-kill", "still here")

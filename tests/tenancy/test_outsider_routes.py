@@ -454,6 +454,7 @@ def test_outsider_gets_404_on_every_route_into_another_org(
 # What charlie gets from each route without path parameters: (method, query, body, status).
 # Methods a route does not list must answer 405. Bodies that point at alpha must be refused.
 UNPARAMETERISED_EXPECTATIONS: dict[str, list[tuple[str, str, Any, int]]] = {
+    "api/v1/": [("GET", "", None, 200)],  # the API's index: links only, no org's data
     "api/v1/me/": [("GET", "", None, 200)],
     "api/v1/orgs/": [
         ("GET", "", None, 200),
@@ -490,6 +491,10 @@ def expected_listing(route: str, alpha: Alpha, query: str) -> Any:
     w = alpha.world
     if route == "api/v1/me/":
         return {"username": "charlie", "orgs": ["other"]}
+    if route == "api/v1/":  # links, the same for everyone: no object of any org in it
+        from apps.core.api_index import COLLECTIONS
+
+        return sorted(COLLECTIONS)
     if route == "api/v1/orgs/":
         return ["other"]
     if route == "api/v1/test-event-templates/":
@@ -507,6 +512,9 @@ def expected_listing(route: str, alpha: Alpha, query: str) -> Any:
 
 
 def actual_listing(route: str, body: Any) -> Any:
+    if route == "api/v1/":
+        assert "alpha" not in json.dumps(body) and "secret-project" not in json.dumps(body), body
+        return sorted(body["collections"])
     if route == "api/v1/me/":
         return {"username": body["username"], "orgs": [o["slug"] for o in body["orgs"]]}
     if route == "api/v1/test-event-templates/":
