@@ -123,7 +123,26 @@ TEMPLATES = [
 # --- Database -----------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # ASGI runs every sync view in a thread of its own, and Django keeps a persistent connection
+    # per thread: with CONN_MAX_AGE > 0 a busy web process opens (and leaves open) as many
+    # connections as it had threads, past PostgreSQL's max_connections. So each process keeps a
+    # bounded pool instead (Django's PostgreSQL pool, psycopg_pool): at most DB_POOL_MAX
+    # connections, DB_POOL_MIN kept open; a request waits up to DB_POOL_TIMEOUT_S for one.
+    # DB_POOL_MAX=0 turns the pool off: a connection per request (DB_CONN_MAX_AGE, default 0).
+    DB_POOL_MAX = env_int("DB_POOL_MAX", 10)
+    DB_POOL_MIN = env_int("DB_POOL_MIN", min(2, DB_POOL_MAX))
+    DB_POOL_TIMEOUT_S = float(env_str("DB_POOL_TIMEOUT_S") or 30)
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX > 0:
+        if not 0 <= DB_POOL_MIN <= DB_POOL_MAX:
+            raise ImproperlyConfigured(f"DB_POOL_MIN must be from 0 to DB_POOL_MAX ({DB_POOL_MAX}), got {DB_POOL_MIN}")
+        if DATABASES["default"]["CONN_MAX_AGE"]:
+            raise ImproperlyConfigured("DB_CONN_MAX_AGE must be 0 with the connection pool (DB_POOL_MAX > 0)")
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": DB_POOL_MIN,
+            "max_size": DB_POOL_MAX,
+            "timeout": DB_POOL_TIMEOUT_S,
+        }
     # Lets two test runs share one server without dropping each other's test database.
     if env_str("STRATUS_TEST_DATABASE_NAME"):
         DATABASES["default"]["TEST"] = {"NAME": env_str("STRATUS_TEST_DATABASE_NAME")}
