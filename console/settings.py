@@ -8,6 +8,7 @@ Setting DATABASE_URL / REDIS_URL switches the same code to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from apps.core.origins import parse_functions_url
 from console.datadir import ensure_dir, ensure_private_dir, generated_encryption_key, generated_secret_key
-from console.env import env_bool, env_int, env_list, env_str
+from console.env import env_bool, env_int, env_list, env_str, redis_database_number, without_query_option
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = ensure_private_dir(Path(env_str("STRATUS_DATA_DIR") or BASE_DIR / "var").resolve())
@@ -170,9 +171,48 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer and broker ------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 EMBEDDED = not REDIS_URL
+# The installation's namespace on a shared Redis: every key and pub/sub channel of this
+# installation starts with STRATUS_REDIS_PREFIX ("stratus:<instance>:"). Pub/sub channels are
+# global to a Redis server, whatever database number a client selected, so without it two
+# installations on one Redis (databases 0 and 1) hear each other's route changes and token
+# revocations. Every process of an installation must agree: the default is taken from REDIS_URL's
+# database number ("db0"); give each installation that shares a database number one of its own.
+STRATUS_INSTANCE = env_str("STRATUS_INSTANCE") or f"db{redis_database_number(REDIS_URL or '')}"
+if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", STRATUS_INSTANCE):
+    raise ImproperlyConfigured(f"STRATUS_INSTANCE must be 1-64 of A-Z a-z 0-9 _ . -, got {STRATUS_INSTANCE!r}")
+STRATUS_REDIS_PREFIX = f"stratus:{STRATUS_INSTANCE}:"
+# The Redis client's read timeout for the channel layer. channels_redis waits for a message with
+# a blocking BZPOPMIN of 5 s; redis-py's default socket_timeout is also 5 s, so a quiet channel's
+# receive failed ("Timeout reading from ...") and dropped the websocket after 5 s of silence.
+# It must stay well above those 5 s; a dead Redis connection still fails after it.
+STRATUS_REDIS_SOCKET_TIMEOUT_S = float(env_str("STRATUS_REDIS_SOCKET_TIMEOUT_S") or 30)
+if STRATUS_REDIS_SOCKET_TIMEOUT_S < 10:
+    raise ImproperlyConfigured(
+        f"STRATUS_REDIS_SOCKET_TIMEOUT_S must be 10 or more (the channel layer blocks 5 s per read), "
+        f"got {STRATUS_REDIS_SOCKET_TIMEOUT_S:g}"
+    )
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        # Options in the URL override these: a socket_timeout there is dropped.
+                        "address": without_query_option(REDIS_URL, "socket_timeout"),
+                        "socket_timeout": STRATUS_REDIS_SOCKET_TIMEOUT_S,
+                        "socket_connect_timeout": 5,
+                        "socket_keepalive": True,
+                        "health_check_interval": 15,
+                    }
+                ],
+                "prefix": f"{STRATUS_REDIS_PREFIX}asgi",
+            },
+        }
+    }
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+    # The broker's queues, bindings and fanout channels in this installation's namespace too.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": STRATUS_REDIS_PREFIX}
 else:
     # Channels' in-memory layer, made safe for sends from the worker's threads.
     CHANNEL_LAYERS = {"default": {"BACKEND": "apps.core.channel_layer.InMemoryChannelLayer"}}
