@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.core.isolation.uid_ranges import ranges_of
 from apps.core.origins import parse_functions_url
 from console.datadir import ensure_dir, ensure_private_dir, generated_encryption_key, generated_secret_key
 from console.env import env_bool, env_int, env_list, env_str, redis_database_number, without_query_option
@@ -452,7 +453,20 @@ STRATUS_SUPERVISOR_SOCKET = Path(env_str("STRATUS_SUPERVISOR_SOCKET") or DATA_DI
 # Function code copies and private home dirs of instances when the engine runs as root
 # (each function under its own uid, STRATUS_SANDBOX_UID_BASE + function id).
 STRATUS_SANDBOX_DIR = Path(env_str("STRATUS_SANDBOX_DIR") or DATA_DIR / "sandbox")
+# The uids of tenant code when root, three ranges of STRATUS_UID_RANGE_SIZE uids per installation:
+# functions (base + execution identity), pipeline steps (base + run id), language servers (base +
+# a random number). Every installation on a host needs ranges of its own; each process claims them
+# in STRATUS_UID_REGISTRY before it drops to one, and a range another running installation holds
+# stops it with an error (apps/core/isolation/uid_ranges.py).
 STRATUS_SANDBOX_UID_BASE = env_int("STRATUS_SANDBOX_UID_BASE", 200000)
+STRATUS_PIPELINE_UID_BASE = env_int("STRATUS_PIPELINE_UID_BASE", 1_000_000_000)
+STRATUS_LSP_UID_BASE = env_int("STRATUS_LSP_UID_BASE", 1_500_000_000)
+STRATUS_UID_RANGE_SIZE = env_int("STRATUS_UID_RANGE_SIZE", 100_000_000)
+STRATUS_UID_REGISTRY = Path(env_str("STRATUS_UID_REGISTRY") or "/run/stratus/uid-ranges")
+try:
+    ranges_of(STRATUS_SANDBOX_UID_BASE, STRATUS_PIPELINE_UID_BASE, STRATUS_LSP_UID_BASE, STRATUS_UID_RANGE_SIZE)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 # Processes + threads all instances of one function in one environment may run together
 # (RLIMIT_NPROC of its uid; each instance also has its own cgroup pids.max of 64).
 STRATUS_IDENTITY_MAX_PROCESSES = env_int("STRATUS_IDENTITY_MAX_PROCESSES", 1024)
