@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from channels.layers import get_channel_layer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -118,6 +119,13 @@ def test_a_session_websocket_must_come_from_the_consoles_origin(console_url: str
             kwargs: dict[str, Any] = {"origin": origin} if origin else {}
             connect(url, additional_headers={"Cookie": cookie}, **kwargs).close()
         assert refused.value.response.status_code == 403
+    # A refusal leaves nothing waiting on the channel layer (Channels' own denier, a consumer,
+    # kept a receive on Redis open for ever: one more per refused handshake).
+    layer = get_channel_layer()
+    deadline = time.monotonic() + 5
+    while getattr(layer, "receive_count", 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert getattr(layer, "receive_count", 0) == 0
     with connect(url, additional_headers={"Cookie": cookie}, origin=f"http://{console_url}") as ws:
         assert _receive(ws)["state"] == "queued"
 
