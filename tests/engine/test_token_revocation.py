@@ -147,6 +147,7 @@ def other_web_process(settings: Any, supervisor: Path, redis_url: str) -> Iterat
         "STRATUS_DATA_DIR": str(settings.DATA_DIR),  # the same generated keys
         "DATABASE_URL": database_url(),
         "REDIS_URL": redis_url,
+        "STRATUS_INSTANCE": settings.STRATUS_INSTANCE,  # the same installation: its Redis namespace
         "STRATUS_ENGINE": "remote",
         "STRATUS_SUPERVISOR_SOCKET": str(supervisor),
         "STRATUS_ROUTES_RESYNC_S": "0",
