@@ -11,10 +11,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from apps.core.asgi import RequestGuard  # noqa: E402
+from apps.core.asgi import RequestGuard, WebsocketOriginGuard  # noqa: E402
 from apps.engine.gateway import Gateway  # noqa: E402
 from console.routing import websocket_urlpatterns  # noqa: E402
 
+_websockets = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+
+# Websockets opened with a session (cookies) must come from an allowed Origin (cross-site
+# websocket hijacking); ones that authenticate with an API token need none and carry no cookies
+# on (apps/core/asgi.py WebsocketOriginGuard).
 # The function gateway (/fn/...) answers before Django's stack; everything else goes on. It
 # also keeps the origins apart: on STRATUS_FUNCTIONS_URL's host nothing but /fn/ answers (no
 # console page, API or websocket), and /fn/ on the console's host is served cookieless and
@@ -24,7 +29,7 @@ application = Gateway(
     ProtocolTypeRouter(
         {
             "http": RequestGuard(django_asgi_app),
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": WebsocketOriginGuard(_websockets, origin_checked=AllowedHostsOriginValidator(_websockets)),
         }
     )
 )

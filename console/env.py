@@ -7,6 +7,7 @@ can come from a mounted file (Docker/Kubernetes secrets) instead of the environm
 from __future__ import annotations
 
 import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -52,3 +53,22 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def redis_database_number(url: str) -> int:
+    """The database number a Redis URL selects (the path, else ``?db=``, else 0; ``unix://``
+    URLs only ``?db=``)."""
+    parts = urlsplit(url)
+    path = parts.path.strip("/") if parts.scheme != "unix" else ""
+    raw = path or dict(parse_qsl(parts.query)).get("db", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"REDIS_URL has a database that is not a number: {raw!r}") from None
+
+
+def without_query_option(url: str, name: str) -> str:
+    """The URL without the query option ``name``."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -9,15 +9,17 @@ Setting DATABASE_URL / REDIS_URL switches the same code to PostgreSQL and Redis.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.core.isolation.uid_ranges import ranges_of
 from apps.core.origins import parse_functions_url
 from console.datadir import ensure_dir, ensure_private_dir, generated_encryption_key, generated_secret_key
-from console.env import env_bool, env_int, env_list, env_str
+from console.env import env_bool, env_int, env_list, env_str, redis_database_number, without_query_option
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = ensure_private_dir(Path(env_str("STRATUS_DATA_DIR") or BASE_DIR / "var").resolve())
@@ -127,7 +129,26 @@ TEMPLATES = [
 # --- Database -----------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # ASGI runs every sync view in a thread of its own, and Django keeps a persistent connection
+    # per thread: with CONN_MAX_AGE > 0 a busy web process opens (and leaves open) as many
+    # connections as it had threads, past PostgreSQL's max_connections. So each process keeps a
+    # bounded pool instead (Django's PostgreSQL pool, psycopg_pool): at most DB_POOL_MAX
+    # connections, DB_POOL_MIN kept open; a request waits up to DB_POOL_TIMEOUT_S for one.
+    # DB_POOL_MAX=0 turns the pool off: a connection per request (DB_CONN_MAX_AGE, default 0).
+    DB_POOL_MAX = env_int("DB_POOL_MAX", 10)
+    DB_POOL_MIN = env_int("DB_POOL_MIN", min(2, DB_POOL_MAX))
+    DB_POOL_TIMEOUT_S = float(env_str("DB_POOL_TIMEOUT_S") or 30)
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX > 0:
+        if not 0 <= DB_POOL_MIN <= DB_POOL_MAX:
+            raise ImproperlyConfigured(f"DB_POOL_MIN must be from 0 to DB_POOL_MAX ({DB_POOL_MAX}), got {DB_POOL_MIN}")
+        if DATABASES["default"]["CONN_MAX_AGE"]:
+            raise ImproperlyConfigured("DB_CONN_MAX_AGE must be 0 with the connection pool (DB_POOL_MAX > 0)")
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": DB_POOL_MIN,
+            "max_size": DB_POOL_MAX,
+            "timeout": DB_POOL_TIMEOUT_S,
+        }
     # Lets two test runs share one server without dropping each other's test database.
     if env_str("STRATUS_TEST_DATABASE_NAME"):
         DATABASES["default"]["TEST"] = {"NAME": env_str("STRATUS_TEST_DATABASE_NAME")}
@@ -155,9 +176,48 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer and broker ------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 EMBEDDED = not REDIS_URL
+# The installation's namespace on a shared Redis: every key and pub/sub channel of this
+# installation starts with STRATUS_REDIS_PREFIX ("stratus:<instance>:"). Pub/sub channels are
+# global to a Redis server, whatever database number a client selected, so without it two
+# installations on one Redis (databases 0 and 1) hear each other's route changes and token
+# revocations. Every process of an installation must agree: the default is taken from REDIS_URL's
+# database number ("db0"); give each installation that shares a database number one of its own.
+STRATUS_INSTANCE = env_str("STRATUS_INSTANCE") or f"db{redis_database_number(REDIS_URL or '')}"
+if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", STRATUS_INSTANCE):
+    raise ImproperlyConfigured(f"STRATUS_INSTANCE must be 1-64 of A-Z a-z 0-9 _ . -, got {STRATUS_INSTANCE!r}")
+STRATUS_REDIS_PREFIX = f"stratus:{STRATUS_INSTANCE}:"
+# The Redis client's read timeout for the channel layer. channels_redis waits for a message with
+# a blocking BZPOPMIN of 5 s; redis-py's default socket_timeout is also 5 s, so a quiet channel's
+# receive failed ("Timeout reading from ...") and dropped the websocket after 5 s of silence.
+# It must stay well above those 5 s; a dead Redis connection still fails after it.
+STRATUS_REDIS_SOCKET_TIMEOUT_S = float(env_str("STRATUS_REDIS_SOCKET_TIMEOUT_S") or 30)
+if STRATUS_REDIS_SOCKET_TIMEOUT_S < 10:
+    raise ImproperlyConfigured(
+        f"STRATUS_REDIS_SOCKET_TIMEOUT_S must be 10 or more (the channel layer blocks 5 s per read), "
+        f"got {STRATUS_REDIS_SOCKET_TIMEOUT_S:g}"
+    )
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        # Options in the URL override these: a socket_timeout there is dropped.
+                        "address": without_query_option(REDIS_URL, "socket_timeout"),
+                        "socket_timeout": STRATUS_REDIS_SOCKET_TIMEOUT_S,
+                        "socket_connect_timeout": 5,
+                        "socket_keepalive": True,
+                        "health_check_interval": 15,
+                    }
+                ],
+                "prefix": f"{STRATUS_REDIS_PREFIX}asgi",
+            },
+        }
+    }
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+    # The broker's queues, bindings and fanout channels in this installation's namespace too.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": STRATUS_REDIS_PREFIX}
 else:
     # Channels' in-memory layer, made safe for sends from the worker's threads.
     CHANNEL_LAYERS = {"default": {"BACKEND": "apps.core.channel_layer.InMemoryChannelLayer"}}
@@ -437,7 +497,20 @@ STRATUS_SHUTDOWN_GRACE_S = float(env_str("STRATUS_SHUTDOWN_GRACE_S") or 30)
 # Function code copies and private home dirs of instances when the engine runs as root
 # (each function under its own uid, STRATUS_SANDBOX_UID_BASE + function id).
 STRATUS_SANDBOX_DIR = Path(env_str("STRATUS_SANDBOX_DIR") or DATA_DIR / "sandbox")
+# The uids of tenant code when root, three ranges of STRATUS_UID_RANGE_SIZE uids per installation:
+# functions (base + execution identity), pipeline steps (base + run id), language servers (base +
+# a random number). Every installation on a host needs ranges of its own; each process claims them
+# in STRATUS_UID_REGISTRY before it drops to one, and a range another running installation holds
+# stops it with an error (apps/core/isolation/uid_ranges.py).
 STRATUS_SANDBOX_UID_BASE = env_int("STRATUS_SANDBOX_UID_BASE", 200000)
+STRATUS_PIPELINE_UID_BASE = env_int("STRATUS_PIPELINE_UID_BASE", 1_000_000_000)
+STRATUS_LSP_UID_BASE = env_int("STRATUS_LSP_UID_BASE", 1_500_000_000)
+STRATUS_UID_RANGE_SIZE = env_int("STRATUS_UID_RANGE_SIZE", 100_000_000)
+STRATUS_UID_REGISTRY = Path(env_str("STRATUS_UID_REGISTRY") or "/run/stratus/uid-ranges")
+try:
+    ranges_of(STRATUS_SANDBOX_UID_BASE, STRATUS_PIPELINE_UID_BASE, STRATUS_LSP_UID_BASE, STRATUS_UID_RANGE_SIZE)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 # Processes + threads all instances of one function in one environment may run together
 # (RLIMIT_NPROC of its uid; each instance also has its own cgroup pids.max of 64).
 STRATUS_IDENTITY_MAX_PROCESSES = env_int("STRATUS_IDENTITY_MAX_PROCESSES", 1024)

@@ -12,4 +12,34 @@ import tempfile
 os.environ.setdefault("STRATUS_DATA_DIR", tempfile.mkdtemp(prefix="stratus-test-"))
 os.environ.setdefault("STRATUS_RECORDS_FLUSH_INTERVAL_S", "0")
 
+
+def _claim_test_uid_ranges() -> None:
+    """A uid range of this test run's own (as root): concurrent runs on one host (CI and a
+    developer, several worktrees) would otherwise run their functions, steps and language servers
+    under the same uids and kill or count each other's processes (the fork-bomb test counts the
+    tasks of a uid). Blocks of three 5M-uid ranges from 1.61e9 up to 2^31, above the defaults of a
+    real installation, claimed like an installation's (apps/core/isolation/uid_ranges.py)."""
+    import random
+    from pathlib import Path
+
+    from apps.core.isolation.uid_ranges import claimable, ranges_of
+
+    if os.geteuid() != 0 or "STRATUS_SANDBOX_UID_BASE" in os.environ:
+        return
+    size = 5_000_000
+    registry = Path(os.environ.get("STRATUS_UID_REGISTRY") or "/run/stratus/uid-ranges")
+    for block in random.sample(range(35), 35):
+        base = 1_610_000_000 + block * 3 * size
+        ranges = ranges_of(base, base + size, base + 2 * size, size)
+        if claimable(ranges, owner=os.environ["STRATUS_DATA_DIR"], registry=registry):
+            os.environ["STRATUS_SANDBOX_UID_BASE"] = str(base)
+            os.environ["STRATUS_PIPELINE_UID_BASE"] = str(base + size)
+            os.environ["STRATUS_LSP_UID_BASE"] = str(base + 2 * size)
+            os.environ["STRATUS_UID_RANGE_SIZE"] = str(size)
+            return
+    raise RuntimeError(f"no free uid range for this test run in {registry}")
+
+
+_claim_test_uid_ranges()
+
 from console.settings import *  # noqa: E402, F403

@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlparse
 
 from apps.core.errors import envelope
 
@@ -150,3 +150,58 @@ async def unknown_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})
+
+
+def websocket_token(scope: Scope) -> str:
+    """The API token a websocket handshake carries, ``?token=`` or ``Authorization: Bearer``;
+    empty when it carries none."""
+    from urllib.parse import parse_qs
+
+    query = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"))
+    token = (query.get("token") or [""])[0].strip()
+    if token:
+        return token
+    authorization = (_header(scope, b"authorization") or b"").decode("latin-1").strip()
+    scheme, _, credentials = authorization.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Refuse a websocket handshake (403), touching nothing else. Channels' own denier is a
+    consumer: it takes a channel on the channel layer, and as uvicorn never tells a refused
+    socket's app that it is gone, that consumer waited on Redis forever, one per refusal."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class WebsocketOriginGuard:
+    """The Origin check for websockets, for the sockets that need it (console/asgi.py).
+
+    A browser sends its cookies with any websocket handshake, whichever page opens it, so a
+    socket that would act on the session must come from an allowed origin (cross-site websocket
+    hijacking): ``origin_checked`` (Channels' AllowedHostsOriginValidator's rule) decides those. A
+    socket that authenticates with a token (``?token=`` or ``Authorization: Bearer``) uses no
+    ambient credential: whoever opens it already holds the token. It goes through without an
+    Origin (command-line clients, the VS Code extension send none), and with its cookies removed,
+    so that only the token can ever authenticate it.
+    """
+
+    def __init__(self, app: App, origin_checked: Any) -> None:
+        self.app = app
+        self.origin_checked = origin_checked  # an OriginValidator: its valid_origin() rule
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "websocket" and websocket_token(scope):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"cookie"]
+            await self.app({**scope, "headers": headers}, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        try:
+            parsed = urlparse(origin.decode("latin-1")) if origin is not None else None
+        except UnicodeDecodeError:
+            parsed = None
+        if self.origin_checked.valid_origin(parsed):
+            await self.app(scope, receive, send)
+        else:
+            await refuse_websocket(scope, receive, send)

@@ -5,7 +5,7 @@ STRATUS_GATEWAY_AUTH_CACHE_S seconds, never past the token's own expiry, keyed b
 SHA-256: the first request of a token pays one lookup (in a worker thread, off the event
 loop), the rest a dict read. Revoking a token (and with it the tokens it minted) drops it
 from every cache at once: ``apps.engine.host.tokens_changed`` tells this process's caches
-directly and every other web process over Redis (``stratus:tokens``). Other changes to what a
+directly and every other web process over Redis (``stratus:<instance>:tokens``). Other changes to what a
 token reaches (a grant removed, a user deactivated) take effect within the TTL.
 
 What a caller without the right token learns: nothing. No Authorization header, a malformed

@@ -11,7 +11,7 @@ listeners at start (apps/core/announcements.py).
 Route changes: `routes_changed(binding_ids)` hears apps.functions.routes.routes_changed after
 every deploy or traffic change commits (and `environment_changed` hears tenancy's, after an
 environment's egress allow-list changes). It tells this process's engine directly and, when
-Redis is configured, publishes on the ``stratus:routes`` channel so the supervisor and every
+Redis is configured, publishes on the ``stratus:<instance>:routes`` channel so the supervisor and every
 web process reload too. A publish that fails (Redis down) is retried by the outbox's
 reconciler (apps/core/outbox.py ``retry_later``) until Redis answers; a listener reloads
 whenever Redis confirms its subscription, first or again after a reconnect, since it may have
@@ -19,7 +19,7 @@ missed announcements meanwhile. Neither waits for the periodic resync.
 
 Token revocations: `tokens_changed(digests)` hears apps.tenancy.announcements.tokens_revoked
 after a revocation commits. It drops the tokens from this process's gateway caches
-(apps/engine/gateway_auth.py) and publishes them on ``stratus:tokens``, which every web
+(apps/engine/gateway_auth.py) and publishes them on ``stratus:<instance>:tokens``, which every web
 process's engine host listens to (the supervisor checks no tokens), so a revoked token stops
 working on /fn/ everywhere at once, not after the cache TTL.
 """
@@ -45,8 +45,17 @@ from apps.engine.sandbox import Spawner
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-ROUTES_CHANNEL = "stratus:routes"
-TOKENS_CHANNEL = "stratus:tokens"
+
+
+def routes_channel() -> str:
+    """The Redis pub/sub channel of route changes, in this installation's namespace
+    (``STRATUS_REDIS_PREFIX``: pub/sub ignores the database number, installations do not)."""
+    return f"{settings.STRATUS_REDIS_PREFIX}routes"
+
+
+def tokens_channel() -> str:
+    """The Redis pub/sub channel of token revocations, in this installation's namespace."""
+    return f"{settings.STRATUS_REDIS_PREFIX}tokens"
 
 
 class EngineHost:
@@ -273,7 +282,7 @@ def publish_routes_changed(binding_ids: tuple[int, ...] = ()) -> None:
     client = redis.Redis.from_url(str(settings.REDIS_URL), socket_connect_timeout=2, socket_timeout=2)
     try:
         # The listeners reload their whole table; the ids are for whoever watches the channel.
-        client.publish(ROUTES_CHANNEL, ",".join(str(pk) for pk in binding_ids))
+        client.publish(routes_channel(), ",".join(str(pk) for pk in binding_ids))
     finally:
         client.close()
 
@@ -290,7 +299,7 @@ def tokens_changed(digests: Iterable[str]) -> None:
     (apps.tenancy.announcements.tokens_revoked, after commit).
 
     This process's gateway forgets them at once. With Redis, every web process is told on
-    ``stratus:tokens`` and answers on a reply channel once it has forgotten them; this waits for
+    ``stratus:<instance>:tokens`` and answers on a reply channel once it has forgotten them; this waits for
     as many answers as Redis delivered the announcement to (at most
     TOKEN_REVOCATION_WAIT_S), so when the revocation returns, no gateway anywhere still holds
     the tokens: "the very next call fails" holds across processes, not only "very soon after"."""
@@ -321,7 +330,7 @@ TOKEN_REVOCATION_WAIT_S = 2.0
 
 
 def _announce_and_wait(client: Any, digests: list[str]) -> None:
-    reply = f"{TOKENS_CHANNEL}:ack:{uuid.uuid4().hex}"
+    reply = f"{tokens_channel()}:ack:{uuid.uuid4().hex}"
     acks = client.pubsub()
     try:
         acks.subscribe(reply)
@@ -330,7 +339,7 @@ def _announce_and_wait(client: Any, digests: list[str]) -> None:
         while acks.get_message(timeout=max(0.0, deadline - time.monotonic())) is None:
             if time.monotonic() >= deadline:
                 break
-        receivers = int(client.publish(TOKENS_CHANNEL, json.dumps({"digests": digests, "reply": reply})))
+        receivers = int(client.publish(tokens_channel(), json.dumps({"digests": digests, "reply": reply})))
         heard = 0
         while heard < receivers:
             remaining = deadline - time.monotonic()
@@ -361,7 +370,7 @@ async def listen_for_token_changes(subscribed: asyncio.Event | None = None) -> N
         client = aioredis.Redis.from_url(str(settings.REDIS_URL))
         try:
             pubsub = client.pubsub()
-            await pubsub.subscribe(TOKENS_CHANNEL)
+            await pubsub.subscribe(tokens_channel())
             async for message in pubsub.listen():
                 kind = message.get("type")
                 if kind == "subscribe":  # Redis confirmed: from here on nothing is missed
@@ -405,7 +414,7 @@ async def listen_for_route_changes(engine: RoutedEngine) -> None:
         try:
             client = aioredis.Redis.from_url(str(settings.REDIS_URL))
             pubsub = client.pubsub()
-            await pubsub.subscribe(ROUTES_CHANNEL)
+            await pubsub.subscribe(routes_channel())
             async for message in pubsub.listen():
                 # "subscribe": Redis confirmed the subscription, first or again after a
                 # reconnect (the client resubscribes by itself): anything announced while we

@@ -10,7 +10,7 @@ A session (``LanguageServerSession``) belongs to one websocket (apps/functions/c
   the snapshot so imports of it see the new version.
 - **its process**: ``confine.py`` (the pipeline steps' launcher) with a mount namespace (the
   tree read-only but the snapshot, private /tmp), a network namespace of its own (no
-  network at all), a uid of its own (``LSP_UID_BASE`` + a random number: it can read
+  network at all), a uid of its own (``STRATUS_LSP_UID_BASE`` + a random number: it can read
   nothing of another session, function or step), no new privileges, not dumpable; rlimits
   (memory, CPU seconds, open files) set before exec. Without root it runs as the console's
   user with the rlimits only, as pipeline steps and functions do there.
@@ -48,11 +48,11 @@ from django.conf import settings
 
 from apps.core.isolation import CONFINE_SCRIPT, RUNTIME_DIR, path_problem, probe_host
 from apps.core.isolation.hardening import chown_tree, kill_group, protect_data_dir, step_preexec
+from apps.core.isolation.uid_ranges import UidRangeConflict, claim_installation_uids
 from apps.functions.models import DraftFile, Function
 
 logger = logging.getLogger(__name__)
 
-LSP_UID_BASE = 1_500_000_000  # above the pipeline steps' uids (1e9 + run id), below 2^31
 LSP_MEMORY_MB = 768
 LSP_CPU_SECONDS = 1800  # of CPU time in one session's server: far beyond editing, short of mining
 LSP_TMP_MB = 128
@@ -121,7 +121,13 @@ class LanguageServerSession:
         self.root = Path(settings.STRATUS_SANDBOX_DIR) / "lsp" / self.key
         self.root_uri = self.root.as_uri()
         self.sandboxed = os.geteuid() == 0
-        self.uid = LSP_UID_BASE + random.randrange(1, 1 << 28) if self.sandboxed else None
+        # A uid of the installation's language-server range (STRATUS_LSP_UID_BASE, claimed on
+        # this host before use: apps/core/isolation/uid_ranges.py).
+        self.uid = (
+            int(settings.STRATUS_LSP_UID_BASE) + random.randrange(1, int(settings.STRATUS_UID_RANGE_SIZE))
+            if self.sandboxed
+            else None
+        )
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._registered = False
@@ -236,6 +242,10 @@ class LanguageServerSession:
         if self.sandboxed:
             # The sandbox directory inside the data directory is reachable, nothing else of it:
             # the rule the engine applies for function instances (it may run elsewhere).
+            try:
+                claim_installation_uids()
+            except UidRangeConflict as exc:
+                raise SessionRefused(str(exc)) from None
             sandbox = Path(settings.STRATUS_SANDBOX_DIR)
             protect_data_dir(Path(settings.DATA_DIR), sandbox)
             problem = path_problem(base, readable=False)

@@ -1,7 +1,7 @@
 """The one announcement that a binding's routes changed (a deploy, a traffic or rule change, a
 binding removed). Owned here, where the writes happen; the engine subscribes to it in its
 AppConfig.ready() (apps/engine/apps.py: reload this process's routing table and publish on
-Redis ``stratus:routes`` for the other processes and the supervisor). Nothing in the control
+Redis ``stratus:<instance>:routes`` for the other processes and the supervisor). Nothing in the control
 plane calls the engine directly.
 
 The message is the ids of the bindings whose routes changed; empty means "any binding may

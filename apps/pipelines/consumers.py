@@ -1,4 +1,5 @@
-"""Live run logs: ``/ws/runs/{id}/`` (optionally ``?after=<seq>`` and ``?token=stt_...``).
+"""Live run logs: ``/ws/runs/{id}/`` (optionally ``?after=<seq>``, and ``?token=stt_...`` or
+``Authorization: Bearer stt_...``; a token socket needs no Origin, console/asgi.py).
 
 On connect the caller must see the run's project (session user, or a bearer token with the
 read scope), else the socket is closed with 4404 (4401 for a bad token). The consumer joins
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from apps.core.asgi import websocket_token
 from apps.core.errors import DomainError, NotFound
 from apps.core.parsers import loads_bounded
 from apps.pipelines import run_selectors
@@ -88,7 +90,7 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
             self.last_seq = max(0, int(query.get("after", ["0"])[0]))
         except ValueError:
             self.last_seq = 0
-        token = query.get("token", [""])[0]
+        token = websocket_token(self.scope)
         await self.accept()
         code, run = await database_sync_to_async(_authorize)(self.scope, self.run_id, token)
         if code is not None:

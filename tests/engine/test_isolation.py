@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from apps.engine.sandbox import CGROUP_PARENT
 from apps.functions.models import ExecutionIdentity
@@ -220,7 +221,7 @@ def test_dev_cannot_reach_the_prod_instance_of_the_same_function(world, engine, 
 
     assert victim["secret"] == "prod-only-password" and attacker["secret"] is None
     identities = {
-        env.name: 200000 + ExecutionIdentity.objects.get(function=fn, environment=env).pk
+        env.name: settings.STRATUS_SANDBOX_UID_BASE + ExecutionIdentity.objects.get(function=fn, environment=env).pk
         for env in Environment.objects.filter(project=world.web, name__in=["dev", "prod"])
     }
     assert (victim["uid"], attacker["uid"]) == (identities["prod"], identities["dev"])
@@ -276,7 +277,7 @@ def test_instances_are_not_dumpable_python_and_node_alike(world, engine, served)
         assert (st.st_uid, st.st_gid) == (0, 0), pid
         status = Path(f"/proc/{pid}/status").read_text()
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        assert uid >= 200000
+        assert uid >= settings.STRATUS_SANDBOX_UID_BASE
         assert "NoNewPrivs:\t1" in status
 
 

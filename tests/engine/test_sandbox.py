@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from apps.engine.sandbox import InstanceSpec, SpawnedInstance, Spawner
 
 ROOT = os.geteuid() == 0
+# This test run's own uid range (console/test_settings.py): another run on the host uses others.
+UID_BASE = int(settings.STRATUS_SANDBOX_UID_BASE)
 FRAME_TIMEOUT = 20.0
 root_only = pytest.mark.skipif(not ROOT, reason="the privilege drop needs root")
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
@@ -290,7 +293,7 @@ def test_privilege_drop_hides_secrets_and_other_functions_code(env):
         assert spawner.sandboxing
         other = await start(spawner, env.spec(2, theirs))  # makes the other function's sandbox copy
         assert (await other.invoke({}))["result"] == 2
-        other_copy = env.sandbox_dir / "200002" / "code" / "1"
+        other_copy = env.sandbox_dir / str(UID_BASE + 2) / "code" / "1"
         assert (other_copy / "index.py").is_file()
 
         conn = await start(spawner, env.spec(1, mine))
@@ -301,27 +304,27 @@ def test_privilege_drop_hides_secrets_and_other_functions_code(env):
             "other_copy": str(other_copy / "index.py"),
             "other_copy_dir": str(other_copy),
             "other_source": str(theirs / "index.py"),
-            "other_home": str(env.sandbox_dir / "200002" / "home"),
+            "other_home": str(env.sandbox_dir / str(UID_BASE + 2) / "home"),
         }
         reply = await conn.invoke({"paths": paths})
         assert reply["type"] == "result", reply
         result = reply["result"]
         assert result["readable"] == {}
         assert result["denied"] == {name: errno.EACCES for name in paths}
-        assert (result["uid"], result["gid"], result["groups"]) == (200001, 200001, [])
-        my_copy = env.sandbox_dir / "200001" / "code" / "1"
+        assert (result["uid"], result["gid"], result["groups"]) == (UID_BASE + 1, UID_BASE + 1, [])
+        my_copy = env.sandbox_dir / str(UID_BASE + 1) / "code" / "1"
         assert result["cwd"] == str(my_copy)
         assert result["code_writable"] is False
         if spawner.isolation.namespace:  # HOME is the instance's private /tmp: nothing lands on the host
             assert result["env"]["HOME"] == "/tmp"
             assert not Path("/tmp/scratch.txt").exists()
         else:
-            assert (env.sandbox_dir / "200001" / "home" / "scratch.txt").read_text() == "writable"
+            assert (env.sandbox_dir / str(UID_BASE + 1) / "home" / "scratch.txt").read_text() == "writable"
         assert oct(my_copy.stat().st_mode & 0o777) == oct(0o550)
         assert oct((my_copy / "index.py").stat().st_mode & 0o777) == oct(0o440)
         # Owned by root, readable through the function's group: readable, not changeable.
-        assert (my_copy.stat().st_uid, my_copy.stat().st_gid) == (0, 200001)
-        assert ((my_copy / "index.py").stat().st_uid, (my_copy / "index.py").stat().st_gid) == (0, 200001)
+        assert (my_copy.stat().st_uid, my_copy.stat().st_gid) == (0, UID_BASE + 1)
+        assert ((my_copy / "index.py").stat().st_uid, (my_copy / "index.py").stat().st_gid) == (0, UID_BASE + 1)
         assert oct(env.data_dir.stat().st_mode & 0o777) == oct(0o711)
         assert oct(db.stat().st_mode & 0o777) == oct(0o600)
 
@@ -439,7 +442,7 @@ def test_fork_bomb_and_thread_bomb_are_contained(env):
         # Without root the cap is "tasks of our uid at spawn time + 32": a few more or less.
         assert 0 < result["made"] <= (32 if ROOT else 40)
         if ROOT:
-            assert tasks_of_uid(200001) <= 32
+            assert tasks_of_uid(UID_BASE + 1) <= 32
         conn.inst.kill()
         conn.inst.kill()  # idempotent
         info = await asyncio.wait_for(conn.inst.wait_exit(), 10)
@@ -447,10 +450,10 @@ def test_fork_bomb_and_thread_bomb_are_contained(env):
         assert info.reason == "killed by SIGKILL"
         if ROOT:  # the whole process group died, not just the instance
             for _ in range(100):
-                if tasks_of_uid(200001) == 0:
+                if tasks_of_uid(UID_BASE + 1) == 0:
                     break
                 await asyncio.sleep(0.05)
-            assert tasks_of_uid(200001) == 0
+            assert tasks_of_uid(UID_BASE + 1) == 0
 
         threads = await start(spawner, env.spec(2, thread_code, max_processes=32))
         result = (await threads.invoke("threads"))["result"]
@@ -544,7 +547,7 @@ def test_node_handler_and_heap_limit(env):
         reply = await conn.invoke({"name": "ada"}, "n-1")
         assert reply["type"] == "result", reply
         assert reply["result"]["hello"] == "ada"
-        assert reply["result"]["uid"] == (200001 if ROOT else os.getuid())
+        assert reply["result"]["uid"] == (UID_BASE + 1 if ROOT else os.getuid())
         assert reply["result"]["env"] == sorted(
             [
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",

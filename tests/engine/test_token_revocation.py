@@ -1,6 +1,6 @@
 """A revoked token stops working on /fn/ at once, although the gateway caches verdicts: the
 very next call fails (no sleep), in this process (told directly) and in another web process
-(told over Redis, ``stratus:tokens``). A token that expires stops at its expiry, whatever the
+(told over Redis, ``stratus:<instance>:tokens``). A token that expires stops at its expiry, whatever the
 cache's TTL. The other process is real: ``uvicorn console.asgi:application`` in a subprocess,
 a web process (STRATUS_ENGINE=remote) forwarding to a supervisor served from this process,
 sharing this test's database and a real Redis."""
@@ -147,6 +147,7 @@ def other_web_process(settings: Any, supervisor: Path, redis_url: str) -> Iterat
         "STRATUS_DATA_DIR": str(settings.DATA_DIR),  # the same generated keys
         "DATABASE_URL": database_url(),
         "REDIS_URL": redis_url,
+        "STRATUS_INSTANCE": settings.STRATUS_INSTANCE,  # the same installation: its Redis namespace
         "STRATUS_ENGINE": "remote",
         "STRATUS_SUPERVISOR_SOCKET": str(supervisor),
         "STRATUS_ROUTES_RESYNC_S": "0",

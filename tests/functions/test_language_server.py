@@ -18,7 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from apps.functions import draft_services
 from apps.functions import services as function_services
-from apps.functions.language_server import LSP_UID_BASE, live_sessions
+from apps.functions.language_server import live_sessions
 from apps.functions.models import Function
 from tests.conftest import build_world, serving_console
 
@@ -184,7 +184,7 @@ def test_the_server_is_confined_without_network_and_sees_only_its_snapshot(serve
         session = next(s for s in live_sessions() if s.function_id == function.pk)
         status = Path(f"/proc/{session.pid}/status").read_text()
         uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
-        assert len(set(uids)) == 1 and int(uids[0]) > LSP_UID_BASE
+        assert len(set(uids)) == 1 and int(uids[0]) > settings.STRATUS_LSP_UID_BASE
         groups = next(line.split()[1:] for line in status.splitlines() if line.startswith("Groups:"))
         assert groups == []
         assert os.readlink(f"/proc/{session.pid}/ns/net") != os.readlink("/proc/self/ns/net")  # no network

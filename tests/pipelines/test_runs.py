@@ -19,7 +19,6 @@ from apps.functions.models import Binding, Function
 from apps.pipelines import run_services, runner, step_cgroup
 from apps.pipelines.models import Run, RunStep
 from apps.pipelines.runner.claim import claim
-from apps.pipelines.runner.steps import PIPELINE_UID_BASE
 from apps.pipelines.step_processes import running_steps
 from tests.pipelines.conftest import HELLO, GitRepo, make_repository
 
@@ -318,7 +317,7 @@ def test_steps_run_as_the_runs_own_uid_and_cannot_read_the_data_dir(
     assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
     out = list(run.log_lines.filter(stream="stdout").values_list("text", flat=True))
     if os.geteuid() == 0:
-        assert out[0] == str(PIPELINE_UID_BASE + run.pk)
+        assert out[0] == str(settings.STRATUS_PIPELINE_UID_BASE + run.pk)
     assert "top secret" not in out and "no-secret" in out and "no-mirrors" in out and "wrote" in out
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from apps.pipelines import runner
 from apps.pipelines.models import Run
-from apps.pipelines.runner.steps import PIPELINE_UID_BASE
 from apps.tenancy.environment_services import environment_update
 from apps.tenancy.models import Environment
 from tests.pipelines.conftest import GitRepo, make_repository
@@ -111,7 +110,7 @@ def test_a_step_reaches_no_host_service_and_only_what_its_environment_allows(
     assert out["write /etc/stratus-step-was-here"] == "EROFS"
     assert out["write /tmp/stratus-step-scratch"] == "ok"  # its own private /tmp ...
     assert not os.path.exists("/tmp/stratus-step-scratch")  # ... not the host's
-    uid = PIPELINE_UID_BASE + run.pk
+    uid = settings.STRATUS_PIPELINE_UID_BASE + run.pk
     assert out["groups"] == f"[{uid}]" or out["groups"] == "[]"
     # The run is over: its uid's rules are gone.
     assert f"id-{uid}" not in _nft_chains()

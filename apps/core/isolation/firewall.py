@@ -158,7 +158,7 @@ class Firewall:
                     *(f"add rule inet {TABLE} {mine} {rule}" for rule in deny_rules),
                     f"add chain inet {TABLE} output {{ type filter hook output priority filter; policy accept; }}",
                     f"flush chain inet {TABLE} output",
-                    f"add rule inet {TABLE} output meta skuid != {self.uid_base}-{UID_MAX} accept",
+                    f"add rule inet {TABLE} output meta skuid != {self._lowest_tenant_uid()}-{UID_MAX} accept",
                     f"add rule inet {TABLE} output ct state established,related accept",
                     *(
                         f"add rule inet {TABLE} output meta l4proto {{ tcp, udp }} "
@@ -184,6 +184,24 @@ class Firewall:
         return True
 
     # --- per-uid allow-lists ----------------------------------------------------------------
+
+    def _lowest_tenant_uid(self) -> int:
+        """Our base, or a lower one another running installation on this host claimed: the table
+        is shared, and the last process to write this rule must not exempt the others' tenants."""
+        from apps.core.isolation.uid_ranges import DEFAULT_REGISTRY, lowest_claimed_uid
+
+        try:
+            from django.conf import settings
+
+            registry = Path(getattr(settings, "STRATUS_UID_REGISTRY", DEFAULT_REGISTRY))
+        except Exception:  # noqa: BLE001 - without Django settings: the default place
+            registry = DEFAULT_REGISTRY
+        try:
+            lowest = lowest_claimed_uid(registry)
+        except OSError as exc:
+            logger.warning("uid claims unreadable in %s: %s", registry, exc)
+            lowest = None
+        return min(self.uid_base, lowest) if lowest is not None else self.uid_base
 
     def pending(self, uid: int, entries: Iterable[str]) -> bool:
         """Whether ``allow(uid, entries)`` has work to do (cheap: no nft call)."""

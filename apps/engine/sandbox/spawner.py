@@ -19,6 +19,7 @@ from apps.core.isolation import RUNTIME_DIR, probe_host
 from apps.core.isolation.cgroups import Cgroup, CgroupFactory
 from apps.core.isolation.firewall import Firewall
 from apps.core.isolation.hardening import count_tasks
+from apps.core.isolation.uid_ranges import claim_installation_uids
 from apps.engine.sandbox.files import SandboxFiles
 from apps.engine.sandbox.instances import INSTANCE_PATH, InstanceSpec, SpawnedInstance
 from apps.engine.sandbox.node import NodeLauncher
@@ -97,13 +98,17 @@ class Spawner:
         *,
         sandbox_dir: Path,
         data_dir: Path,
-        uid_base: int = 200000,
+        uid_base: int | None = None,
         python: str = sys.executable,
         node: str = "node",
         firewall: Firewall | None = None,
     ) -> None:
         self.sandbox_dir = Path(os.path.abspath(sandbox_dir))
         self.data_dir = Path(os.path.abspath(data_dir))
+        if uid_base is None:
+            from django.conf import settings
+
+            uid_base = int(settings.STRATUS_SANDBOX_UID_BASE)
         self.uid_base = uid_base
         self.sandboxing = os.geteuid() == 0
         self.isolation = Isolation()
@@ -134,6 +139,8 @@ class Spawner:
         self._loop = asyncio.get_running_loop()
         self.node.start()
         self._closed = False
+        if self.sandboxing:  # before any instance runs as one of them: are the uids ours?
+            await asyncio.to_thread(claim_installation_uids)
         await asyncio.to_thread(self.files.prepare_base)
         await asyncio.to_thread(self._probe_isolation)
         await self.zygote.start()

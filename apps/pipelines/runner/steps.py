@@ -30,6 +30,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.core.errors import DomainError
+from apps.core.isolation.uid_ranges import claim_installation_uids
 from apps.pipelines import run_services, step_sandbox
 from apps.pipelines.models import Run, RunStep
 from apps.pipelines.runner.claim import finish, still_running, stop_if_canceled
@@ -42,10 +43,9 @@ from apps.pipelines.step_processes import running_steps
 
 STATE_POLL_S = 1.0
 STEP_MAX_PIDS = 4096  # processes+threads of a whole step, where the cgroup has the pids controller
-# The steps of run r run as uid PIPELINE_UID_BASE + r (when root). Far above the function
-# uids (STRATUS_SANDBOX_UID_BASE 200000 + execution identity), so the two ranges never meet;
-# a uid is 32 bits.
-PIPELINE_UID_BASE = 1_000_000_000
+# The steps of run r run as uid STRATUS_PIPELINE_UID_BASE + r (when root): a range of the
+# installation's own, apart from the function uids (STRATUS_SANDBOX_UID_BASE + execution identity)
+# and claimed on this host before use (apps/core/isolation/uid_ranges.py).
 
 
 def run_steps(job: Job, plan: Plan) -> str | None:
@@ -138,7 +138,10 @@ def step_uid(run: Run) -> int | None:
     worker's own uid)."""
     if os.geteuid() != 0:
         return None
-    return int(getattr(settings, "STRATUS_PIPELINE_UID_BASE", PIPELINE_UID_BASE)) + int(run.pk)
+    if int(run.pk) >= int(settings.STRATUS_UID_RANGE_SIZE):
+        raise RuntimeError(f"run {run.pk} is past the pipeline uid range (STRATUS_UID_RANGE_SIZE)")
+    claim_installation_uids()
+    return int(settings.STRATUS_PIPELINE_UID_BASE) + int(run.pk)
 
 
 def harden_for_steps(workspace: Path, uid: int) -> None:
