@@ -13,31 +13,50 @@ os.environ.setdefault("STRATUS_DATA_DIR", tempfile.mkdtemp(prefix="stratus-test-
 os.environ.setdefault("STRATUS_RECORDS_FLUSH_INTERVAL_S", "0")
 
 
-def _claim_test_uid_ranges() -> None:
-    """A uid range of this test run's own (as root): concurrent runs on one host (CI and a
-    developer, several worktrees) would otherwise run their functions, steps and language servers
-    under the same uids and kill or count each other's processes (the fork-bomb test counts the
-    tasks of a uid). Blocks of three 5M-uid ranges from 1.61e9 up to 2^31, above the defaults of a
-    real installation, claimed like an installation's (apps/core/isolation/uid_ranges.py)."""
+_blocks: dict[str, dict[str, str]] = {}
+
+
+def uid_block_for(owner: str) -> dict[str, str]:
+    """The uid-range settings of a block no running installation claims, for ``owner`` (a data
+    directory): this test run's own, or those of a process a test starts as an installation of
+    its own (a supervisor or a worker with another data directory). Empty without root.
+
+    Concurrent runs on one host (CI and a developer, several worktrees) would otherwise run their
+    functions, steps and language servers under the same uids and kill or count each other's
+    processes (the fork-bomb test counts the tasks of a uid). Blocks of three 5M-uid ranges from
+    1.61e9 up to 2^31, above the defaults of a real installation, claimed like an installation's
+    (apps/core/isolation/uid_ranges.py)."""
     import random
     from pathlib import Path
 
     from apps.core.isolation.uid_ranges import claimable, ranges_of
 
-    if os.geteuid() != 0 or "STRATUS_SANDBOX_UID_BASE" in os.environ:
-        return
+    if os.geteuid() != 0:
+        return {}
+    if owner in _blocks:  # one installation, one block: every process started for it agrees
+        return dict(_blocks[owner])
     size = 5_000_000
     registry = Path(os.environ.get("STRATUS_UID_REGISTRY") or "/run/stratus/uid-ranges")
     for block in random.sample(range(35), 35):
         base = 1_610_000_000 + block * 3 * size
+        if any(b["STRATUS_SANDBOX_UID_BASE"] == str(base) for b in _blocks.values()):
+            continue  # handed to another installation of this run, which may not have claimed it yet
         ranges = ranges_of(base, base + size, base + 2 * size, size)
-        if claimable(ranges, owner=os.environ["STRATUS_DATA_DIR"], registry=registry):
-            os.environ["STRATUS_SANDBOX_UID_BASE"] = str(base)
-            os.environ["STRATUS_PIPELINE_UID_BASE"] = str(base + size)
-            os.environ["STRATUS_LSP_UID_BASE"] = str(base + 2 * size)
-            os.environ["STRATUS_UID_RANGE_SIZE"] = str(size)
-            return
-    raise RuntimeError(f"no free uid range for this test run in {registry}")
+        if claimable(ranges, owner=owner, registry=registry):
+            _blocks[owner] = {
+                "STRATUS_SANDBOX_UID_BASE": str(base),
+                "STRATUS_PIPELINE_UID_BASE": str(base + size),
+                "STRATUS_LSP_UID_BASE": str(base + 2 * size),
+                "STRATUS_UID_RANGE_SIZE": str(size),
+            }
+            return dict(_blocks[owner])
+    raise RuntimeError(f"no free uid range for {owner} in {registry}")
+
+
+def _claim_test_uid_ranges() -> None:
+    """This run's block (``uid_block_for``), unless set by hand."""
+    if "STRATUS_SANDBOX_UID_BASE" not in os.environ:
+        os.environ.update(uid_block_for(os.environ["STRATUS_DATA_DIR"]))
 
 
 _claim_test_uid_ranges()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from console.test_settings import uid_block_for
 from tests.engine.conftest import wait_for
 from tests.engine.test_supervisor_process import _database_url
 
@@ -35,6 +36,8 @@ class Worker:
             STRATUS_DATA_DIR=str(data_dir),
             STRATUS_TASK_QUEUE=self.queue,
         )
+        # Another installation (its own data directory): uid ranges of its own.
+        env.update(uid_block_for(str(data_dir)))
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -75,13 +78,10 @@ class Worker:
         return "".join(self.lines)
 
     def send(self, directory: Path, seconds: float) -> str:
-        from celery import Celery
+        # The console's own app: its broker and its installation's key prefix, as the worker's.
+        from console.celery import app
 
-        sender = Celery(broker=django_settings.CELERY_BROKER_URL)
-        try:
-            return str(sender.send_task("tests.sleep_and_touch", args=[str(directory), seconds], queue=self.queue).id)
-        finally:
-            sender.close()
+        return str(app.send_task("tests.sleep_and_touch", args=[str(directory), seconds], queue=self.queue).id)
 
     def stop(self) -> None:
         if self.process.poll() is None:

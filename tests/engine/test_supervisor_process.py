@@ -20,6 +20,7 @@ from django.conf import settings as django_settings
 from apps.engine import host as host_module
 from apps.engine.engine import CallSite
 from apps.engine.remote import supervisor_ping
+from console.test_settings import uid_block_for
 from tests.engine.conftest import deploy_latest, make_function, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +47,8 @@ class Supervisor:
             STRATUS_ROUTES_RESYNC_S="0",
             **extra_env,
         )
+        # Another installation (its own data directory): uid ranges of its own.
+        env.update(uid_block_for(str(data_dir)))
         self.socket_path = socket_path
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "run_supervisor"],

@@ -50,7 +50,15 @@ def in_thread(fn: Callable[[], Any], *, database: str = "reachable") -> Any:
                 if connection.vendor == "sqlite":
                     connection.settings_dict = {**connection.settings_dict, "NAME": "/nonexistent/stratus/db.sqlite3"}
                 else:
-                    connection.settings_dict = {**connection.settings_dict, "HOST": "127.0.0.1", "PORT": "1"}
+                    # Without the pool too: a pooled connection would come from the pool's
+                    # healthy ones whatever HOST and PORT say.
+                    options = {k: v for k, v in connection.settings_dict.get("OPTIONS", {}).items() if k != "pool"}
+                    connection.settings_dict = {
+                        **connection.settings_dict,
+                        "HOST": "127.0.0.1",
+                        "PORT": "1",
+                        "OPTIONS": options,
+                    }
             result["value"] = fn()
         except BaseException as exc:
             result["error"] = exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -57,3 +58,22 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing browser test is reported with Python's own traceback format. Playwright's sync
+    API switches greenlets, which on CPython 3.11 can leave the AST constructor's recursion
+    counter off; pytest's long format parses the test's source with ``ast`` and then dies with
+    ``SystemError: AST constructor recursion depth mismatch``, an INTERNALERROR that ends the
+    whole session and hides the failure (pytest-dev/pytest#10763, python/cpython#106905)."""
+    if item.get_closest_marker("browser") is None:
+        yield
+        return
+    option = item.config.option
+    previous = option.tbstyle
+    option.tbstyle = "native"
+    try:
+        yield
+    finally:
+        option.tbstyle = previous

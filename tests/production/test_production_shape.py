@@ -32,6 +32,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from console.test_settings import uid_block_for
+
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -98,6 +100,8 @@ class Installation:
             "STRATUS_FUNCTIONS_URL": f"https://{FN_HOST}",
             "STRATUS_BEHIND_PROXY": "1",
             "STRATUS_REPOSITORY_ALLOW_LOCAL": "1",
+            # An installation beside this test run: uid ranges of its own.
+            **uid_block_for(str(self.data)),
             "DJANGO_SETTINGS_MODULE": "console.settings",
             "PYTHONUNBUFFERED": "1",
         }
