@@ -62,3 +62,12 @@ def _claim_test_uid_ranges() -> None:
 _claim_test_uid_ranges()
 
 from console.settings import *  # noqa: E402, F403
+
+# The suite's own process runs no pool: it is one long-lived process in which hundreds of tests
+# start threads (served consoles, engines, sinks, workers) that use the ORM and end without
+# handing their connection back, and ten pooled connections run out after a hundred or so
+# tests ("couldn't get a connection after 30 s"). A connection per use, as before the pool.
+# The pool itself is what the processes a test starts run (console.settings, the environment):
+# tests/core/test_db_connections.py and tests/production/ measure it under load.
+if "pool" in DATABASES["default"].get("OPTIONS", {}):  # noqa: F405
+    DATABASES["default"]["OPTIONS"].pop("pool")  # noqa: F405
