@@ -53,12 +53,12 @@
 
     async function check(model) {
       const state = states.get(model);
-      if (!state) return;
+      if (!state || model.isDisposed()) return; // closed, renamed or deleted meanwhile
       clearTimeout(state.timer);
       const number = ++requests;
       state.latest = number;
       const result = await ide.call("POST", url, { body: { path: state.path, content: model.getValue() } }).catch(() => null);
-      if (states.get(model) !== state || state.latest !== number) return; // closed, or a later check was sent
+      if (model.isDisposed() || states.get(model) !== state || state.latest !== number) return; // closed, or a later check was sent
       if (result && result.ok) {
         monaco.editor.setModelMarkers(model, OWNER, result.data.diagnostics.map((d) => toMarker(model, d)));
       } else if (result && result.status === 413) {
