@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 from console.test_settings import uid_block_for
+from tests.pipelines.hooks import body_of, push_payload, sign_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
@@ -318,6 +319,18 @@ triggers:
 PUSHED = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'pushed through the pipeline'}\n"
 
 
+def deliver_push(web: httpx.Client, repository: dict[str, Any], sha: str, delivery: str) -> int:
+    """A push of ``sha`` to main, delivered and signed as GitHub does (tests/pipelines/hooks.py);
+    the run it started."""
+    body = body_of(push_payload("github", after=sha))
+    headers = sign_headers("github", body, repository["webhook_secret"], delivery=delivery)
+    delivered = web.post(
+        f"/hooks/github/{repository['hook_id']}/", content=body, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert delivered.status_code == 202, delivered.text
+    return int(delivered.json()["run"])
+
+
 def git(cwd: Path, *args: str) -> str:
     done = subprocess.run(
         ["git", "-c", "user.name=Ann", "-c", "user.email=ann@example.com", *args],
@@ -332,8 +345,6 @@ def git(cwd: Path, *args: str) -> str:
 def test_a_signed_push_runs_on_the_worker_and_its_token_websocket_outlives_30_s_of_silence(
     installation: dict[str, Any],
 ) -> None:
-    import hashlib
-    import hmac
 
     from websockets.sync.client import connect
 
@@ -360,31 +371,7 @@ def test_a_signed_push_runs_on_the_worker_and_its_token_websocket_outlives_30_s_
             {"url": str(origin), "default_branch": "main", "rotate_secret": True},
         )
         installation["repository"] = repository  # the worker test pushes to it again
-        body = json.dumps(
-            {
-                "ref": "refs/heads/main",
-                "after": sha,
-                "before": "0" * 40,
-                "deleted": False,
-                "forced": False,
-                "head_commit": {"id": sha, "message": "first", "author": {"name": "Ann"}},
-                "pusher": {"name": "ann"},
-                "repository": {"full_name": "demo/shop"},
-            }
-        ).encode()
-        signature = hmac.new(repository["webhook_secret"].encode(), body, hashlib.sha256).hexdigest()
-        delivered = web.post(
-            f"/hooks/github/{repository['hook_id']}/",
-            content=body,
-            headers={
-                "X-GitHub-Event": "push",
-                "X-GitHub-Delivery": "shape-1",
-                "X-Hub-Signature-256": f"sha256={signature}",
-                "Content-Type": "application/json",
-            },
-        )
-        assert delivered.status_code == 202, delivered.text
-        run = delivered.json()["run"]
+        run = deliver_push(web, repository, sha, "shape-1")
     # The run's live log on the other web process, opened with a token and no Origin.
     url = f"ws://127.0.0.1:{shape.ports[1]}/ws/runs/{run}/?token={token}"
     with connect(url, additional_headers={"Host": HOST, "X-Forwarded-Proto": "https"}, open_timeout=10) as ws:
@@ -465,8 +452,6 @@ def test_a_worker_stopped_by_sigterm_finishes_its_running_step(installation: dic
     """What systemd does on `systemctl stop` (KillMode=mixed: SIGTERM to the main process):
     Celery's warm shutdown lets the running step finish; the run succeeds; a new worker then
     takes the queue."""
-    import hashlib
-    import hmac
 
     shape, token = installation["shape"], installation["tokens"]["alice"]
     repository = installation.get("repository")
@@ -477,32 +462,8 @@ def test_a_worker_stopped_by_sigterm_finishes_its_running_step(installation: dic
     git(work, "commit", "-qam", "slow")
     git(work, "push", "-q", "origin", "HEAD:main")
     sha = git(work, "rev-parse", "HEAD")
-    body = json.dumps(
-        {
-            "ref": "refs/heads/main",
-            "after": sha,
-            "before": "0" * 40,
-            "deleted": False,
-            "forced": False,
-            "head_commit": {"id": sha, "message": "slow", "author": {"name": "Ann"}},
-            "pusher": {"name": "ann"},
-            "repository": {"full_name": "demo/shop"},
-        }
-    ).encode()
-    signature = hmac.new(repository["webhook_secret"].encode(), body, hashlib.sha256).hexdigest()
     with shape.client(0) as web:
-        delivered = web.post(
-            f"/hooks/github/{repository['hook_id']}/",
-            content=body,
-            headers={
-                "X-GitHub-Event": "push",
-                "X-GitHub-Delivery": "shape-2",
-                "X-Hub-Signature-256": f"sha256={signature}",
-                "Content-Type": "application/json",
-            },
-        )
-        assert delivered.status_code == 202, delivered.text
-        run = delivered.json()["run"]
+        run = deliver_push(web, repository, sha, "shape-2")
         wait_until(
             lambda: "slow step" in json.dumps(api(web, token, "GET", f"/runs/{run}/log")),
             60,

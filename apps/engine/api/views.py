@@ -13,6 +13,14 @@ from apps.functions import selectors
 from apps.tenancy import selectors as tenancy_selectors
 from apps.tenancy.models import ApiToken
 
+# Both invoke operations answer alike: the outcome, or 429 with the same body when throttled.
+INVOKE_RESPONSES = {
+    200: s.InvocationResultSerializer,
+    429: OpenApiResponse(
+        s.InvocationResultSerializer, description="Throttled: the same body, with status 'throttled'."
+    ),
+}
+
 
 class InvokeView(ApiView):
     """Run a function once with an event and answer its result, error, logs and timings:
@@ -24,12 +32,7 @@ class InvokeView(ApiView):
 
     @extend_schema(
         request=s.InvokeSerializer,
-        responses={
-            200: s.InvocationResultSerializer,
-            429: OpenApiResponse(
-                s.InvocationResultSerializer, description="Throttled: the same body, with status 'throttled'."
-            ),
-        },
+        responses=INVOKE_RESPONSES,
     )
     def post(self, request: Request, function_id: int) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
@@ -56,12 +59,7 @@ class DraftInvokeView(ApiView):
 
     @extend_schema(
         request=s.DraftInvokeSerializer,
-        responses={
-            200: s.InvocationResultSerializer,
-            429: OpenApiResponse(
-                s.InvocationResultSerializer, description="Throttled: the same body, with status 'throttled'."
-            ),
-        },
+        responses=INVOKE_RESPONSES,
     )
     def post(self, request: Request, function_id: int) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
