@@ -110,11 +110,14 @@
     async function ask(method, model, position, extra) {
       if (!isDraftPython(model) || refused || !(await connect()) || model.isDisposed()) return null;
       sync(model);
-      return request(method, {
+      const answer = await request(method, {
         textDocument: { uri: model.uri.toString() },
         position: { line: position.lineNumber - 1, character: position.column - 1 },
         ...extra,
       });
+      // A slow answer may come after the file was renamed, deleted or closed: reading the
+      // disposed model (getWordUntilPosition) would throw "TextModelPart is disposed".
+      return model.isDisposed() ? null : answer;
     }
     const toRange = (r) => new monaco.Range(r.start.line + 1, r.start.character + 1, r.end.line + 1, r.end.character + 1);
     const docs = (d) => (d === undefined || d === null ? undefined : typeof d === "string" ? d : { value: d.value });
