@@ -17,6 +17,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.monitoring.api.urls")),
     path("", include("apps.engine.api.urls")),
     path("", include("apps.pipelines.api.urls")),
+    path("", include("apps.alerts.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
