@@ -87,7 +87,9 @@ def test_not_due_is_not_evaluated_again(make_rule: Any, record: Any) -> None:
     assert services.alerts_evaluate_due(now=at(30)) == 1
 
 
-def test_silenced_firing_records_transitions_and_sends_nothing(world: Any, fn: Any, make_rule: Any, record: Any) -> None:
+def test_silenced_firing_records_transitions_and_sends_nothing(
+    world: Any, fn: Any, make_rule: Any, record: Any
+) -> None:
     # Given a rule with a webhook and a silence on its function until T0 + 10 min
     rule = make_rule(for_s=0, webhook_url="https://hooks.example.net/a", notify_email=True)
     silence = services.silence_create(actor=world.bob, function=fn, ends_at=at(600), now=at(-5))
@@ -112,7 +114,9 @@ def test_silenced_firing_records_transitions_and_sends_nothing(world: Any, fn: A
     assert sorted(owed.values_list("event__to_state", "channel")) == [("firing", "email"), ("firing", "webhook")]
 
 
-def test_silence_of_another_environment_or_rule_does_not_apply(world: Any, fn: Any, make_rule: Any, record: Any) -> None:
+def test_silence_of_another_environment_or_rule_does_not_apply(
+    world: Any, fn: Any, make_rule: Any, record: Any
+) -> None:
     from apps.tenancy.models import Environment
 
     rule = make_rule(for_s=0, notify_email=True)
@@ -166,9 +170,7 @@ def test_metric_reading_values(fn: Any, prod: Any, record: Any) -> None:
     record(at(-400), error=10)  # outside a 5-minute window
 
     def read(metric: str) -> Any:
-        return selectors.metric_reading(
-            function_id=fn.pk, environment_id=prod.pk, metric=metric, window_s=300, now=T0
-        )
+        return selectors.metric_reading(function_id=fn.pk, environment_id=prod.pk, metric=metric, window_s=300, now=T0)
 
     assert read("invocations").value == 5 and read("invocations").invocations == 5
     assert read("errors").value == 1
@@ -180,12 +182,16 @@ def test_metric_reading_values(fn: Any, prod: Any, record: Any) -> None:
     assert read("init_duration_avg").value == 50.0
     assert read("peak_memory_kb").value == 3000
     assert read("peak_concurrency").value == 4
-    empty = selectors.metric_reading(function_id=fn.pk, environment_id=prod.pk, metric="error_rate", window_s=30, now=T0)
+    empty = selectors.metric_reading(
+        function_id=fn.pk, environment_id=prod.pk, metric="error_rate", window_s=30, now=T0
+    )
     assert empty.value is None and empty.invocations == 0
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_evaluators_at_once_make_one_transition_and_one_notification(world: Any, make_rule: Any, record: Any) -> None:
+def test_two_evaluators_at_once_make_one_transition_and_one_notification(
+    world: Any, make_rule: Any, record: Any
+) -> None:
     """Two threads (two connections on PostgreSQL) evaluate every due rule at the same instant."""
     if connection.vendor != "postgresql":
         pytest.skip("row locks need PostgreSQL (SQLite serialises writers on its own)")
