@@ -379,7 +379,7 @@ def _advance(rule: AlertRule, *, breach: bool, now: datetime, value: float | Non
     firing; pending --clear--> ok; firing --clear (or no longer enough data)--> resolved;
     resolved --clear--> ok; resolved --breach--> pending/firing again."""
     S = AlertState
-    args = {"value": value, "invocations": invocations, "note": note}
+    args: dict[str, Any] = {"value": value, "invocations": invocations, "note": note}
     if breach:
         if rule.state in (S.OK, S.RESOLVED):
             if rule.for_s == 0:
@@ -511,7 +511,7 @@ def email_recipients(rule: AlertRule) -> list[str]:
     )
     granted = get_users_with_perms(project, with_group_users=True, only_with_perms_in=["view_project"])
     members = set(Membership.objects.filter(org=project.org).values_list("user_id", flat=True))
-    emails = set(managers) | {u.email for u in granted if u.pk in members}
+    emails = set(managers) | {u.email for u in granted if not isinstance(u, str) and u.pk in members}
     return sorted(e for e in emails if e)
 
 

@@ -32,7 +32,7 @@ class AlertRuleListView(ApiView):
         return {**super().get_serializer_context(), **getattr(self, "extra_context", {})}
 
     def prefetch_for_page(self, page: list[Any]) -> None:
-        self.extra_context = {"silenced_until": selectors.silenced_until(rules=page)}
+        self.extra_context: dict[str, Any] = {"silenced_until": selectors.silenced_until(rules=page)}
 
     @extend_schema(parameters=[OpenApiParameter("environment", str, required=False)])
     def get(self, request: Request, function_id: int) -> Response:
@@ -68,7 +68,7 @@ class AlertRuleDetailView(ApiView):
 
     def _rule(self, request: Request, alert_rule_id: int) -> Any:
         rule = selectors.alert_rule_get(user=request.user, alert_rule_id=alert_rule_id)
-        self.extra_context = {"silenced_until": selectors.silenced_until(rules=[rule])}
+        self.extra_context: dict[str, Any] = {"silenced_until": selectors.silenced_until(rules=[rule])}
         return rule
 
     def get(self, request: Request, alert_rule_id: int) -> Response:
