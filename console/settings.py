@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.core.isolation.egress import parse_egress_rules
 from apps.core.isolation.uid_ranges import ranges_of
 from apps.core.origins import parse_functions_url
 from console.datadir import ensure_dir, ensure_private_dir, generated_encryption_key, generated_secret_key
@@ -87,6 +88,7 @@ INSTALLED_APPS = [
     "apps.monitoring",
     "apps.engine",
     "apps.releases",
+    "apps.alerts",
 ]
 
 MIDDLEWARE = [
@@ -319,6 +321,18 @@ STRATUS_REPOSITORY_ALLOW_LOCAL = env_bool("STRATUS_REPOSITORY_ALLOW_LOCAL", Fals
 # is stored for at most this many of them per repository and minute: an unauthenticated flood
 # cannot fill the database.
 STRATUS_WEBHOOK_REJECTED_PER_MINUTE = env_int("STRATUS_WEBHOOK_REJECTED_PER_MINUTE", 10)
+# Alert webhooks (apps/alerts/webhooks.py) go to public addresses only: loopback, private,
+# link-local... and this server's own addresses are refused unless listed here (egress rule
+# syntax: "10.0.3.7", "10.0.0.0/8:8000-8099", "127.0.0.1"), e.g. a chat bridge on the private
+# network. Failed deliveries are retried STRATUS_ALERT_MAX_ATTEMPTS times in all, waiting
+# STRATUS_ALERT_RETRY_BASE_S, then twice as long each time (10, 20, 40, 80, 160 s).
+STRATUS_ALERT_WEBHOOK_ALLOW = env_list("STRATUS_ALERT_WEBHOOK_ALLOW")
+try:
+    parse_egress_rules(STRATUS_ALERT_WEBHOOK_ALLOW)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"STRATUS_ALERT_WEBHOOK_ALLOW: {exc}") from None
+STRATUS_ALERT_MAX_ATTEMPTS = env_int("STRATUS_ALERT_MAX_ATTEMPTS", 6)
+STRATUS_ALERT_RETRY_BASE_S = float(env_str("STRATUS_ALERT_RETRY_BASE_S") or 10)
 INVITATION_TTL_DAYS = env_int("STRATUS_INVITATION_TTL_DAYS", 7)
 # A token's last-used time is written at most this often, so the API does not do a write
 # per authenticated request.

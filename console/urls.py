@@ -17,6 +17,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.monitoring.api.urls")),
     path("", include("apps.engine.api.urls")),
     path("", include("apps.pipelines.api.urls")),
+    path("", include("apps.alerts.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
@@ -29,6 +30,7 @@ urlpatterns = [
     path("", include("apps.tenancy.page_urls")),
     path("", include("apps.functions.page_urls")),
     path("", include("apps.releases.page_urls")),
+    path("", include("apps.alerts.page_urls")),
     path("readyz", health.readyz, name="readyz"),
     # Pipeline pages (apps/pipelines/pages.py): runs, deliveries, one run's live log.
     path("projects/<int:project_id>/pipeline/", pipeline_pages.pipeline_page, name="pipeline"),
