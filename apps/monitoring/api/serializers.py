@@ -18,7 +18,8 @@ class LogLineSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LogLine
-        fields = ["ts", "stream", "level", "request_id", "version", "environment", "text"]
+        fields = ["id", "ts", "stream", "level", "request_id", "version", "environment", "text"]
+        extra_kwargs = {"id": {"help_text": "the live tail's cursor (?after= on the websocket, Last-Event-ID)"}}
 
 
 class InvocationSerializer(serializers.ModelSerializer):
