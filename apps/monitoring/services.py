@@ -330,6 +330,12 @@ def log_function_group_name(*, function_id: int) -> str:
     return f"logs.f{function_id}"
 
 
+def log_control_group_name(*, function_id: int) -> str:
+    """The group every live-tail watcher of a function joins for news about the function
+    itself (it was deleted), whatever its lines' group."""
+    return f"logs.f{function_id}.control"
+
+
 def log_lines_publish(
     *, lines: Iterable[LogLine], environment_names: dict[int, str], prev_line_id: int | None = None
 ) -> int:
@@ -378,7 +384,7 @@ def function_deleted_publish(*, function_id: int) -> None:
         layer = get_channel_layer()
         if layer is not None:
             async_to_sync(layer.group_send)(
-                log_function_group_name(function_id=function_id), {"type": "log.function_deleted"}
+                log_control_group_name(function_id=function_id), {"type": "log.function_deleted"}
             )
     except Exception:
         logger.exception("Telling live-tail watchers of function %d that it was deleted failed", function_id)
