@@ -171,14 +171,16 @@ def parse_filters(raw: dict[str, Any], *, allowed: tuple[str, ...] = FILTER_KEYS
         raise FilterError(
             f"stream must be one of {', '.join(Stream.values)}.", {"stream": [f"not one of {Stream.values}"]}
         )
-    version: int | None = None
+    version: int | None = None  # 0: draft runs (the WebIDE's Run logs as version 0)
     if text("version", 12):
         try:
             version = int(text("version", 12))
         except ValueError:
             version = 0
-        if version < 1:
-            raise FilterError("version must be a version number (1 or more).", {"version": ["not a version number"]})
+        if version < 0:
+            raise FilterError(
+                "version must be a version number (0: the draft's runs).", {"version": ["not a version number"]}
+            )
     levels = tuple(sorted({v.strip().lower() for v in text("level", 100).split(",") if v.strip()}))
     bad_levels = [v for v in levels if v not in LEVELS]
     if bad_levels:
