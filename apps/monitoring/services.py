@@ -357,21 +357,29 @@ def log_lines_publish(
         groups[log_group_name(function_id=line.function_id, environment_id=line.environment_id)].append(line)
     if not groups:
         return 0
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for group, members in groups.items():
+        members.sort(key=lambda ln: (ln.pk or 0, ln.ts))
+        prev = prev_line_id
+        if len(members) > TAIL_MAX_LINES:
+            prev = members[-TAIL_MAX_LINES - 1].pk
+            members = members[-TAIL_MAX_LINES:]
+        payload = [log_line_data(ln, environment_names.get(ln.environment_id, "")) for ln in members]
+        messages.append((group, {"type": "log.lines", "prev": prev, "lines": payload}))
     sent = 0
     try:
         layer = get_channel_layer()
         if layer is None:
             return 0
-        send = async_to_sync(layer.group_send)
-        for group, members in groups.items():
-            members.sort(key=lambda ln: (ln.pk or 0, ln.ts))
-            prev = prev_line_id
-            if len(members) > TAIL_MAX_LINES:
-                prev = members[-TAIL_MAX_LINES - 1].pk
-                members = members[-TAIL_MAX_LINES:]
-            payload = [log_line_data(ln, environment_names.get(ln.environment_id, "")) for ln in members]
-            send(group, {"type": "log.lines", "prev": prev, "lines": payload})
-            sent += 1
+
+        async def send_all() -> None:
+            # One trip into an event loop for every group (async_to_sync costs milliseconds).
+            nonlocal sent
+            for group, message in messages:
+                await layer.group_send(group, message)
+                sent += 1
+
+        async_to_sync(send_all)()
     except Exception:
         logger.exception("Live-tail publish failed after %d of %d groups; lines are stored", sent, len(groups))
     return sent
