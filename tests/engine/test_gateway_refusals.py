@@ -111,7 +111,9 @@ def chunks(total: int, size: int = 1024) -> Iterator[bytes]:
 
 
 def test_a_streamed_body_without_content_length_is_cut_at_the_limit(world, engine, served, small_body_limit):
-    fn = make_function(world, "sink", {"main.py": "def handler(event, context):\n    return {'n': len(event['body'] or '')}\n"})
+    fn = make_function(
+        world, "sink", {"main.py": "def handler(event, context):\n    return {'n': len(event['body'] or '')}\n"}
+    )
     deploy_latest(world, fn)
     wait_routed(engine, fn)
 
