@@ -91,7 +91,13 @@ def invocations(
     b = release.binding
     at = at or timezone.now()
     rows = []
-    for status, count in (("ok", ok), ("error", error), ("throttled", throttled), ("timeout", timeout), ("crashed", crashed)):
+    for status, count in (
+        ("ok", ok),
+        ("error", error),
+        ("throttled", throttled),
+        ("timeout", timeout),
+        ("crashed", crashed),
+    ):
         for i in range(count):
             rows.append(
                 Invocation(
