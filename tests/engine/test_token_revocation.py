@@ -29,6 +29,7 @@ from apps.engine.remote import SupervisorServer
 from apps.tenancy import token_services
 from apps.tenancy.models import ApiToken
 from tests.engine.conftest import deploy_latest, free_port, make_function, url, wait_for, wait_routed
+from tests.prerequisites import missing
 
 PLAIN = "def handler(event, context):\n    return {'ok': True}\n"
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +107,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(address).ping()
     except Exception as exc:  # noqa: BLE001 - whatever keeps us from it
-        pytest.skip(f"needs a Redis server ({address}): {exc}")
+        missing(f"needs a Redis server ({address}): {exc}")
     return address
 
 

@@ -3,6 +3,7 @@ retry, approvals, worker death, and the runs API."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -23,7 +24,7 @@ from apps.pipelines.runner.claim import claim
 from apps.pipelines.step_processes import running_steps
 from tests.conftest import process_ids
 from tests.pipelines.conftest import HELLO, GitRepo, make_repository
-from tests.prerequisites import needs_root
+from tests.prerequisites import needs, needs_root, needs_sshd
 
 
 def push(repository: Any, sha: str, branch: str = "main", pusher: str = "pat") -> Run:
@@ -284,8 +285,8 @@ def _log_value(run: Run, key: str) -> str:
     raise AssertionError(f"no {key}= line in the log")
 
 
-needs_cgroups = pytest.mark.skipif(
-    not step_cgroup.available(), reason="this host lets this user make no cgroup (steps keep their process group)"
+needs_cgroups = needs(
+    step_cgroup.available(), "this host lets this user make no cgroup (steps keep their process group)"
 )
 
 
@@ -337,7 +338,7 @@ def test_step_memory_is_limited_without_breaking_node(live_world: Any, git_repo:
     assert "MemoryError" in run.log_lines.values_list("text", flat=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="steps change uid only when the worker runs as root")
+@needs_root
 def test_steps_run_as_the_runs_own_uid_and_cannot_read_the_data_dir(
     live_world: Any, git_repo: GitRepo, settings: Any
 ) -> None:
@@ -534,25 +535,32 @@ def test_mirror_keeps_credentials_out_of_its_config(live_world: Any, hello_repo:
 
 
 def test_the_embedded_worker_runs_a_pushed_run(live_world: Any, hello_repo: GitRepo, settings: Any) -> None:
-    """run_for_push queues run_execute after commit; the in-process Celery worker runs it."""
+    """run_for_push queues run_execute after commit; the in-process Celery worker runs it, on
+    the in-memory broker (the embedded default) or, where the suite runs on Redis (CI), on a
+    private redis-server of its own: the shared queue holds other processes' tasks, whose rows
+    are not in this test's database."""
     from apps.core import worker
+    from console.celery import app
+    from tests.broker import PrivateRedis, celery_broker
 
-    if not settings.CELERY_BROKER_URL.startswith("memory://"):
-        pytest.skip("the embedded worker consumes the in-memory broker (a shared Redis queue holds other runs' tasks)")
     settings.STRATUS_EMBEDDED_WORKER = True
     repository = make_repository(live_world.web, str(hello_repo.origin))
-    from console.celery import app
-
-    app.control.purge()  # tasks other tests queued on the in-memory broker (their rows are gone)
-    worker.start()
+    private = None if settings.CELERY_BROKER_URL.startswith("memory://") else PrivateRedis()
     try:
-        run = push(repository, hello_repo.git("rev-parse", "HEAD"))
-        _wait(lambda: Run.objects.get(pk=run.pk).state not in Run.ACTIVE_STATES, timeout=30)
-        run.refresh_from_db()
-        assert run.state == Run.State.SUCCEEDED, run.reason
-        assert run.worker and run.started_at is not None and run.finished_at is not None
+        with celery_broker(private.url) if private else contextlib.nullcontext():
+            app.control.purge()  # tasks other tests queued on the in-memory broker (their rows are gone)
+            worker.start()
+            try:
+                run = push(repository, hello_repo.git("rev-parse", "HEAD"))
+                _wait(lambda: Run.objects.get(pk=run.pk).state not in Run.ACTIVE_STATES, timeout=60)
+                run.refresh_from_db()
+                assert run.state == Run.State.SUCCEEDED, run.reason
+                assert run.worker and run.started_at is not None and run.finished_at is not None
+            finally:
+                worker.stop()
     finally:
-        worker.stop()
+        if private is not None:
+            private.stop()
 
 
 # --- credentials against a real git server ------------------------------------------------------
@@ -619,7 +627,7 @@ def _keypair(directory: Path, name: str) -> tuple[str, str]:
     return key.read_text(), (directory / f"{name}.pub").read_text()
 
 
-@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="OpenSSH server not installed (.ci/run installs it)")
+@needs_sshd
 def test_a_deploy_key_fetches_over_ssh_and_leaves_no_key_file(
     live_world: Any, hello_repo: GitRepo, tmp_path: Path
 ) -> None:
