@@ -15,6 +15,7 @@ from apps.monitoring.models import Invocation, LogLine
 from apps.monitoring.sink import get_sink
 from apps.tenancy import token_services
 from tests.engine.conftest import deploy_latest, make_function, url, wait_routed
+from tests.prerequisites import missing, needs_node
 
 LAMBDA = """
 import json
@@ -203,7 +204,7 @@ def test_asgi_and_flask_apps_get_requests_as_is(world, engine, served):
     assert "x-stratus-version" in missing.headers
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@needs_node
 def test_node_handler_answers_through_the_gateway(world, engine, served):
     fn = make_function(world, "nodefn", {"index.js": NODE}, runtime="node20", handler="index.handler")
     deploy_latest(world, fn)
@@ -376,7 +377,7 @@ def test_each_kind_deployed_through_the_api_answers_on_the_gateway_and_the_invok
     import zipfile
 
     if kind == "node" and shutil.which("node") is None:
-        pytest.skip("node is not installed")
+        missing("node is not installed (Node.js 20; CI has it)")
     files, config = KINDS[kind]
     if kind == "flask":
         files = {**files, **vendored_flask()}
