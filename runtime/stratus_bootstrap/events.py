@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -257,6 +258,7 @@ def clf_time(epoch_s: float) -> str:
     return f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of functions per process: hashed once each
 def api_id(key: tuple[str, str, str, str]) -> str:
     """A stable id of the function's API (apiId, SCF's serviceId): ten characters, as API
     Gateway's, the same on every backend and environment of the function."""
