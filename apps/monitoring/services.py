@@ -5,7 +5,6 @@ only ever calls sink.RecordSink.submit_*; these run in the sink's flusher (or a 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from apps.functions.models import Function
+from apps.monitoring import rollups
 from apps.monitoring.levels import line_level
 from apps.monitoring.models import LOG_TEXT_MAX_BYTES, Invocation, LogLine, Stream
 from apps.monitoring.records import InvocationRecord, LogRecord
@@ -109,6 +109,7 @@ INVOCATION_COLUMNS = (
     "status",
     "error_type",
     "peak_rss_kb",
+    "concurrency",
     "sink_id",
     "sink_seq",
 )
@@ -129,6 +130,7 @@ def invocation_row(record: InvocationRecord, key: RecordKey | None = None) -> tu
         record.status if record.status in _STATUSES else Invocation.Status.ERROR,
         _clean(record.error_type)[:200],
         record.peak_rss_kb,
+        record.concurrency,
         key[0] if key else None,
         key[1] if key else None,
     )
@@ -182,17 +184,22 @@ def records_write(
             for i, r in enumerate(logs)
             if alive(r)
         ]
-        calls = [
-            invocation_row(r, invocation_keys[i] if invocation_keys is not None else None)
+        alive_calls = [
+            (r, invocation_keys[i] if invocation_keys is not None else None)
             for i, r in enumerate(invocations)
             if alive(r)
         ]
+        calls = [invocation_row(r, key) for r, key in alive_calls]
         result.orphaned = len(logs) + len(invocations) - len(lines) - len(calls)
         inserted = 0
         if lines:
             inserted += _insert_many(LogLine, lines)
         if calls:
-            inserted += _insert_rows(Invocation, INVOCATION_COLUMNS, calls)
+            new_keys: set[tuple[int, int]] = set()
+            inserted += _insert_rows(Invocation, INVOCATION_COLUMNS, calls, inserted_keys=new_keys)
+            # The rollups count exactly the rows just inserted (a replayed record is skipped
+            # by its key, so it is never counted twice), in the same transaction.
+            rollups.rollups_apply(records=[r for r, key in alive_calls if key is None or key in new_keys])
     result.written = inserted
     result.duplicates = len(lines) + len(calls) - inserted
     result.lines = lines
@@ -210,16 +217,13 @@ def _insert_many(model: type[Any], objects: Sequence[Any]) -> int:
     return _insert_rows(model, [f.column for f in fields], rows)
 
 
-def _max_query_params() -> int:
-    """Parameters one statement may carry. Django assumes SQLite's historic 999; the library
-    in use says its own (250,000 since SQLite 3.32), read from the open connection.
-    PostgreSQL's wire protocol numbers parameters in 16 bits."""
-    if connection.vendor == "sqlite" and connection.connection is not None:
-        return int(connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    return int(connection.features.max_query_params or 65535)
-
-
-def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+def _insert_rows(
+    model: type[Any],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    inserted_keys: set[tuple[int, int]] | None = None,
+) -> int:
     """INSERT ``rows``, skipping those whose (sink_id, sink_seq) is already stored; returns the
     rows inserted. Only uniqueness conflicts are skipped: SQLite's ``ON CONFLICT DO NOTHING``
     (not ``INSERT OR IGNORE``, which would also swallow NOT NULL and CHECK failures) and
@@ -229,18 +233,28 @@ def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequen
     releases the GIL around every statement it runs, and each release costs up to the
     interpreter's switch interval to win back while the gateway's event loop is busy. Row by
     row, that made a batch of 1,000 records take a second under load, and held SQLite's write
-    lock (and so every deploy) that long."""
+    lock (and so every deploy) that long.
+
+    ``inserted_keys``, when given, receives the (sink_id, sink_seq) of every keyed row
+    inserted (``RETURNING``, which both databases answer for inserted rows only)."""
     table = connection.ops.quote_name(model._meta.db_table)
     names = ", ".join(connection.ops.quote_name(c) for c in columns)
     row_sql = f"({', '.join(['%s'] * len(columns))})"
     inserted = 0
     with connection.cursor() as cursor:
-        per_statement = max(1, min(INSERT_BATCH, _max_query_params() // len(columns)))
+        per_statement = max(1, min(INSERT_BATCH, rollups.max_query_params() // len(columns)))
         for start in range(0, len(rows), per_statement):
             batch = rows[start : start + per_statement]
             values = ", ".join([row_sql] * len(batch))
             sql = f"INSERT INTO {table} ({names}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608 - names from the model
+            if inserted_keys is not None:
+                sql += " RETURNING sink_id, sink_seq"
             cursor.execute(sql, [value for row in batch for value in row])
+            if inserted_keys is not None:
+                returned = cursor.fetchall()
+                inserted += len(returned)
+                inserted_keys.update((k[0], k[1]) for k in returned if k[0] is not None)
+                continue
             # Both drivers count the rows a statement inserted; -1 would mean "unknown".
             inserted += cursor.rowcount if cursor.rowcount >= 0 else len(batch)
     return inserted

@@ -25,8 +25,16 @@ IN_MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"
 
 
 def inserts(ctx: CaptureQueriesContext) -> list[str]:
-    # One multi-row INSERT statement per INSERT_BATCH rows.
-    return [q["sql"] for q in ctx.captured_queries if "INSERT INTO" in q["sql"].upper()]
+    # One multi-row INSERT statement per INSERT_BATCH rows (the rollups' upserts aside).
+    return [
+        q["sql"]
+        for q in ctx.captured_queries
+        if "INSERT INTO" in q["sql"].upper() and "monitoring_metric" not in q["sql"].lower()
+    ]
+
+
+def rollup_upserts(ctx: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in ctx.captured_queries if q["sql"].lower().startswith('insert into "monitoring_metric')]
 
 
 def statements_for(rows: int) -> int:
@@ -53,8 +61,10 @@ def test_many_submissions_are_written_in_a_handful_of_bulk_inserts(fn, dev, prod
     assert len(inserts(ctx)) == statements_for(600) + statements_for(200) == 2
     assert inserts(ctx)[0].startswith("INSERT INTO")
     assert inserts(ctx)[0].count("), (") == 599
+    # and the metric rollups: one upsert per rollup table (minute, hour, totals) for the batch
+    assert len(rollup_upserts(ctx)) == 3
     # and besides them, one lookup each of functions and environments (+ savepoint and release)
-    assert len(ctx.captured_queries) <= len(inserts(ctx)) + 4
+    assert len(ctx.captured_queries) <= len(inserts(ctx)) + 3 + 4
     assert LogLine.objects.count() == 600
     assert Invocation.objects.count() == 200
     assert sink.pending() == 0
