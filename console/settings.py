@@ -59,9 +59,9 @@ PUBLIC_URL = (env_str("STRATUS_PUBLIC_URL") or f"http://127.0.0.1:{env_int('PORT
 # and neither can set any for the other.
 _console_hostname = urlsplit(PUBLIC_URL).hostname or ""
 _loopback_name = "localhost" if _console_hostname.rstrip(".").split(".")[-1] != "localhost" else "127.0.0.1"
-STRATUS_FUNCTIONS_URL = (
-    env_str("STRATUS_FUNCTIONS_URL") or f"http://{_loopback_name}:{env_int('PORT', 8000)}"
-).rstrip("/")
+STRATUS_FUNCTIONS_URL = (env_str("STRATUS_FUNCTIONS_URL") or f"http://{_loopback_name}:{env_int('PORT', 8000)}").rstrip(
+    "/"
+)
 try:
     parse_functions_url(STRATUS_FUNCTIONS_URL)
 except ValueError as exc:

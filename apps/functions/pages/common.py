@@ -52,9 +52,7 @@ def route(name: str, **kwargs: Any) -> str:
         return ""
 
 
-def traffic_segments(
-    traffic: Traffic | Iterable[Mapping[str, Any]], canary: int | None = None
-) -> list[dict[str, Any]]:
+def traffic_segments(traffic: Traffic | Iterable[Mapping[str, Any]], canary: int | None = None) -> list[dict[str, Any]]:
     """A binding's traffic as the traffic bar draws it ({% traffic_bar %}), the one rule for
     every page: a version's tag (a release tags its versions stable/canary) names its role;
     untagged, the active release's version (``canary``) is the canary and the others stable;

@@ -7,5 +7,11 @@ F = "functions/<int:function_id>"
 urlpatterns = [
     path(f"{F}/logs", v.LogLineListView.as_view(), name="function-logs"),
     path(f"{F}/invocations", v.InvocationListView.as_view(), name="function-invocations"),
+    path(f"{F}/metrics", v.MetricSeriesView.as_view(), name="function-metrics-series"),
+    path(
+        "projects/<int:project_id>/metrics/summary",
+        v.ProjectMetricSummaryView.as_view(),
+        name="project-metrics-summary",
+    ),
     path(f"{F}/invocations/summary", v.InvocationSummaryView.as_view(), name="function-invocation-summary"),
 ]
