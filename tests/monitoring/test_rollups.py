@@ -265,3 +265,15 @@ def test_rebuild_does_not_bring_back_minutes_past_their_retention(fn, dev):
     rollups.rollups_rebuild(start=at, end=at + timedelta(minutes=1), now=NOW)
     assert not MetricMinute.objects.exists()
     assert MetricHour.objects.get().invocations == 1
+
+
+def test_the_periodic_task_is_scheduled_and_compacts(fn, dev):
+    from apps.monitoring.tasks import rollups_compact_task
+    from console.celery import app
+
+    schedule = app.conf.beat_schedule["monitoring-rollups-compact"]
+    assert schedule["task"] == "apps.monitoring.tasks.rollups_compact_task"
+    services.records_write(logs=[], invocations=[record(fn, dev, datetime.now(UTC) - timedelta(days=8), 4.0)])
+    assert rollups_compact_task() == 1
+    assert not MetricMinute.objects.exists()
+    assert MetricHour.objects.count() == 1
