@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.core.isolation.egress import parse_egress_rules
 from apps.core.isolation.uid_ranges import ranges_of
 from apps.core.origins import parse_functions_url
 from console.datadir import ensure_dir, ensure_private_dir, generated_encryption_key, generated_secret_key
@@ -87,6 +88,7 @@ INSTALLED_APPS = [
     "apps.monitoring",
     "apps.engine",
     "apps.releases",
+    "apps.alerts",
 ]
 
 MIDDLEWARE = [
@@ -319,6 +321,18 @@ STRATUS_REPOSITORY_ALLOW_LOCAL = env_bool("STRATUS_REPOSITORY_ALLOW_LOCAL", Fals
 # is stored for at most this many of them per repository and minute: an unauthenticated flood
 # cannot fill the database.
 STRATUS_WEBHOOK_REJECTED_PER_MINUTE = env_int("STRATUS_WEBHOOK_REJECTED_PER_MINUTE", 10)
+# Alert webhooks (apps/alerts/webhooks.py) go to public addresses only: loopback, private,
+# link-local... and this server's own addresses are refused unless listed here (egress rule
+# syntax: "10.0.3.7", "10.0.0.0/8:8000-8099", "127.0.0.1"), e.g. a chat bridge on the private
+# network. Failed deliveries are retried STRATUS_ALERT_MAX_ATTEMPTS times in all, waiting
+# STRATUS_ALERT_RETRY_BASE_S, then twice as long each time (10, 20, 40, 80, 160 s).
+STRATUS_ALERT_WEBHOOK_ALLOW = env_list("STRATUS_ALERT_WEBHOOK_ALLOW")
+try:
+    parse_egress_rules(STRATUS_ALERT_WEBHOOK_ALLOW)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"STRATUS_ALERT_WEBHOOK_ALLOW: {exc}") from None
+STRATUS_ALERT_MAX_ATTEMPTS = env_int("STRATUS_ALERT_MAX_ATTEMPTS", 6)
+STRATUS_ALERT_RETRY_BASE_S = float(env_str("STRATUS_ALERT_RETRY_BASE_S") or 10)
 INVITATION_TTL_DAYS = env_int("STRATUS_INVITATION_TTL_DAYS", 7)
 # A token's last-used time is written at most this often, so the API does not do a write
 # per authenticated request.
@@ -349,6 +363,15 @@ if STRATUS_RECORDS_FLUSH_INTERVAL_S < 0:
     raise ImproperlyConfigured("STRATUS_RECORDS_FLUSH_INTERVAL_S must be 0 or more")
 # Records (and their bytes) held in memory waiting for a flush; beyond either bound they go to
 # the journal on local disk (DATA_DIR/journal), which is replayed on start (apps/monitoring).
+# Log lines are written this soon after they are printed (the live tail's latency; several
+# lines printed meanwhile share the write); 0: they wait for the flush interval like the rest.
+STRATUS_LOG_TAIL_FLUSH_S = float(env_str("STRATUS_LOG_TAIL_FLUSH_S") or 0.01)
+# The live tail (apps/monitoring/tail.py): lines a watcher gets at most per second (more are
+# dropped and counted to it), and lines queued for a slow watcher before new ones are dropped.
+STRATUS_LOG_TAIL_RATE = env_int("STRATUS_LOG_TAIL_RATE", 1000)
+STRATUS_LOG_TAIL_BUFFER = env_int("STRATUS_LOG_TAIL_BUFFER", 5000)
+# Seconds between SSE heartbeats (a comment line that keeps proxies from closing the stream).
+STRATUS_LOG_TAIL_HEARTBEAT_S = float(env_str("STRATUS_LOG_TAIL_HEARTBEAT_S") or 15)
 STRATUS_RECORDS_BUFFER = env_int("STRATUS_RECORDS_BUFFER", 100_000)
 STRATUS_RECORDS_BUFFER_BYTES = env_int("STRATUS_RECORDS_BUFFER_BYTES", 64 * 1024 * 1024)
 # The journal's own cap (0: until the disk is full); only past it, or a full disk, are records dropped.

@@ -9,8 +9,9 @@ only, like the rest of the bootstrap; it imports nothing of the console. In orde
    rules). A failure is one log line naming the rule and exit status 1: the container never
    listens, so Knative reports the revision as failed instead of routing to it.
 2. **Load once**: the handler runs in one bootstrap child (``python -m stratus_bootstrap``: the
-   local engine's own handler-calling code, ``loop.py``), reached over a socket pair with the
-   frame protocol (``protocol.py``), exactly as the local engine's supervisor reaches it. An
+   local engine's own handler-calling code, ``loop.py``; for a ``node*`` ``STRATUS_RUNTIME``,
+   ``node ../node/bootstrap.js``, the local engine's Node bootstrap), reached over a socket pair
+   with the frame protocol (``protocol.py``), exactly as the local engine's supervisor reaches it. An
    import error at start is logged and exits 1, like a failed fetch.
 3. **Serve** on ``$PORT`` (Knative's queue-proxy forwards there). Requests are answered as the
    local gateway answers them on a function's own host (apps/engine/gateway.py): an ``event``
@@ -43,6 +44,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -59,6 +61,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 HEALTH_PATH = "/_stratus/healthz"
+# runtime/node/bootstrap.js, beside this package in the repository and in the image (/opt/stratus).
+NODE_BOOTSTRAP = Path(__file__).resolve().parent.parent / "node" / "bootstrap.js"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024  # the gateway's STRATUS_GATEWAY_MAX_BODY_BYTES default
 INIT_TIMEOUT_S = 10.0  # the local pool's init_timeout_s
@@ -234,6 +238,35 @@ def _mb(limit: int) -> str:
 # --- the child: one bootstrap process, the handler loaded once ------------------------------
 
 
+def child_argv(environ: dict[str, str]) -> list[str]:
+    """The handler-calling process for ``STRATUS_RUNTIME``: ``python -m stratus_bootstrap`` for
+    Python, ``node --max-old-space-size=<memory> node/bootstrap.js`` for Node (the local
+    engine's argv, apps/engine/sandbox/node.py). Both speak the same frame protocol on
+    ``STRATUS_CONTROL_FD``, so everything else here is the same for both."""
+    if environ.get("STRATUS_RUNTIME", "").startswith("node"):
+        try:
+            memory_mb = int(float(environ.get("STRATUS_MEMORY_MB", "") or 128))
+        except ValueError:
+            memory_mb = 128
+        node = shutil.which("node") or "node"
+        return [node, f"--max-old-space-size={memory_mb}", str(NODE_BOOTSTRAP)]
+    return [sys.executable, "-m", "stratus_bootstrap"]
+
+
+def runtime_problem(environ: dict[str, str]) -> str | None:
+    """Why this image cannot run the function's runtime, or None: checked before the fetch so a
+    misbuilt image fails with one clear line rather than a spawn traceback."""
+    runtime = environ.get("STRATUS_RUNTIME", "")
+    if runtime.startswith("node"):
+        if shutil.which("node") is None:
+            return f"runtime {runtime} needs node on PATH, and this image has none"
+        if not NODE_BOOTSTRAP.is_file():
+            return f"runtime {runtime} needs the Node bootstrap at {NODE_BOOTSTRAP}, and it is missing"
+    elif runtime and not runtime.startswith("python"):
+        return f"runtime {runtime!r} is not one this image runs (python*, node*)"
+    return None
+
+
 class ChildDied(Exception):
     pass
 
@@ -245,8 +278,8 @@ class Child:
         ours, theirs = socket.socketpair()
         self.sock = ours
         child_env = {**env, "STRATUS_CONTROL_FD": str(theirs.fileno())}
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "stratus_bootstrap"], env=child_env, pass_fds=(theirs.fileno(),)
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, or node and our bootstrap
+            child_argv(env), env=child_env, pass_fds=(theirs.fileno(),)
         )
         theirs.close()
         self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -702,6 +735,10 @@ def main() -> int:
     except ValueError:
         log_line("runtime", f"PORT must be a number, got {environ.get('PORT')!r}", level="error")
         return 2
+    problem = runtime_problem(environ)
+    if problem is not None:
+        log_line("runtime", f"{problem}; not starting", level="error")
+        return 1
     if not fetch(environ, task_dir):
         return 1
     runtime = Runtime(environ, task_dir)

@@ -120,7 +120,10 @@ def test_dockerfile_contains_the_runtime_and_serves_what_the_manifest_expects(mo
     assert image["copy"] == {
         "fetch_artifact.py": f"{pythonpath}/fetch_artifact.py",
         "stratus_bootstrap": f"{pythonpath}/stratus_bootstrap",
+        "node": f"{pythonpath}/node",  # node20 functions' bootstrap, where serve_http looks for it
     }
+    serve_http = load_serve_http(monkeypatch)
+    assert serve_http.NODE_BOOTSTRAP == RUNTIME / "node" / "bootstrap.js"
     for src in image["copy"]:
         assert (RUNTIME / src).exists(), src
     # The entrypoint is the HTTP server (exec form: it gets SIGTERM), a module that exists.
@@ -130,7 +133,6 @@ def test_dockerfile_contains_the_runtime_and_serves_what_the_manifest_expects(mo
     assert image["expose"] == [km.CONTAINER_PORT]
     assert image["env"]["PORT"] == str(km.CONTAINER_PORT)
     assert image["env"]["STRATUS_TASK_DIR"] == image["workdir"] == "/var/task"
-    serve_http = load_serve_http(monkeypatch)
     assert serve_http.HEALTH_PATH == km.HEALTH_PATH
     assert serve_http.DEFAULT_PORT == km.CONTAINER_PORT
     # Every STRATUS_* variable the manifest sets is read by the runtime.
@@ -163,7 +165,7 @@ def test_dockerfile_contains_the_runtime_and_serves_what_the_manifest_expects(mo
         p.read_text() for p in [RUNTIME / "fetch_artifact.py", *(RUNTIME / "stratus_bootstrap").glob("*.py")]
     )
     for item in container["env"]:
-        if item["name"].startswith("STRATUS_") and item["name"] != "STRATUS_RUNTIME":
+        if item["name"].startswith("STRATUS_"):
             assert f'"{item["name"]}"' in sources, f"{item['name']} is set by the manifest but read by nothing"
 
 
@@ -188,8 +190,8 @@ def console(served, fake, tmp_path, settings) -> Any:  # noqa: F811 - the engine
     registry._build.cache_clear()
 
 
-def make_function(world: Any, name: str, files: dict[str, str], **config: Any) -> Function:
-    function = services.function_create(actor=world.alice, project=world.web, name=name, runtime="python3.11", **config)
+def make_function(world: Any, name: str, files: dict[str, str], runtime: str = "python3.11", **config: Any) -> Function:
+    function = services.function_create(actor=world.alice, project=world.web, name=name, runtime=runtime, **config)
     version_services.version_create(
         actor=world.alice, function=function, files={k: v.encode() for k, v in files.items()}, source="files"
     )
@@ -411,6 +413,96 @@ def test_wsgi_function_is_served_over_http(world, console, fake, tmp_path, conta
     assert response.headers["x-app"] == "flaskless"
     assert response.headers["x-request-id"] == "w-1"
     assert [line["message"] for line in box.logs() if line["request_id"] == "w-1"] == ["wsgi PUT /items/7"]
+
+
+NODE_SOURCE = """
+exports.handler = async (event, context) => {
+  console.log("called", event.httpMethod, event.path);
+  if (event.path === "/boom") throw new TypeError("it broke");
+  if (event.path === "/slow") await new Promise((resolve) => setTimeout(resolve, 10000));
+  return {
+    path: event.path,
+    query: event.queryStringParameters,
+    body: event.body,
+    header: event.headers["x-thing"],
+    heap: Math.round(require("v8").getHeapStatistics().heap_size_limit / 1048576),
+    memory: context.memoryLimitInMB,
+    left: context.getRemainingTimeInMillis() > 0,
+  };
+};
+"""
+
+
+def test_node_function_answers_as_the_local_engine(
+    world,
+    engine,  # noqa: F811 - the engine fixture, imported above
+    console,
+    fake,
+    tmp_path,
+    containers,
+    transactional_db,
+):
+    """A node20 function on Knative: the image runs the local engine's Node bootstrap behind the
+    same HTTP front, so its answers, errors, timeouts and logs match the local engine's."""
+    function = make_function(
+        world, "nodegreet", {"index.js": NODE_SOURCE}, runtime="node20", handler="index.handler", timeout_s=1
+    )
+    knative = deploy(world, function, "staging")
+    deploy(world, function, "dev")
+    wait_routed(engine, function)
+    env = env_of(fake, knative)
+    assert env["STRATUS_RUNTIME"] == "node20"
+    box = run(fake, knative, tmp_path, containers)
+    local_prefix = f"/fn/{world.web.org.slug}/{world.web.slug}/dev/nodegreet"
+
+    def both(method: str, path: str, request_id: str, **kwargs: Any) -> tuple[httpx.Response, httpx.Response]:
+        headers = {"x-request-id": request_id, "x-thing": "yes"}
+        return (
+            box.client.request(method, path, headers=headers, **kwargs),
+            console.client.request(method, local_prefix + path, headers=headers, **kwargs),
+        )
+
+    k, loc = both("POST", "/a?x=1", "node-ok-1", content=b"hello")
+    assert k.status_code == loc.status_code == 200, (k.text, loc.text)
+    # V8 sizes its young generation from the memory it sees (the local sandbox's limits differ
+    # from this host's), so only the old space, set by the flag, is compared: the heap's bound.
+    assert {**k.json(), "heap": None} == {**loc.json(), "heap": None}
+    result = k.json()
+    assert result["path"] == "/a" and result["query"] == {"x": "1"} and result["body"] == "hello"
+    assert result["header"] == "yes" and result["left"] is True
+    # The memory limit reaches node as the local engine passes it (--max-old-space-size).
+    assert str(result["memory"]) == env["STRATUS_MEMORY_MB"]
+    assert result["heap"] <= int(env["STRATUS_MEMORY_MB"]) + 192 < 2048, result  # unflagged V8: ~2-4 GB
+
+    k, loc = both("GET", "/boom", "node-boom-1")
+    assert k.status_code == loc.status_code == 502
+    assert k.content == loc.content
+    assert k.json()["error"]["message"] == "TypeError: it broke"
+
+    k, loc = both("GET", "/slow", "node-slow-1")
+    assert k.status_code == loc.status_code == 504
+    assert k.content == loc.content
+    k, _ = both("GET", "/after", "node-after-1")
+    assert k.status_code == 200 and k.headers.get("x-stratus-cold-start") == "1"
+
+    ok_lines = [(line["stream"], line["message"]) for line in box.logs() if line["request_id"] == "node-ok-1"]
+    assert ok_lines == [("stdout", "called POST /a")]
+    box.process.terminate()
+    assert box.process.wait(10) == 0
+
+
+def test_a_runtime_the_image_cannot_run_refuses_to_start(world, console, fake, tmp_path, containers, transactional_db):
+    function = make_function(world, "nodeless", {"index.js": NODE_SOURCE}, runtime="node20", handler="index.handler")
+    env, spec = container_env(fake, deploy(world, function, "staging"))
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    env["PATH"] = str(empty_bin)  # an image built without Node
+    box = start_container(env, spec, tmp_path / "task")
+    containers.append(box)
+    assert box.process.wait(20) == 1
+    (line,) = [line for line in box.logs() if line["level"] == "error"]
+    assert line["message"] == "runtime node20 needs node on PATH, and this image has none; not starting"
+    assert not (tmp_path / "task" / "index.js").exists()  # refused before the fetch
 
 
 def test_a_tampered_artifact_refuses_to_start(world, console, fake, tmp_path, containers, transactional_db):

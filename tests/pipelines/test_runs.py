@@ -124,6 +124,40 @@ def test_a_run_whose_worker_vanished_is_queued_again_once_then_failed(repo: Any)
     assert "not retried: run 1 was already retried after a worker loss" in a.reason
 
 
+def test_a_frozen_worker_that_wakes_after_the_retry_leaves_the_run_to_its_new_worker(repo: Any) -> None:
+    """w1 froze (not dead) past the reaper's patience; the run was queued again and w2 claimed
+    it. When w1 wakes, every check and write of its runner is fenced by worker: it stops, and
+    neither ends w2's run, skips w2's steps, nor deploys."""
+    from apps.pipelines.runner.claim import finish, still_running, stop_if_canceled
+    from apps.pipelines.runner.deploy import deploy_step
+
+    a = push(repo, "a" * 40)
+    frozen = claim(a.pk, "w1")
+    assert frozen is not None and frozen.worker == "w1"
+    stale_deploy = RunStep.objects.create(run=a, index=1, name="deploy", kind="deploy", state=RunStep.State.PENDING)
+    Run.objects.filter(pk=a.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    assert runner.runs_reap_stale() == 1  # queued again (retry 1 of 1)
+    fresh = claim(a.pk, "w2")
+    assert fresh is not None
+    RunStep.objects.create(run=a, index=0, name="build", kind="run", state=RunStep.State.RUNNING)
+    RunStep.objects.create(run=a, index=1, name="deploy", kind="deploy", state=RunStep.State.PENDING)
+
+    # w1 wakes up between two steps, in a step, at the deploy, or with a failure to report.
+    assert still_running(a.pk, "w1") is False and still_running(a.pk, "w2") is True
+    assert stop_if_canceled(frozen) == Run.State.CANCELED
+    assert finish(frozen, Run.State.FAILED, "step build exited 1") is False
+    from apps.pipelines.runner.logs import LogWriter
+
+    assert deploy_step(frozen, stale_deploy, None, LogWriter(a.pk)) == Run.State.CANCELED
+
+    a.refresh_from_db()
+    assert (a.state, a.worker, a.finished_at) == (Run.State.RUNNING, "w2", None)
+    assert list(a.steps.order_by("index").values_list("state", flat=True)) == ["running", "pending"]  # w2's
+    assert not Binding.objects.filter(function__project=repo.project).exists()  # nothing deployed
+    assert stop_if_canceled(fresh) is None  # w2 goes on
+    assert finish(fresh, Run.State.SUCCEEDED, "done") is True
+
+
 def test_a_vanished_workers_run_is_retried_from_its_checkout(live_world: Any, git_repo: GitRepo) -> None:
     sha = _pipeline_repo(git_repo, "  - name: greet\n    run: echo greet=hi\n")
     run = push(make_repository(live_world.web, str(git_repo.origin)), sha)

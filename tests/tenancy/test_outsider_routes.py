@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import product
 from typing import Any
 
@@ -33,6 +34,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
 from django.utils import timezone
 
+from apps.alerts import services as alert_services
 from apps.audit.models import AuditEvent
 from apps.functions import deploy_services, draft_services, test_event_services, version_services
 from apps.functions import services as function_services
@@ -66,6 +68,7 @@ VAR_NAME, VAR_VALUE = "API_BASE_URL", "https://api.internal.example/v7q"
 SECRET_NAME, SECRET_VALUE = "PAYMENT_KEY", "sk_live_zq81x"
 FUNCTION_NAME = "checkout-hook"
 REPO_URL = "https://git.example/alpha/storefront-q7.git"
+ALERT_RULE_NAME = "checkout-latency-z4"
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Alpha:
     delivery_id: int
     run_id: int
     test_event_id: int
+    alert_rule_id: int
+    silence_id: int
 
 
 # Path parameter name → (real values pointing at alpha's objects, a value that exists nowhere).
@@ -106,6 +111,8 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "delivery_id": (lambda a: [a.delivery_id], 987654),  # a webhook delivery to alpha's repository
     "run_id": (lambda a: [a.run_id], 987654),  # a pipeline run of alpha's project (queued)
     "test_event_id": (lambda a: [a.test_event_id], 987654),  # a shared test event of the alpha function
+    "alert_rule_id": (lambda a: [a.alert_rule_id], 987654),  # an alert rule of the alpha function in prod
+    "silence_id": (lambda a: [a.silence_id], 987654),  # a silence of that rule
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -128,6 +135,7 @@ ALPHA_IDENTIFIERS = (
     FUNCTION_NAME,
     REPO_URL,
     "storefront-q7",
+    ALERT_RULE_NAME,
 )
 
 
@@ -271,6 +279,16 @@ def alpha(world: Any) -> Alpha:
         commit_sha="c" * 40,
         run=run,
     )
+    # An alert rule of the function in prod and a silence of it.
+    rule, _ = alert_services.alert_rule_create(
+        actor=w.alice,
+        function=function,
+        environment=prod,
+        fields={"name": ALERT_RULE_NAME, "metric": "error_rate", "comparison": ">", "threshold": 0.1, "window_s": 300},
+    )
+    silence = alert_services.silence_create(
+        actor=w.alice, function=function, rule=rule, ends_at=now + timedelta(hours=1), comment=ALERT_RULE_NAME
+    )
     return Alpha(
         world=w,
         team=team,
@@ -283,6 +301,8 @@ def alpha(world: Any) -> Alpha:
         delivery_id=delivery.pk,
         run_id=run.pk,
         test_event_id=test_event.pk,
+        alert_rule_id=rule.pk,
+        silence_id=silence.pk,
     )
 
 
@@ -294,7 +314,17 @@ def charlie_client(alpha: Alpha, client_for: Any, auth: str) -> Any:
 
 # functions: versions, drafts, artifacts, bindings; monitoring: log lines and invocation
 # records; releases: the release in progress; pipelines: repository, deliveries, runs
-SNAPSHOT_APPS = ("tenancy", "audit", "auth", "guardian", "functions", "monitoring", "releases", "pipelines")
+SNAPSHOT_APPS = (
+    "tenancy",
+    "audit",
+    "auth",
+    "guardian",
+    "functions",
+    "monitoring",
+    "releases",
+    "pipelines",
+    "alerts",
+)
 
 
 def db_snapshot(outsider: Any) -> dict[str, list[dict[str, Any]]]:
@@ -380,6 +410,8 @@ def test_enumeration_finds_the_api_and_the_allowlist_is_current() -> None:
         "api/v1/projects/<int:project_id>/environments/<str:env>/secrets/<str:name>",
         "api/v1/tokens/<int:token_id>/",
         "api/v1/audit-events/",
+        "api/v1/functions/<int:function_id>/logs/stream",
+        "api/v1/functions/<int:function_id>/logs/ticket",
     ):
         assert known in patterns
     assert all(r.view_class is not None for r in ROUTES)

@@ -25,10 +25,23 @@ STATE_WORDS = {
 }
 # One colour per kind of state across bindings, releases, runs and deliveries.
 TONES = {
-    "ok": {"ready", "succeeded", "completed", "accepted", "active", "live", "stable", "passed", "healthy"},
+    "ok": {
+        "ok",
+        "resolved",
+        "delivered",
+        "ready",
+        "succeeded",
+        "completed",
+        "accepted",
+        "active",
+        "live",
+        "stable",
+        "passed",
+        "healthy",
+    },
     "busy": {"pending", "running", "queued", "in_progress", "deploying", "progressing", "canary", "applying"},
     "wait": {"waiting", "waiting_approval", "paused", "expiring"},
-    "bad": {"failed", "aborted", "rolled_back", "rejected", "error", "unhealthy", "revoked", "expired"},
+    "bad": {"firing", "failed", "aborted", "rolled_back", "rejected", "error", "unhealthy", "revoked", "expired"},
     "off": {"superseded", "cancelled", "canceled", "skipped", "ignored", "duplicate", "not_deployed", "inactive"},
 }
 _TONE_OF = {state: tone for tone, states in TONES.items() for state in states}

@@ -9,6 +9,11 @@
 - ``finish``: RUNNING → SUCCEEDED / FAILED / CANCELED, steps not yet done skipped;
   ``stop_if_canceled`` ends a run that left RUNNING under us.
 Every change is published to the run's group after it is written.
+
+Writes are fenced by ``worker``: a worker that froze past the reaper's patience (SIGSTOP, a
+stalled VM) finds on waking that its run was queued again and claimed by another worker.
+Every check and write here matches ``worker`` too, so the sleeper stops at its next check and
+neither ends, skips the steps of, nor deploys the run the other worker now owns.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.pipelines import run_services
@@ -84,25 +90,38 @@ def finish(
             logger.exception("storing the last lines of run %s failed", run.pk)
         reason = log.mask(reason)
     now = timezone.now()
+    owned = ours(run)
     with transaction.atomic():
-        done = Run.objects.filter(pk=run.pk, state__in=from_states).update(
+        done = owned.filter(state__in=from_states).update(
             state=state, reason=reason[:500], finished_at=now, heartbeat_at=now
         )
-        RunStep.objects.filter(run=run, state__in=(RunStep.State.PENDING, RunStep.State.RUNNING)).update(
-            state=RunStep.State.SKIPPED
-        )
+        # Not the steps of a run another worker claimed meanwhile (it recreated them).
+        if done or owned.exists():
+            RunStep.objects.filter(run=run, state__in=(RunStep.State.PENDING, RunStep.State.RUNNING)).update(
+                state=RunStep.State.SKIPPED
+            )
     run_services.publish_state(run.pk)
     return bool(done)
 
 
-def still_running(run_id: int) -> bool:
-    return Run.objects.filter(pk=run_id, state=Run.State.RUNNING).exists()
+def ours(run: Run) -> QuerySet[Run]:
+    """The run while it is still this worker's (the fence: see the module docstring). A run
+    object without a worker (never claimed here) is matched by id alone."""
+    owned = Run.objects.filter(pk=run.pk)
+    return owned.filter(worker=run.worker) if run.worker else owned
+
+
+def still_running(run_id: int, worker: str = "") -> bool:
+    """RUNNING and, given ``worker``, still that worker's."""
+    running = Run.objects.filter(pk=run_id, state=Run.State.RUNNING)
+    return (running.filter(worker=worker) if worker else running).exists()
 
 
 def stop_if_canceled(run: Run) -> str | None:
     """CANCELED when the run left RUNNING under us (canceled, or reaped): its steps not yet
-    done are skipped and the state it already has is kept. None while it still runs."""
-    if still_running(run.pk):
+    done are skipped and the state it already has is kept. None while it still runs and is
+    ours; a run another worker claimed since is left to that worker."""
+    if still_running(run.pk, run.worker):
         return None
     finish(run, Run.State.CANCELED, "canceled", from_states=())
     return Run.State.CANCELED

@@ -17,7 +17,7 @@ from apps.functions.deploy_services import deploy as binding_deploy
 from apps.functions.models import Binding, Function, Version
 from apps.pipelines import run_services
 from apps.pipelines.models import Run, RunStep
-from apps.pipelines.runner.claim import finish, park_for_approval, stop_if_canceled
+from apps.pipelines.runner.claim import finish, ours, park_for_approval, stop_if_canceled
 from apps.pipelines.runner.environment import target_environment
 from apps.pipelines.runner.job import Job, Plan
 from apps.pipelines.runner.logs import LogWriter
@@ -50,12 +50,15 @@ def deploy(job: Job, plan: Plan) -> str:
 
 def deploy_step(run: Run, step: RunStep, actor: Any, log: LogWriter) -> str:
     """The deploy step as ``actor``; the run ends with it."""
+    if not ours(run).exists():
+        return Run.State.CANCELED  # queued again and another worker's now: its steps are not ours to mark
     started = step_start(step, log)
     try:
         with transaction.atomic():
             # Under the run's row lock: a cancel either lands before (nothing is deployed)
             # or waits until the deploy committed.
-            if not Run.objects.select_for_update().filter(pk=run.pk, state=Run.State.RUNNING).exists():
+            # And still this worker's: one that froze and woke after a retry deploys nothing.
+            if not ours(run).select_for_update().filter(state=Run.State.RUNNING).exists():
                 step_end(step, started, RunStep.State.SKIPPED, None, log, "canceled")
                 finish(run, Run.State.CANCELED, "canceled", from_states=())
                 return Run.State.CANCELED

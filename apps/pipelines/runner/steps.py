@@ -288,7 +288,7 @@ def run_command(
                 reason = "canceled"
             elif now >= next_state_poll:
                 next_state_poll = now + STATE_POLL_S
-                if not still_running(run_id):
+                if not still_running(run_id, heartbeat.worker if heartbeat is not None else ""):
                     reason = "canceled"
             if not reason and now >= deadline:
                 reason = f"timed out after {timeout_s:g} s"
