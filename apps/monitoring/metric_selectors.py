@@ -23,7 +23,15 @@ from apps.core.actors import Actor
 from apps.core.errors import DomainError
 from apps.functions.models import Function
 from apps.monitoring.histogram import BUCKET_COLUMNS, percentile_sql
-from apps.monitoring.models import MetricHour, MetricMinute, MetricRollup, MetricTotal
+from apps.monitoring.models import (
+    ALL_ENVIRONMENTS,
+    ALL_VERSIONS,
+    BASE_ROWS,
+    MetricHour,
+    MetricMinute,
+    MetricRollup,
+    MetricTotal,
+)
 from apps.tenancy import permissions
 from apps.tenancy.models import Environment, Project
 
@@ -202,6 +210,47 @@ def _empty(name: str) -> Any:
     return 0 if name in COUNT_NAMES else None
 
 
+# The fast path's SQL per name: each value straight from the point's one stored row (the
+# percentiles as stored at write time; the ratios need no histogram).
+_STORED_SQL = {
+    **{name: name for name in COUNT_NAMES},
+    "error_rate": "CAST(errors AS DOUBLE PRECISION) / NULLIF(invocations, 0)",
+    **{name: name for name in PERCENTILE_NAMES},
+    "duration_avg": "duration_sum / NULLIF(duration_count, 0)",
+    "init_duration_avg": "init_sum / NULLIF(init_count, 0)",
+    "peak_memory_kb": "peak_memory_kb",
+    "peak_concurrency": "peak_concurrency",
+}
+_ROUNDED = ("duration_avg", "init_duration_avg")
+
+
+def _stored_series(
+    *, table: type[MetricRollup], where: str, params: list[Any], query: SeriesQuery, blank: Any
+) -> dict[int, dict[str, list[Any]]]:
+    """The fast path: the rows of ``table`` matching ``where`` as stored, one per point (per
+    version), no GROUP BY and no histogram column read, transposed into columns by version."""
+    columns = ["bucket", "version", *(_STORED_SQL[name] for name in query.names)]
+    sql = f"SELECT {', '.join(columns)} FROM {connection.ops.quote_name(table._meta.db_table)} WHERE {where}"  # noqa: S608 - names from the model
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    by_version: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        by_version.setdefault(int(row[1]), []).append(row)
+    out: dict[int, dict[str, list[Any]]] = {}
+    for version, version_rows in by_version.items():
+        series = blank()
+        indexes = [(int(row[0]) - query.start) // query.step for row in version_rows]
+        for j, name in enumerate(query.names, start=2):
+            target = series[name]
+            rounded = name in _ROUNDED
+            for i, row in zip(indexes, version_rows, strict=True):
+                value = row[j]
+                target[i] = round(float(value), 3) if rounded and value is not None else value
+        out[version] = series
+    return out
+
+
 def metric_series(
     *,
     function: Function,
@@ -213,41 +262,58 @@ def metric_series(
     """Columnar series of ``function`` over [query.start, query.end): {"start", "end", "step",
     "timestamps": [...], "series": {name: [...]}} (each list one value per timestamp, 0 or
     None where nothing ran), or with ``group_by_version`` "groups": [{"version", "series"}]
-    per version that had invocations in the range (canary vs stable during a release)."""
+    per version that had invocations in the range (canary vs stable during a release).
+
+    Which rows answer (rollups.py keeps, per bucket, a row per version, an "all versions" row
+    per environment and an "all environments" row): the one row that is the asked series,
+    so nothing is counted twice. At the tables' own step (60 s on minute rows, 3600 s on hour
+    rows) that is the fast path: one stored row per point (per version with group_by), read
+    by the unique index, percentiles as stored. Other steps (5 min, 6 h …) merge the rows
+    of each point in SQL (sums, and percentiles from the summed histograms); so do a version
+    asked across every environment and group_by=version without an environment, which sum
+    the versions' rows over environments."""
     table = _table(query.step)
     where = "function_id = %s AND bucket >= %s AND bucket < %s"
     params: list[Any] = [function.pk, query.start, query.end]
-    if environment is not None:
+    across_environments = environment is None and (version is not None or group_by_version)
+    if across_environments:
+        where += " AND environment_id > %s"  # the versions' own rows of every environment
+        params.append(ALL_ENVIRONMENTS)
+    else:
         where += " AND environment_id = %s"
-        params.append(environment.pk)
+        params.append(environment.pk if environment is not None else ALL_ENVIRONMENTS)
     if version is not None:
         where += " AND version = %s"
         params.append(version)
-    # Integer division on both databases: the point each row falls in.
-    group = [f"((bucket - {int(query.start)}) / {int(query.step)})"]
-    if group_by_version:
-        group.append("version")
-    rows = _aggregate_rows(
-        table=table,
-        where=where,
-        params=params,
-        group=group,
-        percentiles=[n for n in query.names if n in PERCENTILE_NAMES],
-    )
+    elif group_by_version:
+        where += " AND version > %s"
+        params.append(ALL_VERSIONS)
+    else:
+        where += " AND version = %s"
+        params.append(ALL_VERSIONS)
+    native = query.step == (3600 if table is MetricHour else 60)
     points = query.points
 
     def blank() -> dict[str, list[Any]]:
         return {name: [_empty(name)] * points for name in query.names}
 
-    by_version: dict[int, dict[str, list[Any]]] = {}
-    series = blank()
-    for row in rows:
-        index = int(row["g0"])
-        target = series
-        if group_by_version:
+    by_version: dict[int, dict[str, list[Any]]]
+    if native and not across_environments:
+        by_version = _stored_series(table=table, where=where, params=params, query=query, blank=blank)
+    else:
+        # Integer division on both databases: the point each row falls in.
+        rows = _aggregate_rows(
+            table=table,
+            where=where,
+            params=params,
+            group=[f"((bucket - {int(query.start)}) / {int(query.step)})", "version"],
+            percentiles=[n for n in query.names if n in PERCENTILE_NAMES],
+        )
+        by_version = {}
+        for row in rows:
             target = by_version.setdefault(int(row["g1"]), blank())
-        for name, value in _values(row, query.names).items():
-            target[name][index] = value
+            for name, value in _values(row, query.names).items():
+                target[name][int(row["g0"])] = value
     result: dict[str, Any] = {
         "start": query.start,
         "end": query.end,
@@ -257,7 +323,8 @@ def metric_series(
     if group_by_version:
         result["groups"] = [{"version": v, "series": by_version[v]} for v in sorted(by_version)]
     else:
-        result["series"] = series
+        # One version (the asked one, or the aggregate rows' 0) or none in the range.
+        result["series"] = next(iter(by_version.values()), None) or blank()
     return result
 
 
@@ -289,8 +356,9 @@ def project_metrics_summary(
             by_function[pk][w].update(invocations=0, errors=0)
     if ids:
         marks = ", ".join(["%s"] * len(ids))
-        env_sql = " AND environment_id = %s" if environment is not None else ""
-        env_params = [environment.pk] if environment is not None else []
+        # The aggregate rows of the environment (or of every environment): one row per bucket.
+        env_sql = " AND environment_id = %s AND version = %s"
+        env_params = [environment.pk if environment is not None else ALL_ENVIRONMENTS, ALL_VERSIONS]
         for window, (table, lo, hi) in windows.items():
             rows = _aggregate_rows(
                 table=table,
@@ -369,7 +437,7 @@ def recent_peak_concurrency(
         return {}
     since = int(now.timestamp()) - window_s
     rows = (
-        MetricMinute.objects.filter(function_id__in=ids, bucket__gte=since, peak_concurrency__isnull=False)
+        MetricMinute.objects.filter(BASE_ROWS, function_id__in=ids, bucket__gte=since, peak_concurrency__isnull=False)
         .values_list("function_id", "environment__name", "version", "peak_concurrency")
         .order_by()
     )

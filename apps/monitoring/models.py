@@ -117,8 +117,13 @@ class MetricRollup(models.Model):
     never did. The histogram is cumulative: see histogram.py for its edges and error bound."""
 
     function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="+", db_index=False)
-    environment = models.ForeignKey("tenancy.Environment", on_delete=models.CASCADE, related_name="+")
-    version = models.PositiveIntegerField()
+    # 0 in the aggregate rows (ALL_ENVIRONMENTS): no database constraint, so the sentinel can
+    # stand in the unique key (NULLs would not conflict in ON CONFLICT); Django still cascades
+    # an environment's deletion to its rows.
+    environment = models.ForeignKey(
+        "tenancy.Environment", on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    version = models.PositiveIntegerField()  # 0 in the aggregate rows (ALL_VERSIONS)
     # Start of the bucket, Unix seconds (UTC): step arithmetic stays integer SQL on both
     # databases.
     bucket = models.BigIntegerField()
@@ -143,6 +148,28 @@ class MetricRollup(models.Model):
         return f"f{self.function_id} e{self.environment_id} v{self.version} @{self.bucket}: {self.invocations}"
 
 
+# Aggregate rows of the minute and hour tables: besides each (function, environment, version)
+# row the rollups keep, per bucket, one "all versions" row (environment, version 0) and one
+# "all environments" row (environment 0, version 0), so that the usual charts read one row
+# per point (rollups.py).
+ALL_ENVIRONMENTS = 0
+ALL_VERSIONS = 0
+BASE_ROWS = models.Q(environment_id__gt=ALL_ENVIRONMENTS, version__gt=ALL_VERSIONS)
+
+
+class MetricWindow(MetricRollup):
+    """A rollup over one minute or hour, with its percentiles (ms) stored: recomputed from the
+    row's histogram in the write that changed it (rollups._upsert), so reads do no bucket
+    math. NULL while no request of the row ran."""
+
+    duration_p50 = models.FloatField(null=True, blank=True)
+    duration_p90 = models.FloatField(null=True, blank=True)
+    duration_p99 = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
 def _with_histogram(model: type[MetricRollup], field_class: type[models.IntegerField]) -> type[MetricRollup]:
     """Add the cumulative histogram columns (histogram.BUCKET_COLUMNS). 32-bit in the minute
     and hour rows (PostgreSQL's SUM of an integer is a bigint, of a bigint a slow numeric),
@@ -153,7 +180,7 @@ def _with_histogram(model: type[MetricRollup], field_class: type[models.IntegerF
 
 
 @lambda model: _with_histogram(model, models.IntegerField)
-class MetricMinute(MetricRollup):
+class MetricMinute(MetricWindow):
     """Per-minute rollups, kept STRATUS_METRICS_MINUTE_RETENTION_DAYS (7)."""
 
     class Meta:
@@ -167,7 +194,7 @@ class MetricMinute(MetricRollup):
 
 
 @lambda model: _with_histogram(model, models.IntegerField)
-class MetricHour(MetricRollup):
+class MetricHour(MetricWindow):
     """Per-hour rollups, built alongside the minutes (so a 7-day chart reads 168 rows, and
     the minutes can go after 7 days), kept STRATUS_METRICS_RETENTION_DAYS (90)."""
 

@@ -1,6 +1,14 @@
 """Metric rollups: per-minute, per-hour and running-total counts per (function, environment,
 version), built from invocation records.
 
+Rows: per bucket, the (function, environment, version) row, and two aggregates the charts
+read: "all versions" (function, environment, version 0) and "all environments" (function,
+environment 0, version 0); sentinels, not NULLs, so the unique key and ON CONFLICT hold on
+both databases. The running totals (what /metrics exposes) keep the versions' rows only,
+so nothing is counted twice. Each minute and hour row stores its p50/p90/p99, recomputed
+in the upsert's transaction for only the rows a batch touched (``_percentiles_store``), so
+a chart at the table's own step reads one row per point (metric_selectors.metric_series).
+
 - ``rollups_apply``: called by services.records_write with the records it just inserted, in
   its transaction: one upsert statement per table (``INSERT … ON CONFLICT DO UPDATE`` adding
   the counts, keeping the maxima) for the whole batch, whatever its size, since a batch of
@@ -31,8 +39,16 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.monitoring.histogram import BUCKET_COLUMNS, EDGES, bucket_index
-from apps.monitoring.models import Invocation, MetricHour, MetricMinute, MetricRollup, MetricTotal
+from apps.monitoring.histogram import BUCKET_COLUMNS, EDGES, bucket_index, percentile
+from apps.monitoring.models import (
+    ALL_ENVIRONMENTS,
+    ALL_VERSIONS,
+    Invocation,
+    MetricHour,
+    MetricMinute,
+    MetricRollup,
+    MetricTotal,
+)
 from apps.monitoring.records import InvocationRecord
 
 MINUTE = 60
@@ -171,10 +187,18 @@ class Accumulator:
     ) -> None:
         second = int(epoch)
         minute = second - second % MINUTE
+        hour = second - second % HOUR
         facts = (status, float(duration_ms), bool(cold_start), init_duration_ms, peak_rss_kb, concurrency)
+        function_id, environment_id, _ = key
+        # The row of the series and the two aggregates the charts read (models.ALL_VERSIONS,
+        # ALL_ENVIRONMENTS): three rows per bucket instead of one, so that a read is one row
+        # per point.
+        keys = (key, (function_id, environment_id, ALL_VERSIONS), (function_id, ALL_ENVIRONMENTS, ALL_VERSIONS))
         if self.keep_minutes_from is None or minute >= self.keep_minutes_from:
-            self.minutes.setdefault((key, minute), Counts()).add(*facts)
-        self.hours.setdefault((key, second - second % HOUR), Counts()).add(*facts)
+            for k in keys:
+                self.minutes.setdefault((k, minute), Counts()).add(*facts)
+        for k in keys:
+            self.hours.setdefault((k, hour), Counts()).add(*facts)
         if self.with_totals:
             last, counts = self.totals.get(key) or (minute, Counts())
             counts.add(*facts)
@@ -187,9 +211,15 @@ class Accumulator:
             _upsert(MetricTotal, [c.row(k, b) for k, (b, c) in self.totals.items()], totals=True)
 
 
+PERCENTILES = (("duration_p50", 0.50), ("duration_p90", 0.90), ("duration_p99", 0.99))
+
+
 def _upsert(model: type[MetricRollup], rows: Sequence[Sequence[Any]], *, totals: bool = False) -> None:
     """Add ``rows`` to ``model``'s rows of the same key (a new key inserts): one statement per
-    as many rows as the parameter limit allows."""
+    as many rows as the parameter limit allows. In the minute and hour tables the touched
+    rows' percentiles are then recomputed from their histograms as they stand after the
+    upsert (RETURNING gives them; the upsert's row locks, held to the commit, keep a
+    concurrent writer from interleaving) and stored with one UPDATE per statement."""
     if not rows:
         return
     q = connection.ops.quote_name
@@ -203,6 +233,7 @@ def _upsert(model: type[MetricRollup], rows: Sequence[Sequence[Any]], *, totals:
     ]
     if totals:
         sets.append(f"{q('bucket')} = {greatest}({table}.{q('bucket')}, excluded.{q('bucket')})")
+    returning = "" if totals else f" RETURNING id, duration_count, duration_max, {', '.join(BUCKET_COLUMNS)}"
     names = ", ".join(q(c) for c in COLUMNS)
     row_sql = f"({', '.join(['%s'] * len(COLUMNS))})"
     per_statement = max(1, min(500, max_query_params() // len(COLUMNS)))
@@ -211,9 +242,35 @@ def _upsert(model: type[MetricRollup], rows: Sequence[Sequence[Any]], *, totals:
             batch = rows[start : start + per_statement]
             sql = (
                 f"INSERT INTO {table} ({names}) VALUES {', '.join([row_sql] * len(batch))} "  # noqa: S608 - names from the model
-                f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO UPDATE SET {', '.join(sets)}"
+                f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO UPDATE SET {', '.join(sets)}{returning}"
             )
             cursor.execute(sql, [value for row in batch for value in row])
+            if not totals:
+                _percentiles_store(cursor, table, cursor.fetchall())
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)  # µs: what the API shows
+
+
+def _percentiles_store(cursor: Any, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Store the percentiles of ``rows`` (id, duration_count, duration_max, cumulative
+    columns…): one UPDATE … FROM (VALUES …) keyed by id, on both databases (SQLite ≥ 3.33).
+    The CASTs type the VALUES for PostgreSQL when a column holds only NULLs."""
+    if not rows:
+        return
+    values: list[Any] = []
+    for row in rows:
+        pk, n, dmax, cumulative = row[0], int(row[1]), row[2], row[3:]
+        values.append(pk)
+        values.extend(_rounded(percentile(cumulative, n, p, dmax)) for _, p in PERCENTILES)
+    row_sql = "(CAST(%s AS BIGINT), " + ", ".join(["CAST(%s AS DOUBLE PRECISION)"] * len(PERCENTILES)) + ")"
+    sets = ", ".join(f"{name} = v.column{i + 2}" for i, (name, _) in enumerate(PERCENTILES))
+    cursor.execute(
+        f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([row_sql] * len(rows))}) AS v "  # noqa: S608 - names from the model
+        f"WHERE {table}.id = v.column1",
+        values,
+    )
 
 
 def rollups_apply(*, records: Iterable[InvocationRecord]) -> int:

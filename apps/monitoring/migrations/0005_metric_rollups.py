@@ -9,8 +9,16 @@ from django.db import migrations, models
 BUCKET_COLUMNS = [f"c{k:03d}" for k in range(321)]
 
 
-def rollup_fields(histogram_field):
+def rollup_fields(histogram_field, percentiles=True):
     return [
+        *(
+            [
+                (name, models.FloatField(blank=True, null=True))
+                for name in ("duration_p50", "duration_p90", "duration_p99")
+            ]
+            if percentiles
+            else []
+        ),
         ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
         ("version", models.PositiveIntegerField()),
         ("bucket", models.BigIntegerField()),
@@ -31,7 +39,10 @@ def rollup_fields(histogram_field):
         (
             "environment",
             models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tenancy.environment"
+                db_constraint=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="tenancy.environment",
             ),
         ),
         (
@@ -91,7 +102,7 @@ class Migration(migrations.Migration):
         ),
         migrations.CreateModel(
             name="MetricTotal",
-            fields=rollup_fields(models.BigIntegerField),
+            fields=rollup_fields(models.BigIntegerField, percentiles=False),
             options={
                 "indexes": [models.Index(fields=["bucket"], name="metrictotal_bucket")],
                 "constraints": [
