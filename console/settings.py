@@ -397,7 +397,7 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 # Cached for a year: the manifest's hashed names (WhiteNoise's default test, which this
 # setting replaces) and vendored files under a folder named for their version: Monaco's AMD
 # loader asks for unhashed names, so vendor/monaco/<version>/ is the cache key (build.mjs).
-WHITENOISE_IMMUTABLE_FILE_TEST = r"\.[0-9a-f]{12}\.[^/]+$|/vendor/monaco/\d+\.\d+\.\d+[^/]*/"
+WHITENOISE_IMMUTABLE_FILE_TEST = r"\.[0-9a-f]{12}\.[^/]+$|/vendor/(monaco|uplot)/\d+\.\d+\.\d+[^/]*/"
 _ARTIFACT_STORAGE = env_str("STRATUS_ARTIFACT_STORAGE") or "django.core.files.storage.FileSystemStorage"
 if _ARTIFACT_STORAGE.startswith("storages.") and importlib.util.find_spec("storages") is None:
     raise ImproperlyConfigured(
