@@ -60,9 +60,9 @@ PUBLIC_URL = (env_str("STRATUS_PUBLIC_URL") or f"http://127.0.0.1:{env_int('PORT
 # and neither can set any for the other.
 _console_hostname = urlsplit(PUBLIC_URL).hostname or ""
 _loopback_name = "localhost" if _console_hostname.rstrip(".").split(".")[-1] != "localhost" else "127.0.0.1"
-STRATUS_FUNCTIONS_URL = (
-    env_str("STRATUS_FUNCTIONS_URL") or f"http://{_loopback_name}:{env_int('PORT', 8000)}"
-).rstrip("/")
+STRATUS_FUNCTIONS_URL = (env_str("STRATUS_FUNCTIONS_URL") or f"http://{_loopback_name}:{env_int('PORT', 8000)}").rstrip(
+    "/"
+)
 try:
     parse_functions_url(STRATUS_FUNCTIONS_URL)
 except ValueError as exc:
@@ -379,6 +379,11 @@ STRATUS_RECORDS_JOURNAL_BYTES = env_int("STRATUS_RECORDS_JOURNAL_BYTES", 4 * 102
 STRATUS_LOG_RETENTION_DAYS = env_int("STRATUS_LOG_RETENTION_DAYS", 7)
 STRATUS_LOG_MAX_LINES_PER_FUNCTION = env_int("STRATUS_LOG_MAX_LINES_PER_FUNCTION", 10_000)
 STRATUS_INVOCATION_RETENTION_DAYS = env_int("STRATUS_INVOCATION_RETENTION_DAYS", 30)
+# Metric rollups (apps/monitoring/rollups.py): per-minute rows kept this many days, per-hour
+# rows this many; the compaction task runs every STRATUS_METRICS_COMPACT_INTERVAL_S.
+STRATUS_METRICS_MINUTE_RETENTION_DAYS = env_int("STRATUS_METRICS_MINUTE_RETENTION_DAYS", 7)
+STRATUS_METRICS_RETENTION_DAYS = env_int("STRATUS_METRICS_RETENTION_DAYS", 90)
+STRATUS_METRICS_COMPACT_INTERVAL_S = env_int("STRATUS_METRICS_COMPACT_INTERVAL_S", 300)
 
 # --- Static files ----------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -392,7 +397,7 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 # Cached for a year: the manifest's hashed names (WhiteNoise's default test, which this
 # setting replaces) and vendored files under a folder named for their version: Monaco's AMD
 # loader asks for unhashed names, so vendor/monaco/<version>/ is the cache key (build.mjs).
-WHITENOISE_IMMUTABLE_FILE_TEST = r"\.[0-9a-f]{12}\.[^/]+$|/vendor/monaco/\d+\.\d+\.\d+[^/]*/"
+WHITENOISE_IMMUTABLE_FILE_TEST = r"\.[0-9a-f]{12}\.[^/]+$|/vendor/(monaco|uplot)/\d+\.\d+\.\d+[^/]*/"
 _ARTIFACT_STORAGE = env_str("STRATUS_ARTIFACT_STORAGE") or "django.core.files.storage.FileSystemStorage"
 if _ARTIFACT_STORAGE.startswith("storages.") and importlib.util.find_spec("storages") is None:
     raise ImproperlyConfigured(

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apps.core import health
 from apps.core.api_index import ApiIndexView
 from apps.functions import artifact_urls
+from apps.monitoring.api.views import PrometheusMetricsView
 from apps.pipelines import intake
 from apps.pipelines import pages as pipeline_pages
 
@@ -33,6 +34,8 @@ urlpatterns = [
     path("", include("apps.alerts.page_urls")),
     path("", include("apps.monitoring.page_urls")),
     path("readyz", health.readyz, name="readyz"),
+    # Prometheus scrapes (a token with the `metrics` scope): apps/monitoring/prometheus.py.
+    path("metrics", PrometheusMetricsView.as_view(), name="prometheus-metrics"),
     # Pipeline pages (apps/pipelines/pages.py): runs, deliveries, one run's live log.
     path("projects/<int:project_id>/pipeline/", pipeline_pages.pipeline_page, name="pipeline"),
     path("projects/<int:project_id>/pipeline/run", pipeline_pages.pipeline_run, name="pipeline-run"),

@@ -40,3 +40,16 @@ for (const entry of readdirSync(monacoOut, { recursive: true })) {
   if (stripped !== text) writeFileSync(file, stripped);
 }
 console.log(`frontend: monaco ${monacoVersion} copied to ${monacoOut}`);
+
+// uPlot (the Metrics tab's charts, frontend/static/metrics.js): ~50 KB minified, draws on a
+// canvas, columnar data as the metrics API answers it. Versioned folder like Monaco's, so
+// the file can be cached as immutable.
+const uplotHome = join(here, "node_modules", "uplot");
+const uplotVersion = JSON.parse(readFileSync(join(uplotHome, "package.json"), "utf8")).version;
+const uplotOut = join(out, "uplot", uplotVersion);
+rmSync(join(out, "uplot"), { recursive: true, force: true });
+mkdirSync(uplotOut, { recursive: true });
+for (const name of ["uPlot.iife.min.js", "uPlot.min.css"]) {
+  cpSync(join(uplotHome, "dist", name), join(uplotOut, name));
+}
+console.log(`frontend: uplot ${uplotVersion} copied to ${uplotOut}`);

@@ -41,6 +41,9 @@ class Outcome:
     init_duration_ms: float | None = None
     cold_start: bool = False
     peak_rss_kb: int | None = None
+    # Requests in flight in the pool just after this one was admitted (itself included) or
+    # refused: what the metric rollups keep the peak of (peak_concurrency).
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -425,6 +428,7 @@ class Engine(RoutedEngine):
                 "message": f"The instance could not start: {exc}",
                 "stack": [],
             }
+        outcome.concurrency = pool.in_flight()
         if lease is not None:
             outcome.cold_start = lease.cold_start
             outcome.init_duration_ms = lease.init_ms
@@ -533,6 +537,7 @@ class Engine(RoutedEngine):
                     status=outcome.status,
                     error_type=str((outcome.error or {}).get("type", "")) if outcome.status != "ok" else "",
                     peak_rss_kb=outcome.peak_rss_kb,
+                    concurrency=outcome.concurrency,
                 )
             )
         except Exception:

@@ -150,13 +150,10 @@ class Gateway:
             if name
         )
         self.refusal = (
-            (
-                f"No function is deployed at this host ({origin.url}/ names one); "
-                if origin.per_function
-                else "This host serves functions only (/fn/<org>/<project>/<environment>/<function>/); "
-            )
-            + f"the console is at {settings.PUBLIC_URL}/."
-        )
+            f"No function is deployed at this host ({origin.url}/ names one); "
+            if origin.per_function
+            else "This host serves functions only (/fn/<org>/<project>/<environment>/<function>/); "
+        ) + f"the console is at {settings.PUBLIC_URL}/."
         self.embedded_refusal = (
             "On the console's host a function is not loaded as a script, style sheet or worker; "
             f"functions are served from {settings.STRATUS_FUNCTIONS_URL}/fn/."

@@ -121,6 +121,10 @@ class Pool:
                 if waiter in self.waiters:
                     self.waiters.remove(waiter)
 
+    def in_flight(self) -> int:
+        """Requests being served by this pool's instances now."""
+        return sum(instance.in_flight for instance in self.instances)
+
     def release(self, lease: Lease) -> None:
         instance = lease.instance
         instance.in_flight -= 1

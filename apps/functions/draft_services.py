@@ -307,9 +307,7 @@ def _check_tree(paths: Iterable[str]) -> None:
 
 
 @transaction.atomic
-def draft_replace(
-    *, actor: Actor, function: Function, files: Mapping[str, bytes], if_match: str | None = None
-) -> None:
+def draft_replace(*, actor: Actor, function: Function, files: Mapping[str, bytes], if_match: str | None = None) -> None:
     """Replace the whole draft with ``files`` (e.g. from an uploaded zip or a version).
 
     Every path is checked and normalised and every limit applied before anything changes,

@@ -199,9 +199,7 @@ class ExecutionIdentity(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["function", "environment"], name="execution_identity_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["function", "environment"], name="execution_identity_unique")]
 
     def __str__(self) -> str:
         return f"identity {self.pk} of function {self.function_id} in environment {self.environment_id}"

@@ -16,6 +16,18 @@ class MonitoringConfig(AppConfig):
         # Informational: what waits in memory and in the journal, written, dropped and why.
         register_report("records", sink_report)
 
+        # Beat sends the rollups' retention every STRATUS_METRICS_COMPACT_INTERVAL_S; the
+        # embedded worker keeps a chain going from worker_ready (apps.monitoring.tasks).
+        from django.conf import settings
+
+        from apps.core.periodic import beat_every
+
+        beat_every(
+            "monitoring-rollups-compact",
+            "apps.monitoring.tasks.rollups_compact_task",
+            settings.STRATUS_METRICS_COMPACT_INTERVAL_S,
+        )
+
 
 def _close_watchers_of_deleted_function(function_id: int) -> None:
     from apps.monitoring.services import function_deleted_publish

@@ -36,3 +36,6 @@ class InvocationRecord:
     status: str  # "ok" | "error" | "timeout" | "throttled" | "crashed"
     error_type: str  # "" when ok
     peak_rss_kb: int | None
+    # Requests in flight in the engine's pool when this one was admitted (itself included) or
+    # refused; None from engines (and journals) that predate it.
+    concurrency: int | None = None

@@ -5,7 +5,6 @@ only ever calls sink.RecordSink.submit_*; these run in the sink's flusher (or a 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from apps.functions.models import Function
+from apps.monitoring import rollups
 from apps.monitoring.levels import line_level
 from apps.monitoring.models import LOG_TEXT_MAX_BYTES, Invocation, LogLine, Stream
 from apps.monitoring.records import InvocationRecord, LogRecord
@@ -109,6 +109,7 @@ INVOCATION_COLUMNS = (
     "status",
     "error_type",
     "peak_rss_kb",
+    "concurrency",
     "sink_id",
     "sink_seq",
 )
@@ -129,6 +130,7 @@ def invocation_row(record: InvocationRecord, key: RecordKey | None = None) -> tu
         record.status if record.status in _STATUSES else Invocation.Status.ERROR,
         _clean(record.error_type)[:200],
         record.peak_rss_kb,
+        record.concurrency,
         key[0] if key else None,
         key[1] if key else None,
     )
@@ -185,11 +187,12 @@ def records_write(
             for i, r in enumerate(logs)
             if alive(r)
         ]
-        calls = [
-            invocation_row(r, invocation_keys[i] if invocation_keys is not None else None)
+        alive_calls = [
+            (r, invocation_keys[i] if invocation_keys is not None else None)
             for i, r in enumerate(invocations)
             if alive(r)
         ]
+        calls = [invocation_row(r, key) for r, key in alive_calls]
         result.orphaned = len(logs) + len(invocations) - len(lines) - len(calls)
         inserted = 0
         stored: list[LogLine] = []
@@ -197,7 +200,14 @@ def records_write(
             stored, result.prev_line_id = _insert_log_lines(lines)
             inserted += len(stored)
         if calls:
-            inserted += _insert_rows(Invocation, INVOCATION_COLUMNS, calls)
+            # RETURNING answers the inserted rows only (both databases), so a replayed record
+            # (its key already stored) is not among them.
+            returned = _insert_rows(Invocation, INVOCATION_COLUMNS, calls, returning=("sink_id", "sink_seq"))
+            inserted += len(returned)
+            new_keys = {(k[0], k[1]) for k in returned if k[0] is not None}
+            # The rollups count exactly the rows just inserted (a replayed record is skipped
+            # by its key, so it is never counted twice), in the same transaction.
+            rollups.rollups_apply(records=[r for r, key in alive_calls if key is None or key in new_keys])
     result.written = inserted
     result.duplicates = len(lines) + len(calls) - inserted
     result.lines = stored
@@ -257,15 +267,6 @@ def _insert_log_lines(lines: Sequence[LogLine]) -> tuple[list[LogLine], int]:
     return stored, int(prev)
 
 
-def _max_query_params() -> int:
-    """Parameters one statement may carry. Django assumes SQLite's historic 999; the library
-    in use says its own (250,000 since SQLite 3.32), read from the open connection.
-    PostgreSQL's wire protocol numbers parameters in 16 bits."""
-    if connection.vendor == "sqlite" and connection.connection is not None:
-        return int(connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    return int(connection.features.max_query_params or 65535)
-
-
 @overload
 def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int: ...
 @overload
@@ -295,7 +296,7 @@ def _insert_rows(
     inserted = 0
     returned: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:
-        per_statement = max(1, min(INSERT_BATCH, _max_query_params() // len(columns)))
+        per_statement = max(1, min(INSERT_BATCH, rollups.max_query_params() // len(columns)))
         for start in range(0, len(rows), per_statement):
             batch = rows[start : start + per_statement]
             values = ", ".join([row_sql] * len(batch))

@@ -242,6 +242,7 @@ class ApiToken(models.Model):
         DEPLOY = "deploy"
         ADMIN = "admin"
         INVOKE = "invoke"  # call token-mode function URLs, nothing else
+        METRICS = "metrics"  # scrape /metrics (Prometheus), nothing else
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)

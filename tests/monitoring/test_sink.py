@@ -25,8 +25,20 @@ IN_MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"
 
 
 def inserts(ctx: CaptureQueriesContext) -> list[str]:
-    # One multi-row INSERT statement per INSERT_BATCH rows.
-    return [q["sql"] for q in ctx.captured_queries if "INSERT INTO" in q["sql"].upper()]
+    # One multi-row INSERT statement per INSERT_BATCH rows (the rollups' upserts aside).
+    return [
+        q["sql"]
+        for q in ctx.captured_queries
+        if "INSERT INTO" in q["sql"].upper() and "monitoring_metric" not in q["sql"].lower()
+    ]
+
+
+def rollup_upserts(ctx: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in ctx.captured_queries if q["sql"].lower().startswith('insert into "monitoring_metric')]
+
+
+def percentile_updates(ctx: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in ctx.captured_queries if q["sql"].lower().startswith('update "monitoring_metric')]
 
 
 def statements_for(rows: int) -> int:
@@ -53,9 +65,13 @@ def test_many_submissions_are_written_in_a_handful_of_bulk_inserts(fn, dev, prod
     assert len(inserts(ctx)) == statements_for(600) + statements_for(200) == 2
     assert inserts(ctx)[0].startswith("INSERT INTO")
     assert inserts(ctx)[0].count("), (") == 599
+    # and the metric rollups: one upsert per rollup table (minute, hour, totals) for the batch,
+    # and one UPDATE of the touched minute and hour rows' percentiles
+    assert len(rollup_upserts(ctx)) == 3
+    assert len(percentile_updates(ctx)) == 2
     # and besides them, one lookup each of functions and environments (+ savepoint and release),
     # and for the live tail's cursor the lines' lock (PostgreSQL) and the id committed before them
-    assert len(ctx.captured_queries) <= len(inserts(ctx)) + 6
+    assert len(ctx.captured_queries) <= len(inserts(ctx)) + 3 + 2 + 6
     assert LogLine.objects.count() == 600
     assert Invocation.objects.count() == 200
     assert sink.pending() == 0

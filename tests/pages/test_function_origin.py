@@ -172,7 +172,10 @@ def test_a_signed_in_visitor_opening_another_orgs_function_hands_it_nothing(brow
 
         # And neither answer changed her console cookies: she is still signed in, same session.
         after = {c["name"]: c["value"] for c in context.cookies(base)}
-        assert (after["stratus_session"], after["stratus_csrftoken"]) == (session["stratus_session"], session["stratus_csrftoken"])
+        assert (after["stratus_session"], after["stratus_csrftoken"]) == (
+            session["stratus_session"],
+            session["stratus_csrftoken"],
+        )
         page.goto(base + "/")
         assert page.get_by_test_id("username").inner_text() == "alice"
         assert page.get_by_test_id(f"project-{VICTIM_SLUG}").count() == 1

@@ -97,6 +97,7 @@ def test_the_walk_finds_the_console_pages() -> None:
         "runs/<int:run_id>/",
         "functions/<int:function_id>/",
         "functions/<int:function_id>/logs/",
+        "functions/<int:function_id>/metrics/",
     ):
         assert known in patterns
 

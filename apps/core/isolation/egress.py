@@ -135,8 +135,7 @@ def parse_egress_rule(entry: object) -> EgressRule:
         network = ipaddress.ip_network(host, strict=False)
     except ValueError:
         raise ValueError(
-            f"'{text}': not an IP address or network (host names are not accepted: they can change "
-            "what they point to)"
+            f"'{text}': not an IP address or network (host names are not accepted: they can change what they point to)"
         ) from None
     if network.prefixlen == 0:
         raise ValueError(f"'{text}': a rule cannot open every address")

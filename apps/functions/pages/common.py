@@ -52,9 +52,7 @@ def route(name: str, **kwargs: Any) -> str:
         return ""
 
 
-def traffic_segments(
-    traffic: Traffic | Iterable[Mapping[str, Any]], canary: int | None = None
-) -> list[dict[str, Any]]:
+def traffic_segments(traffic: Traffic | Iterable[Mapping[str, Any]], canary: int | None = None) -> list[dict[str, Any]]:
     """A binding's traffic as the traffic bar draws it ({% traffic_bar %}), the one rule for
     every page: a version's tag (a release tags its versions stable/canary) names its role;
     untagged, the active release's version (``canary``) is the canary and the others stable;
@@ -188,7 +186,29 @@ def form_errors(errors: Mapping[str, list[str]], fields: Iterable[str]) -> dict[
     return out
 
 
-def function_rows_html(rows: list[FunctionRow]) -> SafeString:
+def sparkline_svg(spark: Mapping[str, Any] | None) -> str:
+    """24 hourly points of invocations (and errors, in red) as a tiny inline SVG: no script,
+    so it draws under the console's CSP and without JavaScript. Empty text when nothing ran."""
+    if not spark or not any(spark["invocations"]):
+        return '<span class="muted">no calls</span>'
+    calls, errors = spark["invocations"], spark["errors"]
+    width, height, top = 96, 22, max(max(calls), 1)
+    step = width / max(len(calls) - 1, 1)
+
+    def points(values: list[int]) -> str:
+        return " ".join(f"{i * step:.1f},{height - 1 - (v / top) * (height - 2):.1f}" for i, v in enumerate(values))
+
+    total, failed = sum(calls), sum(errors)
+    label = f"{total:,} invocations, {failed:,} errors in the last 24 hours"
+    error_line = f'<polyline points="{points(errors)}" class="spark-errors"/>' if failed else ""
+    return (
+        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{label}"><title>{label}</title><polyline points="{points(calls)}" class="spark-calls"/>'
+        f"{error_line}</svg>"
+    )
+
+
+def function_rows_html(rows: list[FunctionRow], sparks: Mapping[int, Any] | None = None) -> SafeString:
     """The functions table's rows as HTML, built here rather than in a template loop: a
     project of 200 functions × 3 environments is 800 cells, which Django's template engine
     renders in ~150 ms and this in a few (the page budget is 100 ms: bench/pages.py). Every value
@@ -216,9 +236,14 @@ def function_rows_html(rows: list[FunctionRow]) -> SafeString:
         else:
             last = '<span class="muted">never deployed</span>'
         name = _esc(f["name"])
+        spark = ""
+        if sparks is not None:
+            spark = f'<td data-testid="spark-{name}">{sparkline_svg(sparks.get(f["pk"]))}</td>'
         out.append(
             f'<tr data-testid="function-{name}"><th scope="row"><a href="{link.format(f["pk"])}">{name}</a>{desc}</th>'
-            f"<td>{_esc(f['runtime_label'])}</td><td>{_esc(f['kind'])}</td>{''.join(cells)}<td>{last}</td></tr>"
+            f"<td>{_esc(f['runtime_label'])}</td><td>{_esc(f['kind'])}</td>{''.join(cells)}<td>{last}</td>"
+            + spark
+            + "</tr>"
         )
     return mark_safe("\n".join(out))  # noqa: S308 - every value above is escaped
 

@@ -39,6 +39,7 @@ from apps.functions.pages.common import (
     route,
     traffic_segments,
 )
+from apps.monitoring.metric_selectors import project_metrics_summary
 from apps.tenancy import selectors as tenancy_selectors
 from apps.tenancy.models import Project
 
@@ -83,6 +84,11 @@ def project_overview(request: HttpRequest, project_id: int) -> HttpResponse:
     project = or_404(tenancy_selectors.project_get, user=request.user, project_id=project_id)
     context = _project_context(request, project, "overview")
     context["env_summary"] = environment_summary(context["rows"], context["environments"])
+    # Sparklines of the last 24 h per function (the metrics API's project summary selector).
+    summary = project_metrics_summary(project=project, environment=None)
+    sparks = {f["function_id"]: f.get("sparkline") for f in summary["functions"]}
+    context["rows_html"] = function_rows_html(context["rows"], sparks)
+    context["sparklines"] = True
     context["activity"] = [
         {
             "event": e,

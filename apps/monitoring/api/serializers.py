@@ -89,6 +89,53 @@ class InvocationSummarySerializer(serializers.Serializer):
     p99_duration_ms = serializers.FloatField(allow_null=True)
 
 
+class MetricSeriesQuerySerializer(serializers.Serializer):
+    environment = serializers.CharField(required=False, help_text="environment name, e.g. prod")
+    version = serializers.IntegerField(required=False, min_value=1)
+    start = serializers.DateTimeField(required=False, help_text="ISO 8601; default end - 1 h")
+    end = serializers.DateTimeField(required=False, help_text="ISO 8601; default now")
+    step = serializers.IntegerField(
+        required=False, min_value=1, help_text="seconds, a multiple of 60 (3600 past 7 days); default by range"
+    )
+    names = serializers.CharField(required=False, help_text="comma-separated metric names; default all")
+    group_by = serializers.ChoiceField(choices=["version"], required=False, help_text="one series set per version")
+
+
+class MetricSeriesSerializer(serializers.Serializer):
+    start = serializers.IntegerField(help_text="Unix seconds")
+    end = serializers.IntegerField(help_text="Unix seconds, exclusive")
+    step = serializers.IntegerField()
+    timestamps = serializers.ListField(child=serializers.IntegerField())
+    series = serializers.DictField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
+        required=False,
+        help_text="name -> one value per timestamp",
+    )
+    groups = serializers.ListField(child=serializers.DictField(), required=False, help_text="with group_by=version")
+
+    def to_representation(self, instance: Any) -> Any:
+        return instance  # built columnar by the selector; the fields above document it
+
+
+class MetricSummaryQuerySerializer(serializers.Serializer):
+    environment = serializers.CharField(required=False, help_text="environment name, e.g. prod")
+
+
+class MetricSummarySerializer(serializers.Serializer):
+    generated_at = serializers.DateTimeField()
+    environment = serializers.CharField(allow_null=True)
+    functions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="function_id, name, last_hour and last_24h {invocations, errors, error_rate, duration_p99}, "
+        "sparkline {start, step, invocations[], errors[]} (24 hourly points)",
+    )
+
+    def to_representation(self, instance: Any) -> Any:
+        data = dict(instance)
+        data["generated_at"] = serializers.DateTimeField().to_representation(instance["generated_at"])
+        return data
+
+
 class LogTicketSerializer(serializers.Serializer):
     ticket = serializers.CharField(help_text="single use; valid for expires_in seconds")
     expires_in = serializers.IntegerField(help_text="seconds")

@@ -9,5 +9,11 @@ urlpatterns = [
     path(f"{F}/logs/stream", v.LogStreamView.as_view(), name="function-logs-stream"),
     path(f"{F}/logs/ticket", v.LogTicketView.as_view(), name="function-logs-ticket"),
     path(f"{F}/invocations", v.InvocationListView.as_view(), name="function-invocations"),
+    path(f"{F}/metrics", v.MetricSeriesView.as_view(), name="function-metrics-series"),
+    path(
+        "projects/<int:project_id>/metrics/summary",
+        v.ProjectMetricSummaryView.as_view(),
+        name="project-metrics-summary",
+    ),
     path(f"{F}/invocations/summary", v.InvocationSummaryView.as_view(), name="function-invocation-summary"),
 ]

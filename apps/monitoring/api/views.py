@@ -2,17 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import renderers, serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import ApiView
 from apps.functions import selectors as function_selectors
 from apps.functions.models import Function
-from apps.monitoring import selectors, tail
+from apps.monitoring import metric_selectors, prometheus, selectors, tail
 from apps.monitoring.api import serializers as s
 from apps.monitoring.api.stream import event_stream
 from apps.monitoring.tickets import TICKET_TTL_S, ticket_issue
@@ -77,6 +79,74 @@ class InvocationSummaryView(ApiView):
         environment = _environment(function, query.get("environment"))
         summary = selectors.invocation_summary(function=function, environment=environment, window_s=query["window_s"])
         return self.render(s.InvocationSummarySerializer, summary)
+
+
+class MetricSeriesView(ApiView):
+    """A function's metrics as columnar series: ?environment=&version=&start=&end=&step=
+    &names=&group_by=version. Steps that are multiples of 3600 read hourly rollups, others
+    minute rollups (kept 7 days)."""
+
+    serializer_class = s.MetricSeriesSerializer
+
+    @extend_schema(parameters=[s.MetricSeriesQuerySerializer])
+    def get(self, request: Request, function_id: int) -> Response:
+        function = function_selectors.function_get(user=request.user, function_id=function_id)
+        params = _query(s.MetricSeriesQuerySerializer, request)
+        environment = _environment(function, params.get("environment"))
+        query = metric_selectors.series_query_parse(
+            start=params.get("start"), end=params.get("end"), step=params.get("step"), names=params.get("names")
+        )
+        series = metric_selectors.metric_series(
+            function=function,
+            environment=environment,
+            version=params.get("version"),
+            query=query,
+            group_by_version=params.get("group_by") == "version",
+        )
+        return self.render(s.MetricSeriesSerializer, series)
+
+
+class ProjectMetricSummaryView(ApiView):
+    """Per function of a project: invocations, errors, error rate and p99 over the last hour
+    and the last 24 h, and 24 hourly points of invocations and errors for sparklines."""
+
+    serializer_class = s.MetricSummarySerializer
+
+    @extend_schema(parameters=[s.MetricSummaryQuerySerializer])
+    def get(self, request: Request, project_id: int) -> Response:
+        project = tenancy_selectors.project_get(user=request.user, project_id=project_id)
+        params = _query(s.MetricSummaryQuerySerializer, request)
+        name = params.get("environment")
+        environment = tenancy_selectors.environment_get(project=project, name=name) if name else None
+        summary = metric_selectors.project_metrics_summary(project=project, environment=environment)
+        return self.render(s.MetricSummarySerializer, summary)
+
+
+class IgnoreAcceptNegotiation(BaseContentNegotiation):
+    """Scrapers ask for formats of their own (application/openmetrics-text, text/plain): the
+    exposition is returned as is, and an error as the JSON envelope, whatever they ask."""
+
+    def select_parser(self, request: Any, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        return (renderers[0], renderers[0].media_type)
+
+
+class PrometheusMetricsView(ApiView):
+    """Prometheus exposition (text format 0.0.4) of the invocation rollups of every function
+    the caller may read: a Bearer token with the ``metrics`` scope (a browser session holds
+    every scope). See apps/monitoring/prometheus.py and the README's scrape config."""
+
+    renderer_classes = [renderers.JSONRenderer]  # errors only: the exposition bypasses it
+    content_negotiation_class = IgnoreAcceptNegotiation
+    scope_map = {"GET": ApiToken.Scope.METRICS}
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> HttpResponse:
+        function_ids = metric_selectors.visible_function_ids(user=request.user)
+        body = generate_latest(prometheus.registry_for(function_ids))
+        return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 
 
 class LogTicketView(ApiView):
