@@ -457,6 +457,9 @@ def _http_frame(
         "body_b64": base64.b64encode(body).decode("ascii"),
         "scheme": scope.get("scheme", "http"),
         "root_path": root_path,
+        # The request target as received, mount prefix included (the ASGI scope's raw_path);
+        # older bootstraps ignore it and newer ones rebuild it when it is missing.
+        "raw_path": raw,
     }
 
 

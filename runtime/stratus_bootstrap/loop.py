@@ -192,6 +192,7 @@ class Bootstrap:
             body=base64.b64decode(message.get("body_b64", "") or ""),
             scheme=str(message.get("scheme", "http")),
             root_path=str(message.get("root_path", "")),
+            raw_path=str(message.get("raw_path", "") or ""),
         )
         if self.asgi:
             state = self.lifespan.state if self.lifespan else {}

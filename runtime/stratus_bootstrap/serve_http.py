@@ -181,6 +181,7 @@ def http_frame(
         "body_b64": base64.b64encode(body).decode("ascii"),
         "scheme": "http",
         "root_path": "",
+        "raw_path": raw_path,
     }
 
 
