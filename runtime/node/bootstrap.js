@@ -36,6 +36,8 @@ const { pathToFileURL } = require('url');
 const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 const MAX_LOG_LINE = 16 * 1024;
 const BOOTSTRAP_FILE = __filename;
+// AWS_REGION / AWS_DEFAULT_REGION / TENCENTCLOUD_REGION when the engine names none (STRATUS_REGION).
+const DEFAULT_REGION = 'us-east-1';
 
 // --- configuration ------------------------------------------------------------------------------
 
@@ -52,22 +54,78 @@ function readConfig(env) {
     return values[key] && Number.isFinite(n) ? n : dflt;
   };
   const kind = values.STRATUS_KIND || 'event';
+  const name = values.STRATUS_FUNCTION_NAME || 'function';
+  const version = values.STRATUS_FUNCTION_VERSION || '$LATEST';
+  const instanceId = crypto.randomUUID().replace(/-/g, '');
+  const day = new Date().toISOString().slice(0, 10).replace(/-/g, '/');
   const fn = {
-    name: values.STRATUS_FUNCTION_NAME || 'function',
-    version: values.STRATUS_FUNCTION_VERSION || '$LATEST',
+    name,
+    version,
     memoryMb: Math.trunc(number('STRATUS_MEMORY_MB', 128)),
     timeoutS: number('STRATUS_TIMEOUT_S', 3),
-    instanceId: crypto.randomUUID().replace(/-/g, ''),
+    instanceId,
+    namespace: values.STRATUS_PROJECT || 'default',
+    logGroupName: `/stratus/functions/${name}`,
+    // One stream per instance, as on Lambda: the day it started, the version, the instance.
+    logStreamName: `${day}/[${version}]${instanceId}`,
   };
-  env.AWS_LAMBDA_FUNCTION_NAME = fn.name;
-  env.AWS_LAMBDA_FUNCTION_VERSION = fn.version;
-  env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE = String(fn.memoryMb);
+  const handler = values.STRATUS_HANDLER || 'index.handler';
+  const taskRoot = values.STRATUS_TASK_ROOT || '/var/task';
+  Object.assign(
+    env,
+    platformEnvironment(fn, {
+      handler,
+      taskRoot,
+      runtime: values.STRATUS_RUNTIME || `node${process.versions.node.split('.')[0]}`,
+      runtimeDir: path.dirname(__dirname),
+    }),
+  );
+  // What a function may set for itself (Lambda lets TZ be changed; a region of its own): the
+  // platform's value only where the function's variables have none.
+  const region = env.AWS_REGION || values.STRATUS_REGION || DEFAULT_REGION;
+  const defaults = {
+    AWS_REGION: region,
+    AWS_DEFAULT_REGION: region,
+    TENCENTCLOUD_REGION: values.STRATUS_REGION || DEFAULT_REGION,
+    TZ: ':UTC', // Lambda's value; Node reads a changed TZ at once
+    LANG: 'C.UTF-8', // Lambda says en_US.UTF-8: the same encoding, without locale data to install
+  };
+  for (const [key, value] of Object.entries(defaults)) {
+    if (!env[key]) env[key] = value;
+  }
   return {
     controlFd: values.STRATUS_CONTROL_FD || '',
-    handler: values.STRATUS_HANDLER || 'index.handler',
+    handler,
     kind,
-    taskRoot: values.STRATUS_TASK_ROOT || '/var/task',
+    taskRoot,
     fn,
+  };
+}
+
+// The variables Lambda's and SCF's runtimes define for every function, with Stratus's values;
+// the same names and values as runtime/stratus_bootstrap/loop.py platform_environment. They win
+// over a function's own variables of the same name (both platforms reserve them).
+function platformEnvironment(fn, { handler, taskRoot, runtime, runtimeDir }) {
+  const node = runtime.startsWith('node');
+  const lambdaRuntime = node ? `${runtime.replace('node', 'nodejs')}.x` : runtime;
+  const scfRuntime = node ? runtime.replace('node', 'Nodejs') : runtime.charAt(0).toUpperCase() + runtime.slice(1);
+  return {
+    LAMBDA_TASK_ROOT: taskRoot,
+    LAMBDA_RUNTIME_DIR: runtimeDir,
+    _HANDLER: handler,
+    AWS_EXECUTION_ENV: `AWS_Lambda_${lambdaRuntime}`,
+    AWS_LAMBDA_FUNCTION_NAME: fn.name,
+    AWS_LAMBDA_FUNCTION_VERSION: fn.version,
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(fn.memoryMb),
+    AWS_LAMBDA_LOG_GROUP_NAME: fn.logGroupName,
+    AWS_LAMBDA_LOG_STREAM_NAME: fn.logStreamName,
+    AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+    SCF_FUNCTIONNAME: fn.name,
+    SCF_FUNCTIONVERSION: fn.version,
+    SCF_NAMESPACE: fn.namespace,
+    SCF_RUNTIME: scfRuntime,
+    USER_CODE_ROOT: taskRoot,
+    TENCENTCLOUD_RUNENV: 'SCF',
   };
 }
 
@@ -334,15 +392,14 @@ function makeContext(requestId, deadlineMs, fn) {
   const environ = Object.entries(process.env)
     .map(([k, v]) => `${k}=${v}`)
     .join(';');
-  const day = new Date().toISOString().slice(0, 10).replace(/-/g, '/');
   const context = {
     awsRequestId: requestId,
     functionName: fn.name,
     functionVersion: fn.version,
     memoryLimitInMB: String(fn.memoryMb),
     invokedFunctionArn: `stratus:fn:${fn.name}:${fn.version}`,
-    logGroupName: `/stratus/functions/${fn.name}`,
-    logStreamName: `${day}/[${fn.version}]${fn.instanceId}`,
+    logGroupName: fn.logGroupName,
+    logStreamName: fn.logStreamName,
     callbackWaitsForEmptyEventLoop: false,
     identity: undefined,
     clientContext: undefined,
@@ -355,7 +412,7 @@ function makeContext(requestId, deadlineMs, fn) {
     function_version: fn.version,
     memory_limit_in_mb: fn.memoryMb,
     time_limit_in_ms: Math.trunc(fn.timeoutS * 1000),
-    namespace: 'default',
+    namespace: fn.namespace,
     environment: envJson,
     environ,
   };
