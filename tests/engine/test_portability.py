@@ -3,9 +3,14 @@ gateway and sandbox: the runtime environment they read, and Node's handler style
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
-from tests.engine.conftest import deploy_latest, make_function, url, wait_routed
+import pytest
+
+from apps.monitoring.models import LogLine
+from apps.monitoring.sink import get_sink
+from tests.engine.conftest import deploy_latest, make_function, url, wait_for, wait_routed
 
 TASK_ROOT_HANDLER = """
 import json
@@ -56,3 +61,46 @@ def test_python_handler_reads_files_relative_to_lambda_task_root(world: Any, eng
         "region": ["ap-guangzhou", "ap-guangzhou", "ap-guangzhou"],
         "tz": ":UTC",
     }
+
+
+NODE_CALLBACK = """
+exports.handler = function (event, context, callback) {
+  context.callbackWaitsForEmptyEventLoop = event.queryStringParameters.wait === 'yes';
+  setTimeout(() => console.log('written after the callback'), 100);
+  if (event.queryStringParameters.fail) {
+    context.fail(new RangeError('out of range'));
+    return;
+  }
+  callback(null, { statusCode: 200, body: 'answered ' + context.awsRequestId });
+};
+"""
+
+
+def _lines(request_id: str) -> list[str]:
+    get_sink().flush()
+    return [line.text for line in LogLine.objects.filter(request_id=request_id).order_by("id")]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_callback_handler_through_the_gateway(world: Any, engine: Any, served: Any):
+    fn = make_function(world, "nodecb", {"index.js": NODE_CALLBACK}, runtime="node20", handler="index.handler")
+    deploy_latest(world, fn)
+    wait_routed(engine, fn)
+
+    # Waiting for the empty event loop (the default): the timer's line is the request's, before the answer.
+    waited = served.get(url(fn, path="x?wait=yes"), headers={"x-request-id": "cb-wait-1"})
+    assert waited.status_code == 200, waited.text
+    assert waited.text == "answered cb-wait-1"
+    assert _lines("cb-wait-1") == ["written after the callback"]
+
+    # Not waiting: the answer comes first; the later line still lands under its request.
+    at_once = served.get(url(fn, path="x?wait=no"), headers={"x-request-id": "cb-now-1"})
+    assert at_once.status_code == 200, at_once.text
+    assert _lines("cb-now-1") == []
+    assert wait_for(lambda: _lines("cb-now-1"), timeout=5) == ["written after the callback"]
+
+    # context.fail is an error answer, not a null result.
+    failed = served.get(url(fn, path="x?wait=no&fail=1"), headers={"x-request-id": "cb-fail-1"})
+    assert failed.status_code == 502, failed.text
+    assert failed.json()["error"]["code"] == "function_error"
+    assert failed.json()["error"]["message"] == "RangeError: out of range"
