@@ -363,6 +363,15 @@ if STRATUS_RECORDS_FLUSH_INTERVAL_S < 0:
     raise ImproperlyConfigured("STRATUS_RECORDS_FLUSH_INTERVAL_S must be 0 or more")
 # Records (and their bytes) held in memory waiting for a flush; beyond either bound they go to
 # the journal on local disk (DATA_DIR/journal), which is replayed on start (apps/monitoring).
+# Log lines are written this soon after they are printed (the live tail's latency; several
+# lines printed meanwhile share the write); 0: they wait for the flush interval like the rest.
+STRATUS_LOG_TAIL_FLUSH_S = float(env_str("STRATUS_LOG_TAIL_FLUSH_S") or 0.01)
+# The live tail (apps/monitoring/tail.py): lines a watcher gets at most per second (more are
+# dropped and counted to it), and lines queued for a slow watcher before new ones are dropped.
+STRATUS_LOG_TAIL_RATE = env_int("STRATUS_LOG_TAIL_RATE", 1000)
+STRATUS_LOG_TAIL_BUFFER = env_int("STRATUS_LOG_TAIL_BUFFER", 5000)
+# Seconds between SSE heartbeats (a comment line that keeps proxies from closing the stream).
+STRATUS_LOG_TAIL_HEARTBEAT_S = float(env_str("STRATUS_LOG_TAIL_HEARTBEAT_S") or 15)
 STRATUS_RECORDS_BUFFER = env_int("STRATUS_RECORDS_BUFFER", 100_000)
 STRATUS_RECORDS_BUFFER_BYTES = env_int("STRATUS_RECORDS_BUFFER_BYTES", 64 * 1024 * 1024)
 # The journal's own cap (0: until the disk is full); only past it, or a full disk, are records dropped.

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.prerequisites import missing
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -25,7 +27,7 @@ class PrivateRedis:
 
     def __init__(self) -> None:
         if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
+            missing("redis-server is not installed")
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

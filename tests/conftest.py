@@ -150,3 +150,45 @@ def tcp_listener() -> Iterator[int]:
     stop.set()
     thread.join(2)
     server.close()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # tests/prerequisites.py: under CI a missing prerequisite fails the test, never skips it.
+    from tests.prerequisites import fail_if_prerequisite_missing
+
+    fail_if_prerequisite_missing(item)
+
+
+# Groups no process of the test run has otherwise (the run's own has none): what a child that
+# failed to drop its supplementary groups would show.
+SUPPLEMENTARY_GIDS = (4242, 4343)
+
+
+@pytest.fixture
+def supplementary_groups() -> Iterator[tuple[int, ...]]:
+    """This process (every thread: glibc's setgroups is process-wide) holds the supplementary
+    groups SUPPLEMENTARY_GIDS for the test, so a child it starts that keeps its parent's groups
+    shows them in /proc/<pid>/status. Ask for it before the fixtures that start the children
+    (``engine``: the zygote). Root only."""
+    import os
+
+    from tests.prerequisites import missing
+
+    if os.geteuid() != 0:
+        missing("setting supplementary groups needs root (CI runs as root)")
+    before = os.getgroups()
+    os.setgroups(list(SUPPLEMENTARY_GIDS))
+    try:
+        yield SUPPLEMENTARY_GIDS
+    finally:
+        os.setgroups(before)
+
+
+def process_ids(pid: int) -> dict[str, list[int]]:
+    """Uid, Gid (real, effective, saved, fs) and Groups of a live process, from /proc."""
+    fields: dict[str, list[int]] = {}
+    for line in open(f"/proc/{pid}/status"):  # noqa: SIM115 - a short read of a procfs file
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            fields[key] = [int(v) for v in value.split()]
+    return fields

@@ -166,6 +166,15 @@ def websocket_token(scope: Scope) -> str:
     return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
+def websocket_ticket(scope: Scope) -> str:
+    """The single-use ticket a websocket handshake carries (``?ticket=``, e.g. the live log
+    tail's: apps/monitoring/tickets.py); empty when none. Like a token, no ambient credential."""
+    from urllib.parse import parse_qs
+
+    query = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"))
+    return (query.get("ticket") or [""])[0].strip()
+
+
 async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     """Refuse a websocket handshake (403), touching nothing else. Channels' own denier is a
     consumer: it takes a channel on the channel layer, and as uvicorn never tells a refused
@@ -181,7 +190,7 @@ class WebsocketOriginGuard:
     A browser sends its cookies with any websocket handshake, whichever page opens it, so a
     socket that would act on the session must come from an allowed origin (cross-site websocket
     hijacking): ``origin_checked`` (Channels' AllowedHostsOriginValidator's rule) decides those. A
-    socket that authenticates with a token (``?token=`` or ``Authorization: Bearer``) uses no
+    socket that authenticates with a token (``?token=``, ``Authorization: Bearer`` or a ``?ticket=``) uses no
     ambient credential: whoever opens it already holds the token. It goes through without an
     Origin (command-line clients, the VS Code extension send none), and with its cookies removed,
     so that only the token can ever authenticate it.
@@ -192,7 +201,7 @@ class WebsocketOriginGuard:
         self.origin_checked = origin_checked  # an OriginValidator: its valid_origin() rule
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") == "websocket" and websocket_token(scope):
+        if scope.get("type") == "websocket" and (websocket_token(scope) or websocket_ticket(scope)):
             headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"cookie"]
             await self.app({**scope, "headers": headers}, receive, send)
             return

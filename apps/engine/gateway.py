@@ -6,9 +6,16 @@ for one, pick a version by weight, forward the request to an instance, answer.
 
 - `http` functions get the request as-is (WSGI/ASGI, mounted at the function's URL prefix:
   SCRIPT_NAME / root_path is the prefix, the path is what follows it).
-- `event` functions get an API-Gateway-proxy-style event (method, path, headers, query,
-  body, isBase64Encoded; the fields Lambda and SCF handlers read); a returned dict with
-  ``statusCode`` is the response, anything else becomes a JSON 200.
+- `event` functions get the event of their ``event_format`` (API Gateway REST or HTTP API,
+  SCF's API Gateway trigger), shaped by ``runtime/stratus_bootstrap/events.py``, the module the
+  Knative runtime serves with too; their answer becomes the response by that format's rules.
+  A function with path templates (``routes``) answers 404 for a path none matches.
+
+Request ids: every invocation gets a fresh id (the handler's ``context.aws_request_id``, the
+monitoring records' and log lines' ``request_id``), answered in ``X-Stratus-Invocation-Id``. A
+caller's ``X-Request-Id`` is the trace id: echoed in ``X-Request-Id`` and the error envelope,
+passed to ``http`` functions, never the invocation id (two calls with one trace id are two
+invocations). Without one, the invocation id is the trace id.
 
 Tenant code has an origin of its own (STRATUS_FUNCTIONS_URL), told apart by the request's
 Host: a function answering on the console's origin could read a signed-in visitor's session
@@ -27,20 +34,18 @@ cookie or set one for the console.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
 
+from apps.core import event_shapes
 from apps.core.checks import origin_problems
 from apps.core.origins import functions_origin, host_key
 from apps.engine.engine import CallSite, Outcome, new_request_id
@@ -85,9 +90,10 @@ _ORIGIN_SETTINGS = {
     "LANGUAGE_COOKIE_NAME",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "application/x-www-form")
 # Connection-level headers the gateway owns (hop-by-hop or recomputed).
 _DROP_RESPONSE_HEADERS = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+# The gateway's own answer headers: a function's are replaced, not doubled.
+_OWN_HEADERS = {"x-request-id", "x-stratus-invocation-id", "x-stratus-version"}
 _STATUS_FOR = {"throttled": 429, "timeout": 504, "crashed": 502, "error": 502, "unavailable": 503}
 _CODE_FOR = {
     "throttled": "throttled",
@@ -241,7 +247,9 @@ class Gateway:
         on the function's own host, where the whole path is the function's."""
         # From here on the request is what the function (and the routing rules) see.
         headers = _strip_cookies(scope["headers"], None if console_host else self.console_cookies)
-        request_id = _incoming_request_id(headers) or new_request_id()
+        received_at = time.time()
+        invocation_id = new_request_id()
+        request_id = _incoming_request_id(headers) or invocation_id  # the trace id
         if console_host and _header(headers, b"sec-fetch-dest") in _EMBEDDED_DESTINATIONS:
             await _send_error(send, 404, "not_found", self.embedded_refusal, request_id)
             return
@@ -285,24 +293,56 @@ class Gateway:
             await _send_error(send, 400, "version_not_served", str(exc), request_id)
             return
         root_path = PREFIX + "/".join((org, project, environment, function)) if prefix_segments else ""
-        frame = (
-            _http_frame(scope, headers, body, request_id, root_path, rest, prefix_segments)
-            if rv.spec.kind == "http"
-            else {
+        path = "/" + _encoded_rest(scope, rest, prefix_segments)
+        str_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        query = scope.get("query_string", b"").decode("latin-1")
+        if rv.spec.kind == "http":
+            frame = event_shapes.http_frame(
+                method=scope["method"],
+                path=path,
+                query=query,
+                headers=str_headers,
+                body=body,
+                request_id=invocation_id,
+                trace_id=request_id,
+                scheme=scope.get("scheme", "http"),
+                root_path=root_path,
+            )
+        else:
+            match = event_shapes.match_route(rv.paths, path)
+            if match is None:
+                await _send_error(send, 404, "not_found", event_shapes.no_route_message(path), request_id)
+                return
+            shaped = event_shapes.Request(
+                method=scope["method"],
+                path=path,
+                query=query,
+                headers=str_headers,
+                body=body,
+                source_ip=(scope.get("client") or ("", 0))[0],
+                scheme=scope.get("scheme", "http"),
+                port=_public_port(headers, scope.get("scheme", "http")),
+                http_version=scope.get("http_version", "1.1"),
+                request_id=invocation_id,
+                key=route.key,
+                received_at=received_at,
+            )
+            frame = {
                 "type": "invoke",
-                "id": request_id,
-                "event": _proxy_event(scope, headers, body, request_id, rest, route),
+                "id": invocation_id,
+                "event": event_shapes.build_event(rv.event_format, shaped, match),
             }
-        )
         site = CallSite(route.function_id, route.environment_id, route.binding_id, "http")
         try:
             outcome: Outcome = await host.call(host.engine.invoke(rv, frame, site=site, started_at=started_at))
         except Exception as exc:
             # The engine answers every failure as an Outcome; this is the net under a bug
             # there, so the caller still gets the envelope rather than the server's plain 500.
-            log.exception("the engine failed to serve a request", extra={"request_id": request_id})
+            log.exception(
+                "the engine failed to serve a request", extra={"request_id": invocation_id, "trace_id": request_id}
+            )
             outcome = Outcome(
-                request_id=request_id,
+                request_id=invocation_id,
                 version=rv.number,
                 status="unavailable",
                 error={"type": "EngineError", "message": f"The function engine failed: {exc}", "stack": []},
@@ -310,7 +350,12 @@ class Gateway:
         await self._respond(send, outcome, rv, request_id)
 
     async def _respond(self, send: Send, outcome: Outcome, rv: RouteVersion, request_id: str) -> None:
-        extra = [(b"x-request-id", request_id.encode()), (b"x-stratus-version", str(rv.number).encode())]
+        """The answer to one invocation; ``request_id`` is the trace id (X-Request-Id)."""
+        extra = [
+            (b"x-request-id", request_id.encode()),
+            (b"x-stratus-invocation-id", outcome.request_id.encode()),
+            (b"x-stratus-version", str(rv.number).encode()),
+        ]
         if outcome.cold_start:
             extra.append((b"x-stratus-cold-start", b"1"))
         if outcome.status != "ok" or outcome.reply is None:
@@ -323,7 +368,7 @@ class Gateway:
             await _send_error(send, status, code or "function_error", message, request_id, extra)
             return
         try:
-            status, response_headers, body = _response_from(outcome.reply, rv.spec.kind)
+            status, str_headers, body = event_shapes.response_from(outcome.reply, rv.event_format)
         except ValueError as exc:
             await _send_error(send, 502, "bad_function_response", str(exc), request_id, extra)
             return
@@ -331,8 +376,11 @@ class Gateway:
             message = f"Response body exceeds the {_mb(self.max_body)} limit ({len(body)} > {self.max_body} bytes)."
             await _send_error(send, 502, "response_too_large", message, request_id, extra)
             return
-        response_headers = [h for h in response_headers if h[0].lower() not in _DROP_RESPONSE_HEADERS]
-        response_headers = [h for h in response_headers if h[0].lower() not in (b"x-request-id", b"x-stratus-version")]
+        response_headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in str_headers
+            if name.lower().encode("latin-1") not in _DROP_RESPONSE_HEADERS and name.lower() not in _OWN_HEADERS
+        ]
         response_headers += extra
         response_headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
@@ -431,139 +479,27 @@ async def _read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit
     return b"".join(chunks)
 
 
-def _http_frame(
-    scope: Scope,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    request_id: str,
-    root_path: str,
-    rest: str,
-    prefix_segments: int = 5,
-) -> dict[str, Any]:
+def _encoded_rest(scope: Scope, rest: str, prefix_segments: int) -> str:
+    """The part of the path after the function prefix (/fn/<org>/<project>/<env>/<function>, or
+    nothing on the function's own host), in its original (percent-encoded) form."""
     raw_path = scope.get("raw_path") or scope["path"].encode()
     raw = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(raw_path)
-    # The part after the function prefix (/fn/<org>/<project>/<env>/<function>, or nothing on
-    # the function's own host), in its original (percent-encoded) form.
     n = prefix_segments + 1
-    encoded_rest = raw.split("/", n)[n] if raw.count("/") >= n else rest
-    return {
-        "type": "http",
-        "id": request_id,
-        "method": scope["method"],
-        "path": "/" + encoded_rest,
-        "query_string": scope.get("query_string", b"").decode("latin-1"),
-        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers if k.lower() != b"authorization"]
-        + ([["x-request-id", request_id]] if _header(headers, b"x-request-id") is None else []),
-        "body_b64": base64.b64encode(body).decode("ascii"),
-        "scheme": scope.get("scheme", "http"),
-        "root_path": root_path,
-        # The request target as received, mount prefix included (the ASGI scope's raw_path);
-        # older bootstraps ignore it and newer ones rebuild it when it is missing.
-        "raw_path": raw,
-    }
+    return raw.split("/", n)[n] if raw.count("/") >= n else rest
 
 
-def _is_text(content_type: str | None) -> bool:
-    return content_type is None or content_type.startswith(_TEXT_TYPES) or content_type == ""
-
-
-def _proxy_event(
-    scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes, request_id: str, rest: str, route: Route
-) -> dict[str, Any]:
-    """An API Gateway (REST, proxy integration) event; SCF's API Gateway trigger reads the same
-    keys plus ``queryString`` and ``headerParameters``."""
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for key, value in headers:
-        name = key.decode("latin-1").lower()
-        if name == "authorization":
-            continue  # the token authenticated the caller to Stratus; it is not the function's
-        text = value.decode("latin-1")
-        single[name] = text
-        multi.setdefault(name, []).append(text)
-    query = scope.get("query_string", b"").decode("latin-1")
-    multi_query = {k: v for k, v in parse_qs(query, keep_blank_values=True).items()}
-    single_query = {k: v[-1] for k, v in multi_query.items()}
-    binary = bool(body) and not _is_text(single.get("content-type"))
-    if binary:
-        body_text: str | None = base64.b64encode(body).decode("ascii")
+def _public_port(headers: list[tuple[bytes, bytes]], scheme: str) -> str:
+    """The port the client addressed (the Host header's, else the scheme's): X-Forwarded-Port."""
+    host = _header(headers, b"host") or ""
+    if host.startswith("["):
+        _, _, after = host.partition("]")
+        port = after[1:] if after.startswith(":") else ""
     else:
-        try:
-            body_text = body.decode("utf-8") if body else None
-        except UnicodeDecodeError:
-            body_text, binary = base64.b64encode(body).decode("ascii"), True
-    path = "/" + unquote(rest)
-    org, project, environment, function = route.key
-    return {
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": scope["method"],
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": single_query or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "queryString": single_query,
-        "headerParameters": {},
-        "pathParameters": {"proxy": unquote(rest)} if rest else None,
-        "stageVariables": None,
-        "requestContext": {
-            "requestId": request_id,
-            "stage": environment,
-            "httpMethod": scope["method"],
-            "path": scope["path"],
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"sourceIp": (scope.get("client") or ("", 0))[0]},
-            "stratus": {"org": org, "project": project, "environment": environment, "function": function},
-        },
-        "body": body_text,
-        "isBase64Encoded": binary,
-    }
+        port = host.rpartition(":")[2] if ":" in host else ""
+    return port if port.isdigit() else ("443" if scheme in ("https", "wss") else "80")
 
 
 # --- response side --------------------------------------------------------------------------
-
-
-def _response_from(reply: dict[str, Any], kind: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    if reply.get("type") == "http_response":
-        headers = [(str(k).encode("latin-1"), str(v).encode("latin-1")) for k, v in reply.get("headers", [])]
-        return int(reply.get("status", 200)), headers, base64.b64decode(reply.get("body_b64", "") or "")
-    result = reply.get("result")
-    if isinstance(result, dict) and "statusCode" in result:
-        return _proxy_response(result)
-    body = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-    return 200, [(b"content-type", b"application/json")], body
-
-
-def _proxy_response(result: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    try:
-        status = int(result["statusCode"])
-    except (TypeError, ValueError):
-        raise ValueError(f"statusCode must be an integer, got {result['statusCode']!r}") from None
-    if not 100 <= status <= 599:
-        raise ValueError(f"statusCode must be between 100 and 599, got {status}")
-    headers: list[tuple[bytes, bytes]] = []
-    for name, value in (result.get("headers") or {}).items():
-        headers.append((str(name).lower().encode("latin-1"), str(value).encode("latin-1")))
-    for name, values in (result.get("multiValueHeaders") or {}).items():
-        for value in values if isinstance(values, list) else [values]:
-            headers.append((str(name).lower().encode("latin-1"), str(value).encode("latin-1")))
-    body = result.get("body")
-    if body is None:
-        data = b""
-    elif isinstance(body, str):
-        if result.get("isBase64Encoded"):
-            try:
-                data = base64.b64decode(body, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("body is marked isBase64Encoded but is not valid base64") from None
-        else:
-            data = body.encode("utf-8")
-    else:
-        # Lambda requires a string body; SCF and most users expect an object to become JSON.
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        if not any(k == b"content-type" for k, _ in headers):
-            headers.append((b"content-type", b"application/json"))
-    return status, headers, data
 
 
 async def _send_error(
@@ -582,7 +518,7 @@ async def _send_error(
 def _error_response(
     status: int, code: str, message: str, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    body = json.dumps({"error": {"code": code, "message": message, "fields": {}, "request_id": request_id}}).encode()
+    body = event_shapes.error_body(code, message, request_id)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

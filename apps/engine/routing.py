@@ -21,6 +21,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 
+from apps.core.event_shapes import DEFAULT_FORMAT, compile_routes
+from apps.core.event_shapes import Route as PathRoute
 from apps.engine.pool import ScalingPolicy
 from apps.engine.sandbox import InstanceSpec
 from apps.functions.backends.local import version_dir
@@ -44,6 +46,10 @@ class RouteVersion:
     # Instances are shared by requests with the same key: a new key (new code, config or
     # environment variables) gets fresh instances and the old ones drain.
     pool_key: tuple[Any, ...]
+    # How the gateway shapes this version's events and answers (runtime/stratus_bootstrap/events.py):
+    # part of the version's config, so a canary may change them and a rollback restores them.
+    event_format: str = DEFAULT_FORMAT
+    paths: tuple[PathRoute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,15 @@ def route_version(
     )
     sha = version.artifact.sha256
     key = (binding_id, environment.pk, function.pk, version.number, spec_digest(spec, sha))
-    return RouteVersion(number=version.number, artifact_sha256=sha, spec=spec, policy=policy, pool_key=key)
+    return RouteVersion(
+        number=version.number,
+        artifact_sha256=sha,
+        spec=spec,
+        policy=policy,
+        pool_key=key,
+        event_format=str(config.get("event_format") or DEFAULT_FORMAT),
+        paths=compile_routes(config.get("routes") or ()),
+    )
 
 
 DRAFT_NUMBER = 0  # a draft run's "version" in its records and pool key: versions start at 1
@@ -273,7 +287,15 @@ def draft_route_version(*, function: Function, environment: Environment, digest:
         queue_timeout_s=min(float(settings.STRATUS_QUEUE_TIMEOUT_S), float(config["timeout_s"])),
     )
     key = (None, environment.pk, function.pk, DRAFT_NUMBER, spec_digest(spec, digest))
-    return RouteVersion(number=DRAFT_NUMBER, artifact_sha256=digest, spec=spec, policy=policy, pool_key=key)
+    return RouteVersion(
+        number=DRAFT_NUMBER,
+        artifact_sha256=digest,
+        spec=spec,
+        policy=policy,
+        pool_key=key,
+        event_format=str(config.get("event_format") or DEFAULT_FORMAT),
+        paths=compile_routes(config.get("routes") or ()),
+    )
 
 
 def _instance_spec(

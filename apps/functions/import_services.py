@@ -36,11 +36,12 @@ def project_import_template(*, actor: Actor, project: Project, template: str, dr
     for imported in plan.functions:
         try:
             current = existing.get(imported.name)
+            config = {**imported.config, **http_routing(imported)}
             if current is None:
-                function = services.function_create(actor=actor, project=project, name=imported.name, **imported.config)
+                services.function_create(actor=actor, project=project, name=imported.name, **config)
                 answer["created"].append(imported.name)
             else:
-                function = services.function_update(actor=actor, function=current, **imported.config)
+                services.function_update(actor=actor, function=current, **config)
                 answer["updated"].append(imported.name)
         except DomainError as exc:
             fields = {f"functions.{imported.name}.{k}": v for k, v in (exc.fields or {}).items()}
@@ -50,16 +51,23 @@ def project_import_template(*, actor: Actor, project: Project, template: str, dr
                 fields=fields or None,
                 status_code=exc.status_code,
             ) from None
-        _apply_http_routing(function, imported)
     return answer
 
 
-def _apply_http_routing(function: Function, imported: ImportedFunction) -> None:
-    """Where the template's API events (routes and event format) would be set on the function.
+# Paths a template uses for "every path": the function then has no templates (all paths are its).
+_CATCH_ALL = {"", "*", "$default", "/{proxy+}"}
 
-    TODO(issue 17, events): set the function's ``event_format`` (``apigw-v1`` | ``apigw-v2`` |
-    ``scf``) and its path templates (``imported.routes``: ``{"method", "path"}``) once those fields
-    exist on Function (the "events" work adds them). Until then they are reported in the answer
-    (``functions[].event_format`` / ``routes``) and not stored.
-    """
-    return None
+
+def http_routing(imported: ImportedFunction) -> dict[str, Any]:
+    """The function settings the template's API events stand for: ``event_format`` (``apigw-v1`` |
+    ``apigw-v2`` | ``scf``) and ``routes``, its paths as path templates (the same ``{name}`` /
+    ``{name+}`` syntax; methods are not part of a Stratus route, so a path listed for several
+    methods is one template). A catch-all path means no templates. Nothing when the function has
+    no API event: an update then keeps what the function has."""
+    config: dict[str, Any] = {}
+    if imported.event_format:
+        config["event_format"] = imported.event_format
+    if imported.routes:
+        paths = [str(route.get("path") or "") for route in imported.routes]
+        config["routes"] = [] if any(p in _CATCH_ALL for p in paths) else list(dict.fromkeys(paths))
+    return config

@@ -52,6 +52,8 @@ CONFIG_FIELDS = (
     "runtime",
     "handler",
     "kind",
+    "event_format",
+    "routes",
     "memory_mb",
     "timeout_s",
     "ephemeral_storage_mb",

@@ -18,6 +18,14 @@ class Kind(models.TextChoices):
     HTTP = "http", "HTTP: a WSGI or ASGI app object"
 
 
+class EventFormat(models.TextChoices):
+    """The event an ``event`` function receives through the gateway (runtime/stratus_bootstrap/events.py)."""
+
+    APIGW_V1 = "apigw-v1", "API Gateway REST API (Lambda proxy, payload 1.0)"
+    APIGW_V2 = "apigw-v2", "API Gateway HTTP API / Function URL (payload 2.0)"
+    SCF = "scf", "Tencent SCF API Gateway trigger"
+
+
 class Function(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="functions")
     name = models.SlugField(max_length=50, validators=[slug_validator])
@@ -25,6 +33,10 @@ class Function(models.Model):
     runtime = models.CharField(max_length=16, choices=Runtime.choices)
     handler = models.CharField(max_length=200)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
+    event_format = models.CharField(max_length=16, choices=EventFormat.choices, default=EventFormat.APIGW_V1)
+    # Path templates ("/article/{id}", "/{proxy+}") the gateway matches for event functions:
+    # the event's resource and pathParameters; [] serves every path as "/{proxy+}".
+    routes = models.JSONField(default=list, blank=True)
     # The knobs: ranges, defaults and words in apps/functions/knobs.py (every entry point's).
     memory_mb = models.PositiveIntegerField(default=KNOB["memory_mb"].default, validators=model_validators("memory_mb"))
     timeout_s = models.PositiveIntegerField(default=KNOB["timeout_s"].default, validators=model_validators("timeout_s"))

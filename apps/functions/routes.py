@@ -13,3 +13,7 @@ from __future__ import annotations
 from apps.core.announcements import Announcement
 
 routes_changed: Announcement[tuple[int, ...]] = Announcement("routes changed")
+
+# A function was deleted (its id), after the delete commits: monitoring closes the function's
+# live-tail watchers (apps/monitoring/apps.py).
+function_deleted: Announcement[int] = Announcement("function deleted")

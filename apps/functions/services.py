@@ -11,6 +11,7 @@ from apps.core.actors import Actor, signed_in
 from apps.core.errors import Conflict
 from apps.functions.knobs import CONFIG_FIELDS
 from apps.functions.models import Function
+from apps.functions.routes import function_deleted
 from apps.functions.validation import validate_function_config
 from apps.tenancy import permissions, quotas, roles
 from apps.tenancy.models import Project
@@ -67,4 +68,5 @@ def function_update(*, actor: Actor, function: Function, **changes: Any) -> Func
 def function_delete(*, actor: Actor, function: Function) -> None:
     permissions.require_project_permission(actor, function.project, roles.EDIT_CODE, "Deleting a function")
     audit_record(actor=actor, org=function.project.org, action="function.delete", target=function)
+    function_deleted.after_commit(function.pk)
     function.delete()

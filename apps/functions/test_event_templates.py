@@ -1,7 +1,7 @@
 """Starting points for new test events: the events Stratus and its anchors send to functions.
 
 The HTTP ones have exactly the keys the gateway gives an ``event`` function
-(apps/engine/gateway.py ``_proxy_event``: API Gateway REST proxy shape plus SCF's
+(runtime/stratus_bootstrap/events.py, ``apigw-v1``: API Gateway REST proxy shape plus SCF's
 ``queryString`` and ``headerParameters``); tests/functions/test_test_events.py compares them
 with a real event from the gateway so the two cannot drift apart. Static data: the same for
 every caller. ``kind``: the function kind a template is for (``event`` functions get events,
@@ -13,35 +13,31 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+from urllib.parse import urlencode
+
+from apps.core import event_shapes
 
 _REQUEST_ID = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
 
 
 def _proxy(method: str, path: str, query: dict[str, str], headers: dict[str, str], body: str | None) -> dict[str, Any]:
-    return {
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} or None,
-        "queryString": query,
-        "headerParameters": {},
-        "pathParameters": {"proxy": path[1:]} if path != "/" else None,
-        "stageVariables": None,
-        "requestContext": {
-            "requestId": _REQUEST_ID,
-            "stage": "dev",
-            "httpMethod": method,
-            "path": f"/fn/my-org/my-project/dev/my-function{path}",
-            "requestTimeEpoch": 1767225600000,
-            "identity": {"sourceIp": "203.0.113.7"},
-            "stratus": {"org": "my-org", "project": "my-project", "environment": "dev", "function": "my-function"},
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    """The gateway's own apigw-v1 event for such a request (runtime/stratus_bootstrap/events.py),
+    at a fixed time and id, from a fixed client."""
+    request = event_shapes.Request(
+        method=method,
+        path=path,
+        query=urlencode(query),
+        headers=list(headers.items()),
+        body=(body or "").encode(),
+        source_ip="203.0.113.7",
+        scheme="https",
+        port="443",
+        http_version="1.1",
+        request_id=_REQUEST_ID,
+        key=("my-org", "my-project", "dev", "my-function"),
+        received_at=1767225600.0,
+    )
+    return event_shapes.build_event("apigw-v1", request, event_shapes.catch_all(path))
 
 
 TEMPLATES: list[dict[str, Any]] = [
@@ -86,7 +82,7 @@ TEMPLATES: list[dict[str, Any]] = [
                 "sourceIp": "203.0.113.7",
                 "stage": "release",
             },
-            "headers": {"accept-language": "en-US,en", "content-type": "application/json", "host": "service.example"},
+            "headers": {"Accept-Language": "en-US,en", "Content-Type": "application/json", "Host": "service.example"},
             "body": json.dumps({"test": "body"}),
             "pathParameters": {"path": "value"},
             "queryStringParameters": {"foo": "bar"},
@@ -95,6 +91,7 @@ TEMPLATES: list[dict[str, Any]] = [
             "path": "/test/value",
             "queryString": {"foo": "bar"},
             "httpMethod": "POST",
+            "isBase64Encoded": False,
         },
     },
     {

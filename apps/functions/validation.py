@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from apps.core import event_shapes
 from apps.core.errors import DomainError
 from apps.functions.knobs import KNOBS
 from apps.functions.models import Runtime
@@ -36,6 +37,10 @@ def validate_function_config(config: dict[str, Any]) -> None:
             bad(knob.name, knob.range_message)
     if not errors.keys() & {"min_instances", "max_instances"} and config["min_instances"] > config["max_instances"]:
         bad("min_instances", "Must not exceed max_instances.")
+    if config.get("event_format", event_shapes.DEFAULT_FORMAT) not in event_shapes.FORMATS:
+        bad("event_format", f"Must be one of {', '.join(event_shapes.FORMATS)}.")
+    for problem in event_shapes.route_problems(config.get("routes", [])):
+        bad("routes", problem)
     env = config["env"]
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         bad("env", "Must be an object of string values.")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, overload
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -141,8 +141,11 @@ class WriteResult:
     orphaned: int = 0
     # Keyed records already in the database (a replay), skipped by the unique key.
     duplicates: int = 0
+    # The log lines inserted (not the replays skipped), ids set, in id order.
     lines: list[LogLine] = field(default_factory=list)
     environment_names: dict[int, str] = field(default_factory=dict)
+    # The largest LogLine id committed before this batch's lines (see _insert_log_lines).
+    prev_line_id: int = 0
 
 
 def records_write(
@@ -189,25 +192,69 @@ def records_write(
         ]
         result.orphaned = len(logs) + len(invocations) - len(lines) - len(calls)
         inserted = 0
+        stored: list[LogLine] = []
         if lines:
-            inserted += _insert_many(LogLine, lines)
+            stored, result.prev_line_id = _insert_log_lines(lines)
+            inserted += len(stored)
         if calls:
             inserted += _insert_rows(Invocation, INVOCATION_COLUMNS, calls)
     result.written = inserted
     result.duplicates = len(lines) + len(calls) - inserted
-    result.lines = lines
+    result.lines = stored
     return result
 
 
-def _insert_many(model: type[Any], objects: Sequence[Any]) -> int:
-    """INSERT ``objects`` with executemany, INSERT_BATCH rows at a time. Records arrive at the
-    request rate, so this skips what bulk_create spends per batch (SQL compilation, per-object
-    bookkeeping): one statement text, values prepared field by field. No primary keys are
-    read back: nothing needs them. Returns the rows inserted (see _insert_rows)."""
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+# The PostgreSQL advisory lock that orders LogLine writes (any 64-bit constant no other code
+# takes: "stratus-loglines" in ASCII).
+LOG_LINES_LOCK = 0x73747261_74757331
+
+
+def _insert_log_lines(lines: Sequence[LogLine]) -> tuple[list[LogLine], int]:
+    """INSERT the lines (skipping keys already stored) and return those inserted, their ids
+    set, in id order, with the largest LogLine id committed before them.
+
+    The live tail's cursor is a LogLine id, and it only works if ids commit in id order:
+    then "every line with an id <= N" is a fixed set once N is visible, and a reader resuming
+    after N misses nothing and repeats nothing. A sequence alone does not give that: ids are
+    drawn before commit, and with several writer processes a smaller id can commit after a
+    larger one is seen. So on PostgreSQL writers of lines take one transaction-scoped
+    advisory lock before drawing ids, and hold it until their commit is visible (locks are
+    released after the commit). SQLite has one writer at a time already: the INSERT takes the
+    database's write lock and holds it to the commit. The write is a few milliseconds, so
+    the lock costs other writers little; invocations and everything else do not take it.
+
+    ``prev`` (the largest id committed before this batch, read under the lock) goes out with
+    the live-tail message: a consumer that has seen its group's lines through ``prev`` knows
+    the message follows on with no gap; otherwise it reads the gap from the database."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOG_LINES_LOCK])
+    fields = [f for f in LogLine._meta.concrete_fields if not f.primary_key]
     prepare = [(f.attname, f.get_db_prep_save) for f in fields]
-    rows = [[prep(getattr(obj, attname), connection) for attname, prep in prepare] for obj in objects]
-    return _insert_rows(model, [f.column for f in fields], rows)
+    rows = [[prep(getattr(obj, attname), connection) for attname, prep in prepare] for obj in lines]
+    returned = _insert_rows(LogLine, [f.column for f in fields], rows, returning=("id", "sink_id", "sink_seq"))
+    stored: list[LogLine] = []
+    if any(line.sink_id is None for line in lines):
+        # Unkeyed rows never conflict: RETURNING gives every row, in VALUES order.
+        for line, (pk, _, _) in zip(lines, returned, strict=True):
+            line.pk = pk
+            stored.append(line)
+    else:
+        by_key = {(sink_id, sink_seq): pk for pk, sink_id, sink_seq in returned}
+        for line in lines:
+            pk = by_key.get((line.sink_id, line.sink_seq))
+            if pk is not None:
+                line.pk = pk
+                stored.append(line)
+    stored.sort(key=lambda ln: ln.pk)
+    table = connection.ops.quote_name(LogLine._meta.db_table)
+    with connection.cursor() as cursor:
+        if stored:
+            cursor.execute(f"SELECT MAX(id) FROM {table} WHERE id < %s", [stored[0].pk])  # noqa: S608
+        else:
+            cursor.execute(f"SELECT MAX(id) FROM {table}")  # noqa: S608 - the model's table
+        prev = cursor.fetchone()[0] or 0
+    return stored, int(prev)
 
 
 def _max_query_params() -> int:
@@ -219,7 +266,15 @@ def _max_query_params() -> int:
     return int(connection.features.max_query_params or 65535)
 
 
-def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+@overload
+def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int: ...
+@overload
+def _insert_rows(
+    model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]], *, returning: Sequence[str]
+) -> list[tuple[Any, ...]]: ...
+def _insert_rows(
+    model: type[Any], columns: Sequence[str], rows: Sequence[Sequence[Any]], *, returning: Sequence[str] = ()
+) -> int | list[tuple[Any, ...]]:
     """INSERT ``rows``, skipping those whose (sink_id, sink_seq) is already stored; returns the
     rows inserted. Only uniqueness conflicts are skipped: SQLite's ``ON CONFLICT DO NOTHING``
     (not ``INSERT OR IGNORE``, which would also swallow NOT NULL and CHECK failures) and
@@ -229,26 +284,36 @@ def _insert_rows(model: type[Any], columns: Sequence[str], rows: Sequence[Sequen
     releases the GIL around every statement it runs, and each release costs up to the
     interpreter's switch interval to win back while the gateway's event loop is busy. Row by
     row, that made a batch of 1,000 records take a second under load, and held SQLite's write
-    lock (and so every deploy) that long."""
+    lock (and so every deploy) that long.
+
+    With ``returning`` (column names), answers the inserted rows' values of those columns
+    instead of a count (RETURNING: PostgreSQL, and SQLite since 3.35)."""
     table = connection.ops.quote_name(model._meta.db_table)
     names = ", ".join(connection.ops.quote_name(c) for c in columns)
     row_sql = f"({', '.join(['%s'] * len(columns))})"
+    suffix = f" RETURNING {', '.join(connection.ops.quote_name(c) for c in returning)}" if returning else ""
     inserted = 0
+    returned: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:
         per_statement = max(1, min(INSERT_BATCH, _max_query_params() // len(columns)))
         for start in range(0, len(rows), per_statement):
             batch = rows[start : start + per_statement]
             values = ", ".join([row_sql] * len(batch))
-            sql = f"INSERT INTO {table} ({names}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608 - names from the model
+            sql = f"INSERT INTO {table} ({names}) VALUES {values} ON CONFLICT DO NOTHING{suffix}"  # noqa: S608 - names from the model
             cursor.execute(sql, [value for row in batch for value in row])
+            if returning:
+                returned.extend(tuple(row) for row in cursor.fetchall())
+                continue
             # Both drivers count the rows a statement inserted; -1 would mean "unknown".
             inserted += cursor.rowcount if cursor.rowcount >= 0 else len(batch)
-    return inserted
+    return returned if returning else inserted
 
 
 def log_line_data(line: LogLine, environment_name: str) -> dict[str, Any]:
-    """One line as the API and the live tail show it (api.serializers.LogLineSerializer)."""
+    """One line as the API and the live tail show it (api.serializers.LogLineSerializer).
+    ``id`` is the live tail's cursor: ids commit in id order (see _insert_log_lines)."""
     return {
+        "id": line.pk,
         "ts": line.ts.isoformat().replace("+00:00", "Z"),
         "stream": line.stream,
         "level": line.level,
@@ -259,32 +324,78 @@ def log_line_data(line: LogLine, environment_name: str) -> dict[str, Any]:
     }
 
 
-def log_lines_publish(*, lines: Iterable[LogLine], environment_names: dict[int, str]) -> int:
-    """Send written lines to their live-tail groups: one message per (function,
-    environment) group, oldest line first, the newest TAIL_MAX_LINES of each. Call after
-    the lines are committed. A channel-layer failure is logged, never raised: the lines are
-    stored and the API serves them. Returns the number of messages sent."""
+def log_function_group_name(*, function_id: int) -> str:
+    """The channel-layer group that receives a function's new lines in every environment (a
+    watcher of all environments joins this one group, so one write is one message to it)."""
+    return f"logs.f{function_id}"
+
+
+def log_control_group_name(*, function_id: int) -> str:
+    """The group every live-tail watcher of a function joins for news about the function
+    itself (it was deleted), whatever its lines' group."""
+    return f"logs.f{function_id}.control"
+
+
+def log_lines_publish(
+    *, lines: Iterable[LogLine], environment_names: dict[int, str], prev_line_id: int | None = None
+) -> int:
+    """Send written lines to their live-tail groups: per function, one message to the
+    function's group and one to each (function, environment) group it wrote to, lines in id
+    order, the newest TAIL_MAX_LINES of each. Call after the lines are committed, with the
+    ``prev_line_id`` their write answered (WriteResult.prev_line_id).
+
+    A message is {"type": "log.lines", "prev": id, "lines": [...]}: the group's lines with
+    ids above ``prev`` up to the last one are exactly these (a consumer that has its group
+    through ``prev`` has no gap; monitoring.tail reads one from the database otherwise). When
+    lines are cut, ``prev`` is the last line left out. Without ``prev_line_id`` (lines from
+    elsewhere), ``prev`` is None: consumers check the database. A channel-layer failure is
+    logged, never raised: the lines are stored and the API serves them. Returns the number
+    of messages sent."""
     groups: dict[str, list[LogLine]] = defaultdict(list)
     for line in lines:
+        groups[log_function_group_name(function_id=line.function_id)].append(line)
         groups[log_group_name(function_id=line.function_id, environment_id=line.environment_id)].append(line)
     if not groups:
         return 0
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for group, members in groups.items():
+        members.sort(key=lambda ln: (ln.pk or 0, ln.ts))
+        prev = prev_line_id
+        if len(members) > TAIL_MAX_LINES:
+            prev = members[-TAIL_MAX_LINES - 1].pk
+            members = members[-TAIL_MAX_LINES:]
+        payload = [log_line_data(ln, environment_names.get(ln.environment_id, "")) for ln in members]
+        messages.append((group, {"type": "log.lines", "prev": prev, "lines": payload}))
     sent = 0
     try:
         layer = get_channel_layer()
         if layer is None:
             return 0
-        send = async_to_sync(layer.group_send)
-        for group, members in groups.items():
-            members.sort(key=lambda ln: ln.ts)
-            payload = [
-                log_line_data(ln, environment_names.get(ln.environment_id, "")) for ln in members[-TAIL_MAX_LINES:]
-            ]
-            send(group, {"type": "log.lines", "lines": payload})
-            sent += 1
+
+        async def send_all() -> None:
+            # One trip into an event loop for every group (async_to_sync costs milliseconds).
+            nonlocal sent
+            for group, message in messages:
+                await layer.group_send(group, message)
+                sent += 1
+
+        async_to_sync(send_all)()
     except Exception:
         logger.exception("Live-tail publish failed after %d of %d groups; lines are stored", sent, len(groups))
     return sent
+
+
+def function_deleted_publish(*, function_id: int) -> None:
+    """Tell the function's live-tail watchers it is gone (after the delete commits): they
+    close with monitoring.tail.CLOSE_FUNCTION_DELETED."""
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(
+                log_control_group_name(function_id=function_id), {"type": "log.function_deleted"}
+            )
+    except Exception:
+        logger.exception("Telling live-tail watchers of function %d that it was deleted failed", function_id)
 
 
 # --- retention --------------------------------------------------------------------------------

@@ -147,6 +147,7 @@ class RecordSink:
         journal_dir: Path | str | None = None,
         journal_max_bytes: int | None = None,
         max_age_s: float | None = None,
+        tail_flush_s: float | None = None,
     ) -> None:
         self.max_items = max(1, max_items if max_items is not None else settings.STRATUS_RECORDS_BUFFER)
         self.max_bytes = max(
@@ -195,6 +196,12 @@ class RecordSink:
         self._started = False
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # Set by submit_logs: the flusher writes log lines within tail_flush_s (the live tail's
+        # latency), not at the next flush interval; invocations alone wait for the interval.
+        self._lines_waiting = threading.Event()
+        self.tail_flush_s = (
+            tail_flush_s if tail_flush_s is not None else getattr(settings, "STRATUS_LOG_TAIL_FLUSH_S", 0.01)
+        )
         self._thread: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
         self._flush_deadline: float | None = None
@@ -226,6 +233,8 @@ class RecordSink:
             self._seq = seq
             self._bytes += added
             over = len(self._buffer) > self.max_items or self._bytes > self.max_bytes
+        if not self._lines_waiting.is_set():
+            self._lines_waiting.set()
         if over:
             self._relieve()
 
@@ -453,7 +462,9 @@ class RecordSink:
         if result.orphaned:
             logger.info("Skipped %d records of deleted functions or environments", result.orphaned)
         if result.lines:
-            services.log_lines_publish(lines=result.lines, environment_names=result.environment_names)
+            services.log_lines_publish(
+                lines=result.lines, environment_names=result.environment_names, prev_line_id=result.prev_line_id
+            )
         return result.written
 
     def _write_failed(self, items: list[tuple[RecordKey, Record]], exc: Exception) -> tuple[bool, int]:
@@ -607,6 +618,7 @@ class RecordSink:
                 self._flush_deadline = deadline - timeout / 5
                 self._stop.set()
                 self._wake.set()
+                self._lines_waiting.set()
                 thread.join(max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     logger.error("The records flusher did not stop within %.0f s; journaling what is left", timeout)
@@ -661,11 +673,32 @@ class RecordSink:
 
     def _run(self) -> None:
         try:
-            while not self._stop.wait(self.flush_interval_s):
+            while not self._stop.is_set():
+                self._wait_for_work()
+                if self._stop.is_set():
+                    break
                 self._tick()
             self._tick(prune=False, deadline=self._flush_deadline)
         finally:
             connections.close_all()  # this thread's: it ends here
+
+    def _wait_for_work(self) -> None:
+        """Until the flush interval passes, or, when log lines arrive, tail_flush_s after them
+        (lines printed meanwhile join the batch): a line reaches the live tail in tens of
+        milliseconds, and at high rates a write still carries many lines. Writes happen at
+        most every tail_flush_s (0 turns this off: lines wait for the interval too)."""
+        deadline = time.monotonic() + self.flush_interval_s
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.tail_flush_s <= 0:
+                self._stop.wait(left)
+                continue
+            if self._lines_waiting.wait(left):
+                self._stop.wait(self.tail_flush_s)
+                self._lines_waiting.clear()
+                return
 
     def _tick(self, prune: bool = True, deadline: float | None = None) -> None:
         # Like a request: drop a connection that broke or outlived CONN_MAX_AGE first.

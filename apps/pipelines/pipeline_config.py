@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from apps.core import event_shapes
 from apps.core.errors import DomainError
 from apps.functions.knobs import CONFIG_FIELDS, KNOBS
 
@@ -208,6 +209,21 @@ def parse_pipeline(text: str | bytes) -> dict[str, Any]:
         }
         if "kind" in item:
             fn["kind"] = c.string(item["kind"], (*p, "kind"))
+        if "event_format" in item:
+            fmt = c.string(item["event_format"], (*p, "event_format"))
+            if fmt not in event_shapes.FORMATS:
+                raise c.error((*p, "event_format"), f"must be one of {', '.join(event_shapes.FORMATS)}")
+            fn["event_format"] = fmt
+        if "routes" in item:
+            routes = c.listing(item["routes"], (*p, "routes"))
+            for j, template in enumerate(routes):
+                problems = event_shapes.route_problems([template])
+                if problems:
+                    raise c.error((*p, "routes", j), problems[0])
+            problems = event_shapes.route_problems(routes)
+            if problems:
+                raise c.error((*p, "routes"), problems[0])
+            fn["routes"] = routes
         if "description" in item:
             fn["description"] = c.string(item["description"], (*p, "description"), required=False)
         for knob in KNOBS:

@@ -14,10 +14,13 @@ only, like the rest of the bootstrap; it imports nothing of the console. In orde
    with the frame protocol (``protocol.py``), exactly as the local engine's supervisor reaches it. An
    import error at start is logged and exits 1, like a failed fetch.
 3. **Serve** on ``$PORT`` (Knative's queue-proxy forwards there). Requests are answered as the
-   local gateway answers them on a function's own host (apps/engine/gateway.py): an ``event``
-   function gets the same API-Gateway-proxy event (``proxy_event``), an ``http`` function the
-   request as WSGI/ASGI (the ``http`` frame); the reply is shaped the same way
-   (``response_from``); failures answer the same envelope
+   local gateway answers them on a function's own host (apps/engine/gateway.py), with the same
+   module (``events.py``): an ``event`` function gets the event of its ``STRATUS_EVENT_FORMAT``
+   (``apigw-v1``, ``apigw-v2``, ``scf``) and, with ``STRATUS_ROUTES`` (a JSON list of path
+   templates), 404 for a path none matches; an ``http`` function the request as WSGI/ASGI (the
+   ``http`` frame); the reply is shaped by the format's rules (``response_from``). Each
+   invocation gets a fresh id; a caller's X-Request-Id is the trace id (echoed, in the
+   envelope and the log lines). Failures answer the same envelope
    ``{"error": {"code", "message", "fields", "request_id"}}`` and status: 413
    ``request_too_large`` past ``STRATUS_MAX_BODY_BYTES``, 502 ``function_error``, 504
    ``timeout`` past ``STRATUS_TIMEOUT_S`` (the child is killed and a fresh one loads the
@@ -26,8 +29,8 @@ only, like the rest of the bootstrap; it imports nothing of the console. In orde
    ``GET /_stratus/healthz`` answers 200 while a child is loaded (Knative's readiness probe;
    the path is reserved on Knative).
 4. **Logs** go to stdout, one JSON object a line (what a cluster's log collector reads):
-   ``{"ts", "level", "stream", "request_id", "message"}``, one per line a function prints, with
-   the id of the request in flight (``null`` outside one), ``level`` ``info`` for stdout and
+   ``{"ts", "level", "stream", "request_id", "trace_id", "message"}``, one per line a function
+   prints, with the ids of the invocation in flight (``null`` outside one), ``level`` ``info`` for stdout and
    ``error`` for stderr; a failed request adds a ``system`` line ``[ERROR] <type>: <message>``
    as the local engine records it; the runtime's own lines have stream ``runtime``.
 
@@ -37,8 +40,6 @@ child to shut down (ASGI lifespan shutdown) and exits 0.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -58,7 +59,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+
+from stratus_bootstrap import events
 
 HEALTH_PATH = "/_stratus/healthz"
 # runtime/node/bootstrap.js, beside this package in the repository and in the image (/opt/stratus).
@@ -71,7 +73,6 @@ LOG_LINES_PER_REQUEST = 10_000
 LOG_BYTES_PER_REQUEST = 1024 * 1024
 _HEADER = struct.Struct(">I")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "application/x-www-form")
 _DROP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -81,8 +82,16 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _log_lock = threading.Lock()
 
 
-def log_line(stream: str, message: str, request_id: str | None = None, level: str | None = None) -> None:
-    """One JSON line on stdout (the container's log)."""
+def log_line(
+    stream: str,
+    message: str,
+    request_id: str | None = None,
+    level: str | None = None,
+    *,
+    trace_id: str | None = None,
+) -> None:
+    """One JSON line on stdout (the container's log): ``request_id`` the invocation's id,
+    ``trace_id`` the caller's X-Request-Id (the invocation id when it sent none)."""
     if level is None:
         level = "error" if stream in ("stderr", "system") else "info"
     record = {
@@ -90,6 +99,7 @@ def log_line(stream: str, message: str, request_id: str | None = None, level: st
         "level": level,
         "stream": stream,
         "request_id": request_id,
+        "trace_id": trace_id,
         "message": message,
     }
     data = json.dumps(record, ensure_ascii=False) + "\n"
@@ -98,138 +108,9 @@ def log_line(stream: str, message: str, request_id: str | None = None, level: st
         sys.stdout.flush()
 
 
-# --- event and response shapes: the gateway's (apps/engine/gateway.py), on a function's own host --
+# --- event and response shapes: events.py, the module the console's gateway shapes them with --
 
-
-def _is_text(content_type: str | None) -> bool:
-    return content_type is None or content_type.startswith(_TEXT_TYPES) or content_type == ""
-
-
-def proxy_event(
-    *,
-    method: str,
-    raw_path: str,
-    query: str,
-    headers: list[tuple[str, str]],
-    body: bytes,
-    request_id: str,
-    client_ip: str,
-    key: tuple[str, str, str, str],
-) -> dict[str, Any]:
-    """The API Gateway (REST, proxy integration) event the gateway's ``_proxy_event`` builds for a
-    request on the function's own host: the whole path is the function's."""
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for name, text in headers:
-        name = name.lower()
-        if name == "authorization":
-            continue
-        single[name] = text
-        multi.setdefault(name, []).append(text)
-    multi_query = {k: v for k, v in parse_qs(query, keep_blank_values=True).items()}
-    single_query = {k: v[-1] for k, v in multi_query.items()}
-    binary = bool(body) and not _is_text(single.get("content-type"))
-    if binary:
-        body_text: str | None = base64.b64encode(body).decode("ascii")
-    else:
-        try:
-            body_text = body.decode("utf-8") if body else None
-        except UnicodeDecodeError:
-            body_text, binary = base64.b64encode(body).decode("ascii"), True
-    path = unquote(raw_path)
-    rest = raw_path[1:]
-    org, project, environment, function = key
-    return {
-        "resource": "/{proxy+}",
-        "path": "/" + unquote(rest),
-        "httpMethod": method,
-        "headers": single,
-        "multiValueHeaders": multi,
-        "queryStringParameters": single_query or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "queryString": single_query,
-        "headerParameters": {},
-        "pathParameters": {"proxy": unquote(rest)} if rest else None,
-        "stageVariables": None,
-        "requestContext": {
-            "requestId": request_id,
-            "stage": environment,
-            "httpMethod": method,
-            "path": path,
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"sourceIp": client_ip},
-            "stratus": {"org": org, "project": project, "environment": environment, "function": function},
-        },
-        "body": body_text,
-        "isBase64Encoded": binary,
-    }
-
-
-def http_frame(
-    *, method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes, request_id: str
-) -> dict[str, Any]:
-    """The gateway's ``http`` frame for a request on the function's own host (root_path "")."""
-    has_id = any(name.lower() == "x-request-id" for name, _ in headers)
-    return {
-        "type": "http",
-        "id": request_id,
-        "method": method,
-        "path": raw_path,
-        "query_string": query,
-        "headers": [[name.lower(), value] for name, value in headers if name.lower() != "authorization"]
-        + ([] if has_id else [["x-request-id", request_id]]),
-        "body_b64": base64.b64encode(body).decode("ascii"),
-        "scheme": "http",
-        "root_path": "",
-        "raw_path": raw_path,
-    }
-
-
-def response_from(reply: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-    """(status, headers, body) of a reply frame, as the gateway's ``_response_from``."""
-    if reply.get("type") == "http_response":
-        headers = [(str(k), str(v)) for k, v in reply.get("headers", [])]
-        return int(reply.get("status", 200)), headers, base64.b64decode(reply.get("body_b64", "") or "")
-    result = reply.get("result")
-    if isinstance(result, dict) and "statusCode" in result:
-        return _proxy_response(result)
-    body = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-    return 200, [("content-type", "application/json")], body
-
-
-def _proxy_response(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-    try:
-        status = int(result["statusCode"])
-    except (TypeError, ValueError):
-        raise ValueError(f"statusCode must be an integer, got {result['statusCode']!r}") from None
-    if not 100 <= status <= 599:
-        raise ValueError(f"statusCode must be between 100 and 599, got {status}")
-    headers: list[tuple[str, str]] = []
-    for name, value in (result.get("headers") or {}).items():
-        headers.append((str(name).lower(), str(value)))
-    for name, values in (result.get("multiValueHeaders") or {}).items():
-        for value in values if isinstance(values, list) else [values]:
-            headers.append((str(name).lower(), str(value)))
-    body = result.get("body")
-    if body is None:
-        data = b""
-    elif isinstance(body, str):
-        if result.get("isBase64Encoded"):
-            try:
-                data = base64.b64decode(body, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("body is marked isBase64Encoded but is not valid base64") from None
-        else:
-            data = body.encode("utf-8")
-    else:
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        if not any(k == "content-type" for k, _ in headers):
-            headers.append(("content-type", "application/json"))
-    return status, headers, data
-
-
-def error_body(code: str, message: str, request_id: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "fields": {}, "request_id": request_id}}).encode()
+error_body = events.error_body
 
 
 def _mb(limit: int) -> str:
@@ -285,6 +166,7 @@ class Child:
         theirs.close()
         self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.request_id: str | None = None
+        self.trace_id: str | None = None
         self.log_lines = 0
         self.log_bytes = 0
         self.refused: str | None = None
@@ -349,7 +231,8 @@ class Child:
                     "request (the limit per request)",
                 )
                 return
-        log_line(str(message.get("stream", "stdout")), text, request_id)
+        trace_id = self.trace_id if request_id is not None and request_id == self.request_id else None
+        log_line(str(message.get("stream", "stdout")), text, request_id, trace_id=trace_id)
 
     def refuse(self, error_type: str, message: str) -> None:
         if self.refused is None:
@@ -376,10 +259,11 @@ class Child:
             }
         return message
 
-    def request(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def request(self, frame: dict[str, Any], timeout_s: float, trace_id: str | None = None) -> dict[str, Any]:
         """The reply frame; TimeoutError past ``timeout_s`` (the child is then killed), ChildDied
         if it exits first."""
         self.request_id = str(frame["id"])
+        self.trace_id = trace_id
         self.log_lines = self.log_bytes = 0
         data = json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
         try:
@@ -457,6 +341,14 @@ class Runtime:
                 return default
 
         self.kind = environ.get("STRATUS_KIND", "") or "event"
+        # The event shape and path templates of the version (the manifest sets them from its
+        # config; validated by the console).
+        self.event_format = environ.get("STRATUS_EVENT_FORMAT", "") or events.DEFAULT_FORMAT
+        try:
+            templates = json.loads(environ.get("STRATUS_ROUTES", "") or "[]")
+        except ValueError:
+            templates = []
+        self.paths = events.compile_routes(templates if not events.route_problems(templates) else [])
         self.timeout_s = number("STRATUS_TIMEOUT_S", 3)
         self.max_body = int(number("STRATUS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
         self.version = environ.get("STRATUS_FUNCTION_VERSION", "") or "$LATEST"
@@ -500,7 +392,7 @@ class Runtime:
         child = self.child
         return child is not None and child.alive()
 
-    def invoke(self, frame: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+    def invoke(self, frame: dict[str, Any], trace_id: str | None = None) -> tuple[str, dict[str, Any], bool]:
         """(status, reply or error, cold): status ok | error | timeout | crashed, as the engine's Outcome."""
         with self.lock:
             cold = False
@@ -517,7 +409,7 @@ class Runtime:
             assert child is not None
             frame = {**frame, "deadline_ms": time.time() * 1000 + self.timeout_s * 1000}
             try:
-                reply = child.request(frame, self.timeout_s)
+                reply = child.request(frame, self.timeout_s, trace_id)
             except TimeoutError:
                 self.child = None
                 return (
@@ -546,6 +438,27 @@ class Runtime:
             if reply.get("type") == "error":
                 return "error", reply.get("error") or {}, cold
             return "ok", reply, cold
+
+
+def client_of(peer: str, headers: Any) -> tuple[str, str]:
+    """(source ip, scheme) of the client. Knative's queue-proxy, in the pod (a loopback peer),
+    forwards every request with X-Forwarded-For ending in the client and X-Forwarded-Proto:
+    trusted from it alone, as uvicorn trusts its local proxy (forwarded_allow_ips 127.0.0.1)."""
+    if peer in ("127.0.0.1", "::1"):
+        hops = [hop.strip() for hop in (headers.get("x-forwarded-for") or "").split(",") if hop.strip()]
+        proto = (headers.get("x-forwarded-proto") or "").strip().lower()
+        return (hops[-1] if hops else peer), (proto if proto in ("http", "https") else "http")
+    return peer, "http"
+
+
+def public_port(host: str, scheme: str) -> str:
+    """The port the client addressed (the Host header's, else the scheme's): X-Forwarded-Port."""
+    if host.startswith("["):
+        _, _, after = host.partition("]")
+        port = after[1:] if after.startswith(":") else ""
+    else:
+        port = host.rpartition(":")[2] if ":" in host else ""
+    return port if port.isdigit() else ("443" if scheme == "https" else "80")
 
 
 _STATUS_FOR = {"timeout": 504, "crashed": 502, "error": 502}
@@ -631,50 +544,74 @@ def make_handler(runtime: Runtime) -> type[BaseHTTPRequestHandler]:
                 ok = runtime.ready()
                 self._send(200 if ok else 503, [("content-type", "text/plain")], b"ok" if ok else b"not ready")
                 return
+            received_at = time.time()
             headers = list(self.headers.items())
+            # A fresh id per invocation (context.aws_request_id, the log lines' request_id); the
+            # caller's X-Request-Id is the trace id (echoed, in the envelope and the log lines).
+            invocation_id = str(uuid.uuid4())
             incoming = self.headers.get("x-request-id")
-            request_id = incoming if incoming and _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+            request_id = incoming if incoming and _REQUEST_ID.match(incoming) else invocation_id
             body = self._read_body()
             if body is None:
                 message = f"Request body exceeds the {_mb(runtime.max_body)} limit ({runtime.max_body} bytes)."
                 self._error(413, "request_too_large", message, request_id, [("x-request-id", request_id)])
                 return
+            source_ip, scheme = client_of(self.client_address[0], self.headers)
             if runtime.kind == "http":
-                frame = http_frame(
+                frame = events.http_frame(
                     method=self.command,
-                    raw_path=raw_path,
+                    path=raw_path,
                     query=query,
                     headers=headers,
                     body=body,
-                    request_id=request_id,
+                    request_id=invocation_id,
+                    trace_id=request_id,
+                    scheme=scheme,
+                    root_path="",
                 )
             else:
-                event = proxy_event(
+                match = events.match_route(runtime.paths, raw_path)
+                if match is None:
+                    message = events.no_route_message(raw_path)
+                    self._error(404, "not_found", message, request_id, [("x-request-id", request_id)])
+                    return
+                shaped = events.Request(
                     method=self.command,
-                    raw_path=raw_path,
+                    path=raw_path,
                     query=query,
                     headers=headers,
                     body=body,
-                    request_id=request_id,
-                    client_ip=self.client_address[0],
+                    source_ip=source_ip,
+                    scheme=scheme,
+                    port=public_port(self.headers.get("host") or "", scheme),
+                    http_version=self.request_version.removeprefix("HTTP/"),
+                    request_id=invocation_id,
                     key=runtime.key,
+                    received_at=received_at,
                 )
-                frame = {"type": "invoke", "id": request_id, "event": event}
-            status, reply, cold = runtime.invoke(frame)
-            extra = [("x-request-id", request_id), ("x-stratus-version", runtime.version)]
+                event = events.build_event(runtime.event_format, shaped, match)
+                frame = {"type": "invoke", "id": invocation_id, "event": event}
+            status, reply, cold = runtime.invoke(frame, request_id)
+            extra = [
+                ("x-request-id", request_id),
+                ("x-stratus-invocation-id", invocation_id),
+                ("x-stratus-version", runtime.version),
+            ]
             if cold:
                 extra.append(("x-stratus-cold-start", "1"))
             if status != "ok":
                 message = str(reply.get("message") or "The function failed.")
                 if status == "error":
                     message = f"{reply.get('type', 'Error')}: {message}"
-                log_line("system", f"[ERROR] {reply.get('type')}: {reply.get('message')}", request_id)
+                log_line(
+                    "system", f"[ERROR] {reply.get('type')}: {reply.get('message')}", invocation_id, trace_id=request_id
+                )
                 self._error(
                     _STATUS_FOR.get(status, 502), _CODE_FOR.get(status, "function_error"), message, request_id, extra
                 )
                 return
             try:
-                code, response_headers, data = response_from(reply)
+                code, response_headers, data = events.response_from(reply, runtime.event_format)
             except ValueError as exc:
                 self._error(502, "bad_function_response", str(exc), request_id, extra)
                 return
@@ -684,7 +621,7 @@ def make_handler(runtime: Runtime) -> type[BaseHTTPRequestHandler]:
                 )
                 self._error(502, "response_too_large", message, request_id, extra)
                 return
-            drop = _DROP_RESPONSE_HEADERS | {"x-request-id", "x-stratus-version"}
+            drop = _DROP_RESPONSE_HEADERS | {"x-request-id", "x-stratus-invocation-id", "x-stratus-version"}
             response_headers = [(k, v) for k, v in response_headers if k.lower() not in drop]
             self._send(code, response_headers + extra, data)
 

@@ -20,21 +20,21 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
-import pytest
 from django.conf import settings
 from django.db import connection
 
 from bench.procs import free_port, wait_listening
 from tests.conftest import make_user
+from tests.prerequisites import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL_MAX = 8
 REQUESTS = 300
 CONCURRENCY = 60
 
-pytestmark = pytest.mark.skipif(
-    not (os.environ.get("DATABASE_URL") or "").startswith(("postgres://", "postgresql://")),
-    reason="needs PostgreSQL (DATABASE_URL): the bound is on PostgreSQL's pool and connection count",
+pytestmark = needs(
+    (os.environ.get("DATABASE_URL") or "").startswith(("postgres://", "postgresql://")),
+    "needs PostgreSQL (DATABASE_URL): the bound is on PostgreSQL's pool and connection count",
 )
 
 
@@ -75,7 +75,9 @@ def test_concurrent_api_requests_stay_within_the_pool(transactional_db: None, tm
     application_name = f"stratus-test-dbconn-{os.getpid()}"
     url = urlsplit(os.environ["DATABASE_URL"])
     database_url = urlunsplit(
-        url._replace(path="/" + connection.settings_dict["NAME"], query=urlencode({"application_name": application_name}))
+        url._replace(
+            path="/" + connection.settings_dict["NAME"], query=urlencode({"application_name": application_name})
+        )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
     env |= {

@@ -15,6 +15,7 @@ import pytest
 from apps.core.isolation.hardening import kill_group, protect_data_dir
 from apps.engine.sandbox.files import SandboxFiles
 from apps.pipelines import step_sandbox
+from tests.prerequisites import needs
 
 
 def mode(path: Path) -> int:
@@ -67,7 +68,7 @@ def test_a_directory_outside_the_data_directory_changes_nothing(data: Path, base
     assert mode(data / "secret.key") == 0o666
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="function sandboxing needs root")
+@needs(os.geteuid() == 0, "function sandboxing needs root")
 def test_the_engine_closes_the_data_directory_by_the_same_rule(data: Path):
     SandboxFiles(sandbox_dir=data / "sandbox", data_dir=data, sandboxing=True).prepare_base()
 
@@ -75,7 +76,7 @@ def test_the_engine_closes_the_data_directory_by_the_same_rule(data: Path):
     assert (mode(data / "secret.key"), mode(data / "pipelines")) == (0o600, 0o700)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a step user needs root")
+@needs(os.geteuid() == 0, "a step user needs root")
 def test_a_step_workspace_is_its_own_and_the_data_directory_closed(data: Path):
     workspace = data / "pipelines" / "runs" / "7"
     (workspace / "src").mkdir()

@@ -94,6 +94,8 @@ EXCLUDED = {
     "test_invoke_answers_as_the_schema_says checks its answers",
     f"POST {API}/functions/{{function_id}}/draft/invoke": "runs the draft through the engine; "
     "test_invoke_answers_as_the_schema_says checks its answers",
+    f"GET {API}/functions/{{function_id}}/logs/stream": "a Server-Sent Events stream never ends (and is served "
+    "by the ASGI app, not WSGI); tests/monitoring/test_log_tail_served.py reads it over a real socket",
 }
 
 # Drawn requests per operation, on top of the hand-made ones: enough for a few error answers

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from apps.core.isolation import uid_ranges
 from apps.core.isolation.uid_ranges import UidRangeConflict, claim, claimable, ranges_of
+from tests.prerequisites import needs
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
@@ -60,7 +61,7 @@ def test_ranges_of_one_installation_may_not_overlap_each_other() -> None:
         ranges_of(4_294_000_000, 1_000_000, 9_000_000, 1_000_000)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="uids are claimed (and used) only as root")
+@needs(os.geteuid() == 0, "uids are claimed (and used) only as root")
 def test_this_test_run_holds_a_range_of_its_own() -> None:
     assert int(settings.STRATUS_SANDBOX_UID_BASE) >= 1_610_000_000  # above a real installation's ranges
     others = ranges_of(
@@ -73,7 +74,7 @@ def test_this_test_run_holds_a_range_of_its_own() -> None:
     assert not claimable(others, owner="/another/test/run", registry=Path(settings.STRATUS_UID_REGISTRY))
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="uids are claimed (and used) only as root")
+@needs(os.geteuid() == 0, "uids are claimed (and used) only as root")
 def test_an_installation_starting_on_anothers_uids_stops_with_a_clear_error(tmp_path: Path, settings: Any) -> None:
     registry = tmp_path / "registry"
     claim(ranges_of(200_000, 1_000_000_000, 1_500_000_000, 100_000_000), owner="/var/lib/first", registry=registry)

@@ -21,9 +21,10 @@ from django.conf import settings as django_settings
 from console.test_settings import uid_block_for
 from tests.engine.conftest import wait_for
 from tests.engine.test_supervisor_process import _database_url
+from tests.prerequisites import needs
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not django_settings.REDIS_URL, reason="a real worker needs Redis (REDIS_URL)")
+pytestmark = needs(bool(django_settings.REDIS_URL), "a real worker needs Redis (REDIS_URL)")
 
 
 class Worker:

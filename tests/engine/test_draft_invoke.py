@@ -19,6 +19,7 @@ from apps.monitoring.sink import get_sink
 from apps.tenancy.environment_services import environment_secret_set, environment_var_set
 from apps.tenancy.models import Environment
 from tests.engine.conftest import running_as_root, wait_for
+from tests.prerequisites import missing
 
 HELLO = """
 import os
@@ -165,9 +166,7 @@ def handler(event, context):
 
 def test_a_draft_cannot_read_other_drafts_or_the_consoles_data(world, engine, client_for, settings):
     if not running_as_root():
-        import pytest
-
-        pytest.skip("the sandbox's uid drop needs the engine to run as root")
+        missing("the sandbox's uid drop needs the engine to run as root")
     victim = draft_function(world, "victim", files={"main.py": "SECRET = 'victim draft code'\n"})
     _, victim_dir = draft_code_prepare(victim)
     attacker = draft_function(world, "attacker", files={"main.py": PROBE})

@@ -140,7 +140,7 @@ def test_an_instance_that_cannot_start_answers_502_with_a_record(world, engine, 
         "The instance could not start: the zygote died while starting the instance",
     )
     get_sink().flush()
-    record = Invocation.objects.get(request_id="unstartable-1")
+    record = Invocation.objects.get(request_id=response.headers["x-stratus-invocation-id"])
     assert (record.status, record.error_type) == ("crashed", "Runtime.StartError")
 
 
@@ -269,7 +269,10 @@ def test_load_while_deploying_and_killing_instances_answers_every_request_in_the
                     return
                 request_id = f"fault-{n}"
                 response = http.get(url(fn), headers={"x-request-id": request_id})
-                answers.append((request_id, response.status_code, response.content))
+                # The record is the invocation's (its own id); the trace id is echoed.
+                assert response.headers["x-request-id"] == request_id
+                invocation_id = response.headers.get("x-stratus-invocation-id", request_id)
+                answers.append((invocation_id, response.status_code, response.content))
 
     try:
         threads = [threading.Thread(target=client) for _ in range(CLIENTS)]

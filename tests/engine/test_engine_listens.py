@@ -15,6 +15,7 @@ import pytest
 from apps.engine import gateway_auth, host
 from apps.functions.routes import routes_changed
 from apps.tenancy.announcements import environment_changed, tokens_revoked
+from tests.prerequisites import missing
 
 
 def test_the_engine_subscribed_at_start() -> None:
@@ -86,7 +87,7 @@ def _redis_address() -> str:
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - whatever keeps us from it
-        pytest.skip(f"needs a Redis server ({address}): {exc}")
+        missing(f"needs a Redis server ({address}): {exc}")
     finally:
         client.close()
     return address

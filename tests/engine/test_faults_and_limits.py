@@ -6,12 +6,11 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from apps.engine import host as engine_host_module
 from apps.monitoring.models import Invocation
 from apps.monitoring.sink import get_sink
 from tests.engine.conftest import deploy_latest, make_function, running_as_root, url, wait_for, wait_routed
+from tests.prerequisites import missing
 
 
 def pools_of(engine_host: Any, fn: Any) -> list[Any]:
@@ -314,7 +313,7 @@ def test_an_instance_sees_only_its_own_environment_and_files(world, engine, serv
         neighbours = body["neighbours"]
         assert neighbours in denied or (neighbours and all(n in denied for n in neighbours))
     else:
-        pytest.skip("privilege drop is checked when the engine runs as root (CI does)")
+        missing("privilege drop is checked when the engine runs as root (CI does)")
 
 
 def test_min_instances_are_started_on_deploy_and_rebuilt_after_a_supervisor_restart(world, engine, served):

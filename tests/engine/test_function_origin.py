@@ -28,7 +28,7 @@ def handler(event, context):
         "statusCode": 200,
         "headers": {"content-type": "application/json", "clear-site-data": '"cookies"'},
         "multiValueHeaders": {"set-cookie": ["fn_pref=dark; Path=/", "stratus_session=planted; Path=/"]},
-        "body": json.dumps({"cookie": event["headers"].get("cookie")}),
+        "body": json.dumps({"cookie": event["headers"].get("Cookie")}),
     }
 """
 

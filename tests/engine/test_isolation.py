@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,13 @@ from apps.engine.sandbox import CGROUP_PARENT
 from apps.functions.models import ExecutionIdentity
 from apps.tenancy.environment_services import environment_secret_set, environment_update
 from apps.tenancy.models import Environment
+from tests.conftest import process_ids
 from tests.engine.conftest import deploy_latest, make_function, running_as_root, url, wait_routed
+from tests.prerequisites import missing, needs
 
-pytestmark = pytest.mark.skipif(not running_as_root(), reason="tenant isolation needs the engine to run as root")
+pytestmark = needs(running_as_root(), "tenant isolation needs the engine to run as root (CI runs as root)")
 
-PROBE = r'''
+PROBE = r"""
 import ctypes, errno, json, os, signal, socket, time
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -144,11 +147,11 @@ def handler(event, context):
     if op == "ls":
         return {path: attempt(lambda: sorted(os.listdir(path)))[0 if req.get("status") else 1] for path in req["paths"]}
     raise ValueError(op)
-'''
+"""
 
 
 def need(engine_host: Any, *protections: str) -> None:
-    """Skip, naming why, where this host does not give a protection the test checks (CI does)."""
+    """Skip (fail under CI), naming why, where this host does not give a protection the test checks."""
     iso = engine_host.engine.spawner.isolation
     have = {
         "namespace": iso.namespace and iso.tmpfs and iso.hidepid and iso.readonly_root,
@@ -157,7 +160,7 @@ def need(engine_host: Any, *protections: str) -> None:
     }
     for name in protections:
         if not have[name]:
-            pytest.skip(f"this host gives no {name}: {iso.report()['missing']}")
+            missing(f"this host gives no {name}: {iso.report()['missing']}")
 
 
 def call(served: Any, function: Any, environment: str = "dev", **body: Any) -> dict[str, Any]:
@@ -174,7 +177,9 @@ def probe_function(world: Any, name: str, project: Any = None, **config: Any) ->
     function = services.function_create(
         actor=world.charlie, project=project, name=name, runtime="python3.11", handler="main.handler", **config
     )
-    version_services.version_create(actor=world.charlie, function=function, files={"main.py": PROBE.encode()}, source="files")
+    version_services.version_create(
+        actor=world.charlie, function=function, files={"main.py": PROBE.encode()}, source="files"
+    )
     return function
 
 
@@ -423,7 +428,9 @@ def _instance_cgroups(pid: int) -> list[str]:
         if CGROUP_PARENT not in path:
             continue
         if controllers == "":
-            groups.append(f"/sys/fs/cgroup/unified{path}" if os.path.isdir("/sys/fs/cgroup/unified") else f"/sys/fs/cgroup{path}")
+            groups.append(
+                f"/sys/fs/cgroup/unified{path}" if os.path.isdir("/sys/fs/cgroup/unified") else f"/sys/fs/cgroup{path}"
+            )
         elif controllers in ("memory", "pids"):
             groups.append(f"/sys/fs/cgroup/{controllers}{path}")
     return groups
@@ -455,3 +462,36 @@ def test_readyz_says_what_confines_function_instances(world, engine, served):
         assert all(": " in line for line in body["isolation"]["missing"])
     else:
         assert body["isolation"]["network"] == "nftables egress policy"
+
+
+WHO = {
+    "python3.11": (
+        "main.py",
+        "main.handler",
+        "import os\ndef handler(event, context):\n    return {'pid': os.getpid()}\n",
+    ),
+    "node20": ("index.js", "index.handler", "exports.handler = async () => ({ pid: process.pid });\n"),
+}
+
+
+@pytest.mark.parametrize("runtime", list(WHO))
+def test_an_instance_holds_no_supplementary_groups_after_the_uid_drop(
+    supplementary_groups, world, engine, served, runtime
+):
+    # Given an engine (and its zygote) started by a process holding supplementary groups
+    if runtime == "node20" and shutil.which("node") is None:
+        missing("node is not installed (Node.js 20; CI has it)")
+    filename, handler, source = WHO[runtime]
+    fn = make_function(world, f"who-{runtime[:4]}", {filename: source}, runtime=runtime, handler=handler)
+    deploy_latest(world, fn)
+    wait_routed(engine, fn)
+    assert set(supplementary_groups) <= set(process_ids(engine.engine.spawner.zygote_pid)["Groups"])
+
+    # When an instance answers
+    pid = call(served, fn)["pid"]
+
+    # Then the live instance runs as its function's uid, with no group but its own
+    ids = process_ids(pid)
+    uid = ids["Uid"][0]
+    assert uid != 0 and ids["Uid"] == [uid] * 4 and ids["Gid"] == [uid] * 4
+    assert ids["Groups"] == []

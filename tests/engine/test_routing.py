@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -234,11 +233,17 @@ def test_twenty_switches_under_load_drop_nothing(world, engine, served):
         [{"version": 1, "weight": 100}],  # rollback
         [{"version": 1, "weight": 34}, {"version": 2, "weight": 33}, {"version": 3, "weight": 33}],
     ]
+
+    def served_more(than: int) -> bool:
+        return sum(statuses.values()) + len(errors) >= than
+
     try:
-        time.sleep(0.3)
+        # Each switch lands among requests in flight: wait until the clients have been served
+        # some more since the last one (a condition, not a sleep tuned to an idle machine).
+        wait_for(lambda: served_more(12), timeout=60)
         for i in range(20):
             set_traffic(world, fn, states[i % len(states)])
-            time.sleep(0.15)
+            wait_for(lambda seen=sum(statuses.values()) + len(errors): served_more(seen + 12), timeout=60)
     finally:
         stop.set()
         for thread in threads:

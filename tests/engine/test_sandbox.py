@@ -23,13 +23,13 @@ import pytest
 from django.conf import settings
 
 from apps.engine.sandbox import InstanceSpec, SpawnedInstance, Spawner
+from tests.prerequisites import needs, needs_node
 
 ROOT = os.geteuid() == 0
 # This test run's own uid range (console/test_settings.py): another run on the host uses others.
 UID_BASE = int(settings.STRATUS_SANDBOX_UID_BASE)
 FRAME_TIMEOUT = 20.0
-root_only = pytest.mark.skipif(not ROOT, reason="the privilege drop needs root")
-needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+root_only = needs(ROOT, "the privilege drop needs root (CI runs as root)")
 
 # Defined by the bootstraps for every function (Lambda's and SCF's documented runtime variables).
 PLATFORM_NAMES = {

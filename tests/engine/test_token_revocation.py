@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from apps.engine.remote import SupervisorServer
 from apps.tenancy import token_services
 from apps.tenancy.models import ApiToken
 from tests.engine.conftest import deploy_latest, free_port, make_function, url, wait_for, wait_routed
+from tests.prerequisites import missing
 
 PLAIN = "def handler(event, context):\n    return {'ok': True}\n"
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +108,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(address).ping()
     except Exception as exc:  # noqa: BLE001 - whatever keeps us from it
-        pytest.skip(f"needs a Redis server ({address}): {exc}")
+        missing(f"needs a Redis server ({address}): {exc}")
     return address
 
 
@@ -140,6 +142,14 @@ def supervisor(settings: Any, sandbox_dir: Path, transactional_db: None, redis_u
 
 @pytest.fixture
 def other_web_process(settings: Any, supervisor: Path, redis_url: str) -> Iterator[httpx.Client]:
+    with web_process(settings, supervisor, redis_url) as client:
+        yield client
+
+
+@contextmanager
+def web_process(settings: Any, supervisor: Path, redis_url: str, resync_s: int = 0) -> Iterator[httpx.Client]:
+    """Another web process of this installation (``uvicorn console.asgi:application``, remote
+    engine: the supervisor served here), with its own route resync period (0: none)."""
     port = free_port()
     env = {
         **os.environ,
@@ -150,7 +160,7 @@ def other_web_process(settings: Any, supervisor: Path, redis_url: str) -> Iterat
         "STRATUS_INSTANCE": settings.STRATUS_INSTANCE,  # the same installation: its Redis namespace
         "STRATUS_ENGINE": "remote",
         "STRATUS_SUPERVISOR_SOCKET": str(supervisor),
-        "STRATUS_ROUTES_RESYNC_S": "0",
+        "STRATUS_ROUTES_RESYNC_S": str(resync_s),
         "STRATUS_GATEWAY_AUTH_CACHE_S": str(int(LONG_TTL_S)),
     }
     env.pop("STRATUS_TEST_DATABASE_NAME", None)

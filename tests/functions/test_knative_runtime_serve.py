@@ -59,7 +59,7 @@ def handler(event, context):
         "body": event["body"],
         "base64": event["isBase64Encoded"],
         "proxy": event["pathParameters"],
-        "header": event["headers"].get("x-thing"),
+        "header": event["headers"].get("X-Thing"),
         "stage": event["requestContext"]["stage"],
         "stratus": event["requestContext"]["stratus"],
         "left": context.get_remaining_time_in_millis() > 0,
@@ -360,6 +360,8 @@ def test_event_function_answers_as_the_local_engine(
     }
     assert {**result, "stage": "dev", "stratus": None} == {**loc.json(), "stratus": None}
     assert k.headers["x-request-id"] == "req-ok-1"
+    ok_invocation = k.headers["x-stratus-invocation-id"]
+    assert ok_invocation != "req-ok-1" and ok_invocation != loc.headers["x-stratus-invocation-id"]
     assert k.headers["x-stratus-version"] == loc.headers["x-stratus-version"] == "1"
     assert k.headers["content-type"] == loc.headers["content-type"] == "application/json"
 
@@ -390,9 +392,11 @@ def test_event_function_answers_as_the_local_engine(
 
     # Logs: one JSON line per print, tagged with the request id; failures add the engine's summary.
     logs = box.logs()
-    ok_lines = [(line["stream"], line["level"], line["message"]) for line in logs if line["request_id"] == "req-ok-1"]
+    ok_lines = [(line["stream"], line["level"], line["message"]) for line in logs if line["trace_id"] == "req-ok-1"]
     assert ok_lines == [("stdout", "info", "called POST /a/b c"), ("stdout", "info", "second line")]
-    boom = [line["message"] for line in logs if line["request_id"] == "req-boom-1"]
+    # The lines carry the invocation's own id too (the caller's id is the trace, not the invocation).
+    assert {line["request_id"] for line in logs if line["trace_id"] == "req-ok-1"} == {ok_invocation}
+    boom = [line["message"] for line in logs if line["trace_id"] == "req-boom-1"]
     assert boom[-1] == "[ERROR] ValueError: it broke"
     assert any("unpacked to" in line["message"] for line in logs if line["stream"] == "runtime")
 
@@ -412,7 +416,7 @@ def test_wsgi_function_is_served_over_http(world, console, fake, tmp_path, conta
     assert response.text == "PUT /items/7 ?full=1 [t] payload"
     assert response.headers["x-app"] == "flaskless"
     assert response.headers["x-request-id"] == "w-1"
-    assert [line["message"] for line in box.logs() if line["request_id"] == "w-1"] == ["wsgi PUT /items/7"]
+    assert [line["message"] for line in box.logs() if line["trace_id"] == "w-1"] == ["wsgi PUT /items/7"]
 
 
 NODE_SOURCE = """
@@ -424,7 +428,7 @@ exports.handler = async (event, context) => {
     path: event.path,
     query: event.queryStringParameters,
     body: event.body,
-    header: event.headers["x-thing"],
+    header: event.headers["X-Thing"],
     heap: Math.round(require("v8").getHeapStatistics().heap_size_limit / 1048576),
     memory: context.memoryLimitInMB,
     left: context.getRemainingTimeInMillis() > 0,
@@ -485,7 +489,7 @@ def test_node_function_answers_as_the_local_engine(
     k, _ = both("GET", "/after", "node-after-1")
     assert k.status_code == 200 and k.headers.get("x-stratus-cold-start") == "1"
 
-    ok_lines = [(line["stream"], line["message"]) for line in box.logs() if line["request_id"] == "node-ok-1"]
+    ok_lines = [(line["stream"], line["message"]) for line in box.logs() if line["trace_id"] == "node-ok-1"]
     assert ok_lines == [("stdout", "called POST /a")]
     box.process.terminate()
     assert box.process.wait(10) == 0
@@ -539,3 +543,117 @@ def test_a_tampered_artifact_refuses_to_start(world, console, fake, tmp_path, co
     assert not (tmp_path / "task" / "main.py").exists()
     with pytest.raises(httpx.TransportError):
         box.client.get(km.HEALTH_PATH)
+
+
+ECHO_SOURCE = """
+def handler(event, context):
+    if event.get("rawPath") == "/cookies" or event.get("path") == "/cookies":
+        return {"statusCode": 200, "cookies": ["a=1", "b=2"], "multiValueHeaders": {"X-Many": ["x", "y"]}, "body": ""}
+    if event.get("rawPath") == "/text":
+        return "as is"
+    return {"event": event, "same_id": context.aws_request_id == (event.get("requestContext") or {}).get("requestId")}
+"""
+
+# What differs between the two paths by design: ids and clocks, the environment (staging on
+# Knative, dev locally) and the host and port each server listens on.
+VOLATILE = {
+    "requestId",
+    "extendedRequestId",
+    "requestTime",
+    "requestTimeEpoch",
+    "time",
+    "timeEpoch",
+    "stage",
+    "stageVariables",
+    "stratus",
+    "domainName",
+    "domainPrefix",
+    "Host",
+    "host",
+    "X-Forwarded-Port",
+    "x-forwarded-port",
+}
+
+
+def without_volatile(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_volatile(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [without_volatile(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("event_format", "routes", "path"),
+    [
+        ("apigw-v1", [], "/a/b%20c?x=1&x=2&y="),
+        ("apigw-v1", ["/items/{id}", "/files/{rest+}", "/cookies"], "/files/x/y%2Fz?q=1"),
+        ("apigw-v2", ["/items/{id}", "/cookies"], "/items/7?a=1&a=2"),
+        ("scf", ["/items/{id}", "/cookies"], "/items/7?foo=bar"),
+    ],
+)
+def test_event_formats_and_routes_answer_as_the_local_gateway(
+    world,
+    engine,  # noqa: F811 - the engine fixture, imported above
+    console,
+    fake,
+    tmp_path,
+    containers,
+    transactional_db,
+    event_format,
+    routes,
+    path,
+):
+    """The same event reaches the handler on Knative as through the local gateway (one module
+    shapes both), the same answers come back, and a path no route matches is the same 404."""
+    function = make_function(
+        world, "shapes", {"main.py": ECHO_SOURCE}, handler="main.handler", event_format=event_format, routes=routes
+    )
+    knative = deploy(world, function, "staging")
+    deploy(world, function, "dev")
+    wait_routed(engine, function)
+    env = env_of(fake, knative)
+    assert env.get("STRATUS_EVENT_FORMAT", "apigw-v1") == event_format
+    assert json.loads(env.get("STRATUS_ROUTES", "[]")) == routes
+    box = run(fake, knative, tmp_path, containers)
+    local_prefix = f"/fn/{world.web.org.slug}/{world.web.slug}/dev/shapes"
+    headers = [
+        ("x-request-id", "shape-1"),
+        ("X-Multi", "one"),
+        ("X-Multi", "two"),
+        ("Cookie", "c1=v1; c2=v2"),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("Content-Type", "application/octet-stream"),
+    ]
+
+    # Locally on the functions' own host (the console's gives a function no cookies).
+    functions_host = console.base_url.replace("127.0.0.1", "localhost")
+
+    def both(method: str, target: str, **kwargs: Any) -> tuple[httpx.Response, httpx.Response]:
+        return (
+            box.client.request(method, target, headers=headers, **kwargs),
+            httpx.request(method, functions_host + local_prefix + target, headers=headers, **kwargs),
+        )
+
+    k, loc = both("POST", path, content=b"\x00\xffbinary")
+    assert k.status_code == loc.status_code == 200, (k.text, loc.text)
+    on_knative, on_local = without_volatile(k.json()), without_volatile(loc.json())
+    assert json.dumps(on_knative, indent=1, sort_keys=True) == json.dumps(on_local, indent=1, sort_keys=True)
+    event = k.json()["event"]
+    assert k.json()["same_id"] is True
+    assert k.headers["x-request-id"] == "shape-1" != k.headers["x-stratus-invocation-id"]
+    assert event["isBase64Encoded"] is True
+    ctx = event["requestContext"]
+    source_ip = ctx.get("identity", {}).get("sourceIp") or ctx.get("sourceIp") or ctx["http"]["sourceIp"]
+    assert source_ip == "203.0.113.9"  # the client, as the trusted local proxy (queue-proxy / uvicorn's) named it
+    if routes:
+        k, loc = both("GET", "/nowhere")
+        assert k.status_code == loc.status_code == 404
+        assert k.content == loc.content
+    k, loc = both("GET", "/cookies")
+    assert k.status_code == loc.status_code == 200
+    assert k.headers.get_list("x-many") == loc.headers.get_list("x-many") == ["x", "y"]
+    if event_format == "apigw-v2":
+        assert k.headers.get_list("set-cookie") == loc.headers.get_list("set-cookie") == ["a=1", "b=2"]
+    else:
+        assert k.headers.get_list("set-cookie") == loc.headers.get_list("set-cookie") == []

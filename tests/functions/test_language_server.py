@@ -21,6 +21,7 @@ from apps.functions import services as function_services
 from apps.functions.language_server import live_sessions
 from apps.functions.models import Function
 from tests.conftest import build_world, serving_console
+from tests.prerequisites import missing
 
 MAIN = "import json\nimport helper\n\n\ndef handler(event, context):\n    return json.du\n"
 
@@ -177,7 +178,7 @@ def test_limits_refuse_with_the_reason_and_an_idle_session_stops(served: dict[st
 
 def test_the_server_is_confined_without_network_and_sees_only_its_snapshot(served: dict[str, Any]) -> None:
     if os.geteuid() != 0:
-        pytest.skip("confinement (the uid drop and namespaces) needs the console to run as root")
+        missing("confinement (the uid drop and namespaces) needs the console to run as root")
     function: Function = served["function"]
     with open_lsp(served, served["world"].bob) as ws:
         initialize(ws)

@@ -286,6 +286,10 @@ def test_import_api_creates_functions_idempotently_and_dry_run_changes_nothing(w
         3,
     )
     assert hello.env == {"GREETING": "hello", "RETRIES": "3"}
+    # The API events became the function's event format and path templates.
+    assert (hello.event_format, hello.routes) == ("apigw-v1", ["/hello"])
+    orders = Function.objects.get(project=world.web, name="orders-api-function")
+    assert (orders.event_format, orders.routes) == ("apigw-v2", ["/orders/{id}"])
 
     again = client.post(url, {"template": SAM_TEMPLATE}, format="json")
     assert again.status_code == 201, again.content

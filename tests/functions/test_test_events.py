@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from apps.audit.models import AuditEvent
+from apps.core import event_shapes
 from apps.core.errors import DomainError
-from apps.engine.gateway import _proxy_event
-from apps.engine.routing import Route
 from apps.functions import services as function_services
 from apps.functions import test_event_services
 from apps.functions.models import Function
@@ -349,27 +348,23 @@ def test_templates_need_a_signed_in_caller(db: None) -> None:
 
 
 def gateway_event(method: str, query: bytes, body: bytes) -> dict[str, Any]:
-    """What the gateway really hands an event function for a request."""
-    route = Route(
+    """What the gateway really hands an event function for a request (its shaping module, fed
+    as apps/engine/gateway.py feeds it)."""
+    request = event_shapes.Request(
+        method=method,
+        path="/items",
+        query=query.decode(),
+        headers=[("host", "functions.example"), ("content-type", "application/json")],
+        body=body,
+        source_ip="203.0.113.7",
+        scheme="http",
+        port="80",
+        http_version="1.1",
+        request_id="r1",
         key=("my-org", "my-project", "dev", "my-function"),
-        binding_id=1,
-        function_id=1,
-        environment_id=1,
-        project_id=1,
-        kind="event",
-        auth_mode="public",
-        revision=1,
-        versions={},
-        weights=((1, 10_000),),
+        received_at=1767225600.0,
     )
-    scope = {
-        "method": method,
-        "path": "/fn/my-org/my-project/dev/my-function/items",
-        "query_string": query,
-        "client": ("203.0.113.7", 4242),
-    }
-    headers = [(b"host", b"functions.example"), (b"content-type", b"application/json")]
-    return _proxy_event(scope, headers, body, "r1", "items", route)
+    return event_shapes.build_event("apigw-v1", request, event_shapes.match_route((), "/items"))
 
 
 def shape(event: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from apps.monitoring.models import LogLine
 from tests.monitoring.conftest import ago, invocation_record, log_record
 
 pytestmark = pytest.mark.django_db
@@ -54,6 +55,7 @@ def test_logs_list_newest_first_with_every_field(world, fn, lines, client_for):
         "INFO booting",
     ]
     assert body["results"][1] == {
+        "id": LogLine.objects.get(text="WARNING:app:slow payment").id,
         "ts": (lines + timedelta(seconds=4)).isoformat().replace("+00:00", "Z"),
         "stream": "stderr",
         "level": "warning",

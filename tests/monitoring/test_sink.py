@@ -53,8 +53,9 @@ def test_many_submissions_are_written_in_a_handful_of_bulk_inserts(fn, dev, prod
     assert len(inserts(ctx)) == statements_for(600) + statements_for(200) == 2
     assert inserts(ctx)[0].startswith("INSERT INTO")
     assert inserts(ctx)[0].count("), (") == 599
-    # and besides them, one lookup each of functions and environments (+ savepoint and release)
-    assert len(ctx.captured_queries) <= len(inserts(ctx)) + 4
+    # and besides them, one lookup each of functions and environments (+ savepoint and release),
+    # and for the live tail's cursor the lines' lock (PostgreSQL) and the id committed before them
+    assert len(ctx.captured_queries) <= len(inserts(ctx)) + 6
     assert LogLine.objects.count() == 600
     assert Invocation.objects.count() == 200
     assert sink.pending() == 0
@@ -201,21 +202,16 @@ def test_each_flush_publishes_one_message_per_group_to_the_live_tail(fn, dev, pr
     sink.submit_invocation(invocation_record(fn, dev))
     assert sink.flush() == 4
 
-    # Then each group gets exactly one message with its lines, oldest first, as the API shows them
+    # Then each group gets exactly one message with its lines in the order written (their ids:
+    # the live tail's cursor), as the API shows them, and the id committed before them
     message = receive(layer, dev_channel)
+    first, second, prod_line = LogLine.objects.order_by("id")
     assert message == {
         "type": "log.lines",
+        "prev": LogLine.objects.filter(id__lt=first.id).order_by("-id").values_list("id", flat=True).first() or 0,
         "lines": [
             {
-                "ts": (t + timedelta(seconds=1)).isoformat().replace("+00:00", "Z"),
-                "stream": "stdout",
-                "level": "error",
-                "request_id": "req-9",
-                "version": 3,
-                "environment": "dev",
-                "text": "ERROR: first",
-            },
-            {
+                "id": first.id,
                 "ts": (t + timedelta(seconds=2)).isoformat().replace("+00:00", "Z"),
                 "stream": "stdout",
                 "level": "info",
@@ -224,8 +220,19 @@ def test_each_flush_publishes_one_message_per_group_to_the_live_tail(fn, dev, pr
                 "environment": "dev",
                 "text": "second",
             },
+            {
+                "id": second.id,
+                "ts": (t + timedelta(seconds=1)).isoformat().replace("+00:00", "Z"),
+                "stream": "stdout",
+                "level": "error",
+                "request_id": "req-9",
+                "version": 3,
+                "environment": "dev",
+                "text": "ERROR: first",
+            },
         ],
     }
+    assert prod_line.id > second.id
     assert [line["text"] for line in receive(layer, prod_channel)["lines"]] == ["prod line"]
     with pytest.raises(asyncio.TimeoutError):
         receive(layer, dev_channel, timeout=0.05)

@@ -330,7 +330,8 @@ def test_records_leave_memory_for_the_journal_after_max_age_and_are_synced(world
     fn, dev = committed_function(world)
     # Given a running sink whose flusher will not write during the test (as with a database
     # that takes longer than max_age_s to answer)
-    sink = RecordSink(flush_interval_s=3600, max_age_s=0.2, journal_dir=journal_dir)
+    # (and lines wait for that interval too, not the live tail's early write)
+    sink = RecordSink(flush_interval_s=3600, max_age_s=0.2, journal_dir=journal_dir, tail_flush_s=0)
     sink.start()
     try:
         # When records are submitted

@@ -92,7 +92,12 @@ def fill(pattern: str, values: dict[str, Any]) -> str:
 
 def test_the_walk_finds_the_console_pages() -> None:
     patterns = {p for p, _ in ROUTES}
-    for known in ("projects/<int:project_id>/pipeline/", "runs/<int:run_id>/", "functions/<int:function_id>/"):
+    for known in (
+        "projects/<int:project_id>/pipeline/",
+        "runs/<int:run_id>/",
+        "functions/<int:function_id>/",
+        "functions/<int:function_id>/logs/",
+    ):
         assert known in patterns
 
 

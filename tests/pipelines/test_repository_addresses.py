@@ -22,6 +22,7 @@ from apps.pipelines import mirror, remote, run_services, runner
 from apps.pipelines.models import Repository, Run
 from tests.pipelines.conftest import GitRepo, make_repository
 from tests.pipelines.git_http import GitHttpServer, RedirectServer
+from tests.prerequisites import needs_sshd
 
 PUBLIC = "93.184.216.34"  # what a public name resolves to at connect time (never connected to here)
 RULE = "STRATUS_REPOSITORY_ALLOW_LOCAL allows them"
@@ -341,7 +342,7 @@ def test_https_fetches_are_pinned_to_the_checked_address(
     assert mirror.resolve_commit(repository, "refs/heads/main")["sha"] == new
 
 
-@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="OpenSSH server not installed (.ci/run installs it)")
+@needs_sshd
 def test_ssh_fetches_are_pinned_to_the_checked_address(
     dns: FakeResolver, world: Any, hello_repo: GitRepo, tmp_path: Path
 ) -> None:

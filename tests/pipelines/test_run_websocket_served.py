@@ -22,6 +22,7 @@ from apps.tenancy import token_services
 from tests.conftest import build_world, serving_console
 from tests.pipelines.conftest import make_repository
 from tests.pipelines.test_runs import push
+from tests.prerequisites import needs
 
 
 @pytest.fixture
@@ -71,9 +72,7 @@ OLD_TIMEOUT_S = 5.0
 SILENCE_S = max(6 * OLD_TIMEOUT_S, float(os.environ.get("STRATUS_TEST_WS_SILENCE_S") or 0))
 
 
-@pytest.mark.skipif(
-    not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL): the timeout was the Redis channel layer's"
-)
+@needs(bool(os.environ.get("REDIS_URL")), "needs Redis (REDIS_URL): the timeout was the Redis channel layer's")
 def test_a_run_websocket_on_redis_stays_open_through_a_long_silence(console_url: str, settings: Any) -> None:
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
     world = build_world()

@@ -3,6 +3,7 @@ retry, approvals, worker death, and the runs API."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from apps.core.errors import Forbidden
@@ -20,7 +22,9 @@ from apps.pipelines import run_services, runner, step_cgroup
 from apps.pipelines.models import Run, RunStep
 from apps.pipelines.runner.claim import claim
 from apps.pipelines.step_processes import running_steps
+from tests.conftest import process_ids
 from tests.pipelines.conftest import HELLO, GitRepo, make_repository
+from tests.prerequisites import needs, needs_root, needs_sshd
 
 
 def push(repository: Any, sha: str, branch: str = "main", pusher: str = "pat") -> Run:
@@ -281,8 +285,8 @@ def _log_value(run: Run, key: str) -> str:
     raise AssertionError(f"no {key}= line in the log")
 
 
-needs_cgroups = pytest.mark.skipif(
-    not step_cgroup.available(), reason="this host lets this user make no cgroup (steps keep their process group)"
+needs_cgroups = needs(
+    step_cgroup.available(), "this host lets this user make no cgroup (steps keep their process group)"
 )
 
 
@@ -334,7 +338,7 @@ def test_step_memory_is_limited_without_breaking_node(live_world: Any, git_repo:
     assert "MemoryError" in run.log_lines.values_list("text", flat=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="steps change uid only when the worker runs as root")
+@needs_root
 def test_steps_run_as_the_runs_own_uid_and_cannot_read_the_data_dir(
     live_world: Any, git_repo: GitRepo, settings: Any
 ) -> None:
@@ -531,25 +535,32 @@ def test_mirror_keeps_credentials_out_of_its_config(live_world: Any, hello_repo:
 
 
 def test_the_embedded_worker_runs_a_pushed_run(live_world: Any, hello_repo: GitRepo, settings: Any) -> None:
-    """run_for_push queues run_execute after commit; the in-process Celery worker runs it."""
+    """run_for_push queues run_execute after commit; the in-process Celery worker runs it, on
+    the in-memory broker (the embedded default) or, where the suite runs on Redis (CI), on a
+    private redis-server of its own: the shared queue holds other processes' tasks, whose rows
+    are not in this test's database."""
     from apps.core import worker
+    from console.celery import app
+    from tests.broker import PrivateRedis, celery_broker
 
-    if not settings.CELERY_BROKER_URL.startswith("memory://"):
-        pytest.skip("the embedded worker consumes the in-memory broker (a shared Redis queue holds other runs' tasks)")
     settings.STRATUS_EMBEDDED_WORKER = True
     repository = make_repository(live_world.web, str(hello_repo.origin))
-    from console.celery import app
-
-    app.control.purge()  # tasks other tests queued on the in-memory broker (their rows are gone)
-    worker.start()
+    private = None if settings.CELERY_BROKER_URL.startswith("memory://") else PrivateRedis()
     try:
-        run = push(repository, hello_repo.git("rev-parse", "HEAD"))
-        _wait(lambda: Run.objects.get(pk=run.pk).state not in Run.ACTIVE_STATES, timeout=30)
-        run.refresh_from_db()
-        assert run.state == Run.State.SUCCEEDED, run.reason
-        assert run.worker and run.started_at is not None and run.finished_at is not None
+        with celery_broker(private.url) if private else contextlib.nullcontext():
+            app.control.purge()  # tasks other tests queued on the in-memory broker (their rows are gone)
+            worker.start()
+            try:
+                run = push(repository, hello_repo.git("rev-parse", "HEAD"))
+                _wait(lambda: Run.objects.get(pk=run.pk).state not in Run.ACTIVE_STATES, timeout=60)
+                run.refresh_from_db()
+                assert run.state == Run.State.SUCCEEDED, run.reason
+                assert run.worker and run.started_at is not None and run.finished_at is not None
+            finally:
+                worker.stop()
     finally:
-        worker.stop()
+        if private is not None:
+            private.stop()
 
 
 # --- credentials against a real git server ------------------------------------------------------
@@ -616,7 +627,7 @@ def _keypair(directory: Path, name: str) -> tuple[str, str]:
     return key.read_text(), (directory / f"{name}.pub").read_text()
 
 
-@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="OpenSSH server not installed (.ci/run installs it)")
+@needs_sshd
 def test_a_deploy_key_fetches_over_ssh_and_leaves_no_key_file(
     live_world: Any, hello_repo: GitRepo, tmp_path: Path
 ) -> None:
@@ -648,3 +659,88 @@ def test_a_deploy_key_fetches_over_ssh_and_leaves_no_key_file(
         assert list(mirror.pipelines_dir().glob("key-*")) == []
     finally:
         server.close()
+
+
+# --- what packaging and the deploy must not skip (issue 21: each survived a mutation) ----------
+
+
+def test_packaging_leaves_out_symlinks_a_step_made_to_host_files(live_world: Any, git_repo: GitRepo) -> None:
+    # Given a step that links a host file and a host directory into the function's directory
+    steps = "  - name: link\n    run: ln -s /etc/passwd functions/hello/passwd.txt && ln -s /etc functions/hello/etc\n"
+    sha = _pipeline_repo(git_repo, steps)
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+
+    # When the run packages the function
+    assert runner.run_execute(run.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=run.pk).reason
+
+    # Then its version holds the committed file only: neither link, nor what they point at
+    from apps.functions.version_selectors import version_files
+
+    version = Function.objects.get(project=live_world.web, name="hello").versions.get()
+    assert sorted(version_files(version=version)) == ["main.py"]
+
+
+def test_a_triggers_release_plan_starts_a_release_from_the_serving_version(live_world: Any, git_repo: GitRepo) -> None:
+    from apps.releases.models import Release
+
+    trigger = "  - branch: main\n    environment: dev\n    release: {steps: [50, 100], advance: manual}\n"
+    repository = make_repository(live_world.web, str(git_repo.origin))
+    # Given v1 serving dev (a first deploy has no stable version to release from: it deploys)
+    first = push(repository, _pipeline_repo(git_repo, "", trigger=trigger))
+    assert runner.run_execute(first.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=first.pk).reason
+    binding = Binding.objects.get(function__name="hello", environment__name="dev")
+    assert binding.traffic == [{"version": 1, "weight": 100}]
+
+    # When a new commit is pushed
+    git_repo.commit("v2", {"functions/hello/main.py": HELLO % "v2"})
+    git_repo.push("main")
+    second = push(repository, git_repo.git("rev-parse", "HEAD"))
+    assert runner.run_execute(second.pk) == Run.State.SUCCEEDED, Run.objects.get(pk=second.pk).reason
+
+    # Then v2 goes out by the trigger's plan: a release at its first step, not 100% at once
+    release = Release.objects.get(binding=binding)
+    assert (release.state, release.step_index, release.steps) == (Release.State.RUNNING, 0, [50, 100])
+    binding.refresh_from_db()
+    assert sorted((e["version"], e["weight"]) for e in binding.traffic) == [(1, 50), (2, 50)]
+    second.refresh_from_db()
+    assert f"release {release.pk} running in dev" in second.reason
+
+
+@needs_root
+def test_a_step_holds_no_supplementary_groups_after_the_uid_drop(
+    supplementary_groups: tuple[int, ...], live_world: Any, git_repo: GitRepo, settings: Any
+) -> None:
+    # Given a worker holding supplementary groups, and a step that stays up to be looked at
+    sha = _pipeline_repo(git_repo, "  - name: stay\n    run: sleep 60\n")
+    run = push(make_repository(live_world.web, str(git_repo.origin)), sha)
+
+    def execute() -> None:
+        try:
+            runner.run_execute(run.pk)
+        finally:
+            connection.close()  # this thread's own
+
+    thread = threading.Thread(target=execute)
+    thread.start()
+    try:
+        pgid = _wait(lambda: running_steps.pgid(run.pk))
+
+        def sleeper() -> int | None:
+            for pid in _pgroup_alive(pgid):
+                try:
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":
+                        return pid
+                except OSError:
+                    continue
+            return None
+
+        pid = _wait(sleeper, timeout=30)
+        # Then the step's process runs as the run's uid with no group but its own
+        ids = process_ids(pid)
+        uid = settings.STRATUS_PIPELINE_UID_BASE + run.pk
+        assert ids["Uid"] == [uid] * 4
+        assert ids["Gid"] == [uid] * 4
+        assert ids["Groups"] == []
+    finally:
+        run_services.run_cancel(actor=live_world.alice, run=Run.objects.get(pk=run.pk))
+        thread.join(30)

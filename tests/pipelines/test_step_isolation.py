@@ -16,8 +16,9 @@ from apps.tenancy.environment_services import environment_update
 from apps.tenancy.models import Environment
 from tests.pipelines.conftest import GitRepo, make_repository
 from tests.pipelines.test_runs import _pipeline_repo, push
+from tests.prerequisites import missing, needs
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="confining steps needs the worker to run as root")
+pytestmark = needs(os.geteuid() == 0, "confining steps needs the worker to run as root")
 
 PROBE = r"""
 import errno, json, os, socket, sys
@@ -73,9 +74,9 @@ def test_a_step_reaches_no_host_service_and_only_what_its_environment_allows(
 
     support = step_sandbox.host_support()
     if not all(support.get(k) is True for k in ("namespace", "private", "tmpfs", "hidepid", "readonly_root")):
-        pytest.skip(f"this host gives steps no private mounts: {support}")
+        missing(f"this host gives steps no private mounts: {support}")
     if not step_sandbox.firewall().available:
-        pytest.skip(f"this host enforces no egress policy: {step_sandbox.firewall().problem}")
+        missing(f"this host enforces no egress policy: {step_sandbox.firewall().problem}")
     other = socket.socket()  # a loopback service nobody allowed
     other.bind(("127.0.0.1", 0))
     other.listen(1)

@@ -34,6 +34,7 @@ import pytest
 
 from console.test_settings import uid_block_for
 from tests.pipelines.hooks import body_of, push_payload, sign_headers
+from tests.prerequisites import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
@@ -41,10 +42,15 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 HOST = "console.test"
 FN_HOST = "fn.test"
 
-pytestmark = pytest.mark.skipif(
-    not DATABASE_URL.startswith("postgres") or not REDIS_URL.startswith("redis"),
-    reason="the production shape runs on PostgreSQL and Redis: set DATABASE_URL and REDIS_URL (CI does)",
-)
+pytestmark = [
+    needs(
+        DATABASE_URL.startswith("postgres") and REDIS_URL.startswith("redis"),
+        "the production shape runs on PostgreSQL and Redis: set DATABASE_URL and REDIS_URL (CI does)",
+    ),
+    # A whole installation (web processes, supervisor, worker, beat) starts in the first test's
+    # setup: ~30 s idle, several times that on a busy machine.
+    pytest.mark.timeout(600),
+]
 
 
 def free_port() -> int:

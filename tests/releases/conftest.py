@@ -83,6 +83,7 @@ def invocations(
     error: int = 0,
     throttled: int = 0,
     timeout: int = 0,
+    crashed: int = 0,
     duration_ms: float = 10.0,
     at: datetime | None = None,
 ) -> None:
@@ -90,7 +91,13 @@ def invocations(
     b = release.binding
     at = at or timezone.now()
     rows = []
-    for status, count in (("ok", ok), ("error", error), ("throttled", throttled), ("timeout", timeout)):
+    for status, count in (
+        ("ok", ok),
+        ("error", error),
+        ("throttled", throttled),
+        ("timeout", timeout),
+        ("crashed", crashed),
+    ):
         for i in range(count):
             rows.append(
                 Invocation(

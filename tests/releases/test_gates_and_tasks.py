@@ -201,6 +201,30 @@ def test_p95_latency_gate(world, fn):
     assert result.failed == {"figure": "p95_ms", "canary": 400.0, "limit": 150.0, "stable": 100.0}
 
 
+def test_crashed_and_timed_out_canary_requests_count_as_errors(world, fn):
+    release = begin(world, fn, {"steps": [10, 100], "gate": {"max_error_rate": 0.1}})
+    invocations(release, 1, ok=20)
+    invocations(release, 2, ok=8, crashed=2)  # 20% of the canary's requests crashed
+
+    result = gate_evaluate(release, timezone.now())
+
+    assert result.passed is False and result.failed["figure"] == "error_rate"
+    assert (result.figures["canary"]["errors"], result.figures["canary"]["error_rate"]) == (2, 0.2)
+    invocations(release, 2, timeout=1, throttled=5)  # throttled never reached the function
+    assert gate_evaluate(release, timezone.now()).figures["canary"]["errors"] == 3
+
+
+def test_a_canary_p95_exactly_at_the_limit_passes(world, fn):
+    release = begin(world, fn, {"steps": [10, 100], "gate": {"max_p95_factor": 1.5}})
+    invocations(release, 1, ok=20, duration_ms=100.0)
+    invocations(release, 2, ok=20, duration_ms=150.0)  # p95 150 = 100 × 1.5: within (≤)
+
+    result = gate_evaluate(release, timezone.now())
+
+    assert result.limits["p95_ms"] == 150.0
+    assert result.passed is True, result.reason
+
+
 def test_window_s_limits_the_gate_to_recent_requests(world, fn):
     release = begin(world, fn, {"steps": [10, 100], "gate": {"max_error_rate": 0.1, "window_s": 30}})
     age_step(release, 300)

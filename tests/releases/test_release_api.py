@@ -278,3 +278,28 @@ def test_canary_is_prewarmed_in_proportion_to_its_coming_share(world, client_for
     assert prewarm_count(release=release, percent=10) == 1
     # The first step (10%) with no load still pre-starts one instance
     assert release.changes.order_by("id").first().to_traffic[1]["warm"] == 1
+
+
+@pytest.mark.parametrize("action", ["promote", "promote-all", "pause", "resume"])
+@pytest.mark.parametrize("who", ["viewer", "read_token"])
+def test_without_the_deploy_right_no_release_action_changes_anything(world, client_for, fn, action, who):
+    # Given a running release (paused, for resume) started by bob
+    bob = client_for(world.bob)
+    rid = start(bob, fn, MANUAL).json()["id"]
+    if action == "resume":
+        assert act(bob, rid, "pause").json()["state"] == "paused"
+    before = Release.objects.get(pk=rid)
+    traffic = binding(fn).traffic
+    changes = len(timeline(fn))
+
+    # When carol (viewer) or a read-only token of bob tries to act on it
+    client = client_for(world.carol) if who == "viewer" else client_for(world.bob, scopes=["read"])
+    response = act(client, rid, action)
+
+    # Then 403 naming the right, and the release and its traffic are as they were
+    assert response.status_code == 403, response.content
+    assert response.json()["error"]["code"] == "permission_denied"
+    after = Release.objects.get(pk=rid)
+    assert (after.state, after.step_index) == (before.state, before.step_index)
+    assert binding(fn).traffic == traffic
+    assert len(timeline(fn)) == changes

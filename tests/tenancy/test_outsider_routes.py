@@ -410,6 +410,8 @@ def test_enumeration_finds_the_api_and_the_allowlist_is_current() -> None:
         "api/v1/projects/<int:project_id>/environments/<str:env>/secrets/<str:name>",
         "api/v1/tokens/<int:token_id>/",
         "api/v1/audit-events/",
+        "api/v1/functions/<int:function_id>/logs/stream",
+        "api/v1/functions/<int:function_id>/logs/ticket",
     ):
         assert known in patterns
     assert all(r.view_class is not None for r in ROUTES)

@@ -83,3 +83,33 @@ def test_only_a_project_role_can_be_held(world: Any) -> None:
     with pytest.raises(ValueError, match="viewer, developer or admin"):
         permissions.hold_project_role(robot, world.web, Role.OWNER)
     assert permissions.project_permissions(robot, world.web) == frozenset()
+
+
+# --- the guards behind the services' own clean-ups (issue 21: each survived a mutation) ---------
+
+
+def test_a_grant_that_outlived_its_membership_shows_no_project(world: Any) -> None:
+    # Given bob's grant on web left behind when his membership went some other way than
+    # member_remove (which clears grants too): the admin site, a raw delete
+    Membership.objects.filter(user=world.bob, org=world.alpha).delete()
+    assert UserObjectPermission.objects.filter(user=world.bob).exists()  # the stale grant
+
+    # Then he sees no project of the org he left, however his permissions say otherwise
+    bob = get_user_model().objects.get(pk=world.bob.pk)
+    assert list(permissions.visible_projects(bob)) == []
+    assert list(permissions.visible_projects(world.carol)) == [world.web]  # a member keeps hers
+
+
+def test_the_deploy_right_on_an_environment_needs_the_project_too(world: Any) -> None:
+    # Given dora (developer in alpha, no grant on web) made a deployer of web's protected prod
+    prod = Environment.objects.get(project=world.web, name="prod")
+    assert prod.protected
+    environment_services.environment_deployer_add(actor=world.alice, environment=prod, user=world.dora)
+    dora = get_user_model().objects.get(pk=world.dora.pk)
+
+    # Then she still cannot deploy there: she cannot see the project
+    assert permissions.project_permissions(dora, world.web) == frozenset()
+    assert permissions.can_deploy(dora, prod) is False
+    # while bob, who sees web, can once made a deployer there
+    environment_services.environment_deployer_add(actor=world.alice, environment=prod, user=world.bob)
+    assert permissions.can_deploy(get_user_model().objects.get(pk=world.bob.pk), prod) is True

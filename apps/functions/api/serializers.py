@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.functions.knobs import CONFIG_FIELDS, KNOB
-from apps.functions.models import Binding, Function, Kind, Runtime, TrafficChange
+from apps.functions.models import Binding, EventFormat, Function, Kind, Runtime, TrafficChange
 from apps.tenancy.models import slug_validator
 
 
@@ -36,6 +36,17 @@ class FunctionConfigSerializer(serializers.Serializer):
     runtime = serializers.ChoiceField(choices=Runtime.choices, required=False)
     handler = serializers.CharField(max_length=200, required=False)
     kind = serializers.ChoiceField(choices=Kind.choices, required=False)
+    event_format = serializers.ChoiceField(
+        choices=EventFormat.choices,
+        required=False,
+        help_text="the event an event function receives: apigw-v1 (default), apigw-v2 or scf",
+    )
+    routes = serializers.ListField(
+        child=serializers.CharField(max_length=200, trim_whitespace=False),
+        required=False,
+        max_length=50,
+        help_text='path templates, e.g. ["/article/{id}", "/{proxy+}"]; [] serves every path',
+    )
     memory_mb = knob_field("memory_mb")
     timeout_s = knob_field("timeout_s")
     ephemeral_storage_mb = knob_field("ephemeral_storage_mb")

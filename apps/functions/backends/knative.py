@@ -140,6 +140,8 @@ class KnativeBackend(ExecutionBackend):
             max_instances=int(config["max_instances"]),
             instance_concurrency=int(config.get("instance_concurrency", 1)),
             env=dict(version.env),
+            event_format=str(config.get("event_format") or "apigw-v1"),
+            routes=tuple(config.get("routes") or ()),
         )
 
     def service_name(self, target: BindingTarget) -> str:

@@ -27,6 +27,7 @@ as an older revision.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ class KnativeFunctionSpec:
     max_instances: int
     instance_concurrency: int
     env: Mapping[str, str] = field(default_factory=dict)
+    event_format: str = "apigw-v1"
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,13 @@ def _env(
     ]
     if region:  # the bootstrap's AWS_REGION / TENCENTCLOUD_REGION (console setting STRATUS_FUNCTION_REGION)
         env.append({"name": "STRATUS_REGION", "value": region})
+    # The event shape (runtime/stratus_bootstrap/events.py), set only when not the default: the
+    # manifests of functions that never changed it stay as they were, so a console upgrade rolls
+    # out no new revisions.
+    if spec.event_format != "apigw-v1":
+        env.append({"name": "STRATUS_EVENT_FORMAT", "value": spec.event_format})
+    if spec.routes:
+        env.append({"name": "STRATUS_ROUTES", "value": json.dumps(list(spec.routes), separators=(",", ":"))})
     return env
 
 

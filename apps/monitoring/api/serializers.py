@@ -18,7 +18,8 @@ class LogLineSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LogLine
-        fields = ["ts", "stream", "level", "request_id", "version", "environment", "text"]
+        fields = ["id", "ts", "stream", "level", "request_id", "version", "environment", "text"]
+        extra_kwargs = {"id": {"help_text": "the live tail's cursor (?after= on the websocket, Last-Event-ID)"}}
 
 
 class InvocationSerializer(serializers.ModelSerializer):
@@ -86,3 +87,27 @@ class InvocationSummarySerializer(serializers.Serializer):
     p50_duration_ms = serializers.FloatField(allow_null=True, help_text="nearest rank, throttled requests excluded")
     p95_duration_ms = serializers.FloatField(allow_null=True)
     p99_duration_ms = serializers.FloatField(allow_null=True)
+
+
+class LogTicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField(help_text="single use; valid for expires_in seconds")
+    expires_in = serializers.IntegerField(help_text="seconds")
+    websocket = serializers.CharField(
+        help_text="the path to open with it: /ws/functions/{id}/logs/?ticket=... (add the filters to the query)"
+    )
+
+
+class LogStreamQuerySerializer(serializers.Serializer):
+    environment = serializers.CharField(required=False, help_text="environment name, e.g. prod")
+    version = serializers.IntegerField(required=False, min_value=1)
+    level = serializers.CharField(required=False, help_text=f"one of {', '.join(LEVELS)}, or a comma list")
+    stream = serializers.ChoiceField(choices=Stream.values, required=False)
+    request_id = serializers.CharField(required=False, max_length=64)
+    q = serializers.CharField(
+        required=False, max_length=200, help_text="text contains (case-insensitive); a regex with regex=1 or /.../"
+    )
+    regex = serializers.BooleanField(required=False, help_text="q is a regular expression (RE2 syntax)")
+    backlog = serializers.IntegerField(required=False, min_value=0, max_value=5000, help_text="lines, default 200")
+    after = serializers.IntegerField(
+        required=False, min_value=0, help_text="resume after this cursor (a line id); Last-Event-ID does the same"
+    )
