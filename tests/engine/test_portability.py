@@ -88,16 +88,19 @@ def test_node_callback_handler_through_the_gateway(world: Any, engine: Any, serv
     wait_routed(engine, fn)
 
     # Waiting for the empty event loop (the default): the timer's line is the request's, before the answer.
+    # (The invocation id is fresh per call: X-Stratus-Invocation-Id; X-Request-Id is the trace id.)
     waited = served.get(url(fn, path="x?wait=yes"), headers={"x-request-id": "cb-wait-1"})
     assert waited.status_code == 200, waited.text
-    assert waited.text == "answered cb-wait-1"
-    assert _lines("cb-wait-1") == ["written after the callback"]
+    waited_id = waited.headers["x-stratus-invocation-id"]
+    assert waited.text == f"answered {waited_id}"
+    assert _lines(waited_id) == ["written after the callback"]
 
     # Not waiting: the answer comes first; the later line still lands under its request.
     at_once = served.get(url(fn, path="x?wait=no"), headers={"x-request-id": "cb-now-1"})
     assert at_once.status_code == 200, at_once.text
-    assert _lines("cb-now-1") == []
-    assert wait_for(lambda: _lines("cb-now-1"), timeout=5) == ["written after the callback"]
+    now_id = at_once.headers["x-stratus-invocation-id"]
+    assert _lines(now_id) == []
+    assert wait_for(lambda: _lines(now_id), timeout=5) == ["written after the callback"]
 
     # context.fail is an error answer, not a null result.
     failed = served.get(url(fn, path="x?wait=no&fail=1"), headers={"x-request-id": "cb-fail-1"})
