@@ -549,6 +549,14 @@ STRATUS_EGRESS_DENY = env_list("STRATUS_EGRESS_DENY")
 # reaches them on any address of this host. Set it for a supervisor whose web processes listen
 # on ports other than PORT and STRATUS_PUBLIC_URL's.
 STRATUS_LISTEN_PORTS = [int(p) for p in env_list("STRATUS_LISTEN_PORTS", [str(env_int("PORT", 8000))])]
+# The region a function's runtime reports (AWS_REGION, AWS_DEFAULT_REGION, TENCENTCLOUD_REGION)
+# unless the function's own variables name one: SDKs need a region to build a client at all.
+STRATUS_FUNCTION_REGION = env_str("STRATUS_FUNCTION_REGION") or "us-east-1"
+if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", STRATUS_FUNCTION_REGION) or len(STRATUS_FUNCTION_REGION) > 32:
+    raise ImproperlyConfigured(
+        f"STRATUS_FUNCTION_REGION must be a region name such as us-east-1 or ap-guangzhou, "
+        f"got {STRATUS_FUNCTION_REGION!r}"
+    )
 STRATUS_GATEWAY_MAX_BODY_BYTES = env_int("STRATUS_GATEWAY_MAX_BODY_BYTES", 6 * 1024 * 1024)
 STRATUS_GATEWAY_AUTH_CACHE_S = env_int("STRATUS_GATEWAY_AUTH_CACHE_S", 5)
 # How long a request waits for a busy function's instance before 429 Throttled.

@@ -433,13 +433,13 @@ class Engine(RoutedEngine):
             outcome.cold_start = lease.cold_start
             outcome.init_duration_ms = lease.init_ms
             outcome.logs = list(lease.init_logs)
-            await self._forward(pool, lease, frame, rv, outcome)
+            await self._forward(pool, lease, frame, rv, outcome, site)
         outcome.duration_ms = (time.perf_counter() - begin) * 1000 - (outcome.init_duration_ms or 0.0)
         self._record(outcome, rv, site, started_at)
         return outcome
 
     async def _forward(
-        self, pool: Pool, lease: Lease, frame: dict[str, Any], rv: RouteVersion, outcome: Outcome
+        self, pool: Pool, lease: Lease, frame: dict[str, Any], rv: RouteVersion, outcome: Outcome, site: CallSite
     ) -> None:
         instance = lease.instance
         timeout_s = rv.spec.timeout_s
@@ -447,7 +447,9 @@ class Engine(RoutedEngine):
         logs: list[LogLine] = []  # filled as lines arrive: kept whatever happens next
         try:
             try:
-                reply = await instance.request(frame, timeout_s, logs)
+                reply = await instance.request(
+                    frame, timeout_s, logs, late_logs=lambda line: self._record_late_line(line, rv, site, outcome)
+                )
             finally:
                 outcome.logs.extend(logs)
             outcome.reply = reply.message
@@ -497,6 +499,29 @@ class Engine(RoutedEngine):
         finally:
             outcome.peak_rss_kb = instance.peak_rss_kb()
             pool.release(lease)
+
+    def _record_late_line(self, line: LogLine, rv: RouteVersion, site: CallSite, outcome: Outcome) -> None:
+        """A line the function wrote after answering (Node: a timer its handler left running),
+        recorded under the request it belongs to rather than dropped."""
+        from apps.monitoring.records import LogRecord
+
+        try:
+            self.sink.submit_logs(
+                [
+                    LogRecord(
+                        function_id=site.function_id,
+                        environment_id=site.environment_id,
+                        binding_id=site.binding_id,
+                        version=rv.number,
+                        request_id=outcome.request_id,
+                        ts=line.ts,
+                        stream=line.stream,
+                        text=line.text,
+                    )
+                ]
+            )
+        except Exception:
+            logger.exception("recording a late log line failed")
 
     def _record(self, outcome: Outcome, rv: RouteVersion, site: CallSite, started_at: datetime) -> None:
         from apps.monitoring.records import InvocationRecord, LogRecord

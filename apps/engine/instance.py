@@ -21,6 +21,7 @@ import json
 import logging
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -227,6 +228,9 @@ class Instance:
         self._rss: int | None = None
         self._rss_at = 0.0
         self._pending: dict[str, _InFlight] = {}
+        # The last answered request, whose lines may still arrive (Node: a timer the handler left
+        # running after its answer): (request id, where its late lines go, lines it may still add).
+        self._late: tuple[str, Callable[[LogLine], None], list[int]] | None = None
         self._orphan_logs: collections.deque[LogLine] = collections.deque()
         self._orphan_bytes = 0
         loop = asyncio.get_running_loop()
@@ -262,11 +266,19 @@ class Instance:
         self._orphan_bytes = 0
         return lines
 
-    async def request(self, message: dict[str, Any], timeout_s: float, logs: list[LogLine] | None = None) -> Reply:
+    async def request(
+        self,
+        message: dict[str, Any],
+        timeout_s: float,
+        logs: list[LogLine] | None = None,
+        late_logs: Callable[[LogLine], None] | None = None,
+    ) -> Reply:
         """Send one request frame and wait for its reply. TimeoutError when the function runs
         past ``timeout_s`` (the caller kills the instance), InstanceDied if it exits first (or
         its channel is gone), LimitExceeded if it broke a limit meanwhile. The request's log
-        lines are appended to ``logs`` as they arrive, so the caller has them however it ends."""
+        lines are appended to ``logs`` as they arrive, so the caller has them however it ends;
+        lines with its id that arrive after the reply (until the next request) go to
+        ``late_logs``, within the same per-request line limit."""
         transport = self._transport
         if self.refused is not None:
             raise self.refused
@@ -275,7 +287,9 @@ class Instance:
         request_id = str(message["id"])
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
-        self._pending[request_id] = _InFlight(future, [] if logs is None else logs)
+        self._late = None
+        entry = _InFlight(future, [] if logs is None else logs)
+        self._pending[request_id] = entry
         # A timer on the future itself, not asyncio.wait_for (which wraps every request in
         # one more task and its callbacks on the gateway's hot path).
         timer = loop.call_later(timeout_s, _expire, future)
@@ -291,6 +305,8 @@ class Instance:
         finally:
             timer.cancel()
             self._pending.pop(request_id, None)
+            if late_logs is not None:
+                self._late = (request_id, late_logs, [self.limits.log_lines_per_request - len(entry.logs)])
 
     # --- frames from the instance (called by _FrameReader) ---------------------------------
 
@@ -325,6 +341,11 @@ class Instance:
         line = LogLine(datetime.now(UTC), str(message.get("stream", "stdout")), text)
         size = _utf8_size(text)
         entry = self._pending.get(str(message.get("id")))
+        late = self._late
+        if entry is None and late is not None and late[0] == str(message.get("id")) and late[2][0] > 0:
+            late[2][0] -= 1
+            late[1](line)
+            return
         if entry is None:
             # Outside any request (import-time chatter, a background thread): kept bounded.
             self._orphan_logs.append(line)

@@ -333,6 +333,9 @@ def _instance_spec(
         egress_allow=tuple(environment.egress_allow or ()),
         org_id=org_id,
         org_quota=org_quota if org_quota is not None else org_quota_limits(org_id),
+        project=environment.project.slug,
+        environment=environment.name,
+        region=str(settings.STRATUS_FUNCTION_REGION),
     )
 
 

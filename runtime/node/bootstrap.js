@@ -6,10 +6,24 @@
  * 4-byte big-endian length + UTF-8 JSON object, on the fd(s) named by STRATUS_CONTROL_FD
  * ("<fd>" for a stream socket, "<r>,<w>" for a pipe pair).
  *
- * Supported: STRATUS_KIND=event, with Lambda-style handlers
- *   exports.handler = async (event, context) => result
+ * Supported: STRATUS_KIND=event, with Lambda-style handlers, finishing as Lambda's Node runtime
+ * finishes them:
+ *   exports.handler = async (event, context) => result      answers when the promise settles
  *   exports.handler = (event, context, callback) => callback(null, result)
- *   exports.handler = (event, context) => result            (sync return)
+ *   exports.handler = (event, context) => context.succeed(result)   (or .fail(err), .done(err, r))
+ *     answer when the callback / context.succeed|fail|done is called; with
+ *     context.callbackWaitsForEmptyEventLoop true (the default) only once the event loop is
+ *     empty, with false at once. An error passed to them is an error answer, never a null result.
+ *   a non-async handler that returns nothing and calls nothing answers null once its event loop
+ *     is empty (what it started runs to the end first);
+ *   exports.handler = (event, context) => result            a plain value returned by a
+ *     two-parameter handler answers at once (a Stratus extension; Lambda ignores it). Other
+ *     objects returned (a Timeout from an arrow function's setTimeout(...)) are ignored, as there.
+ * "The event loop is empty" is Node's own 'beforeExit': while a handler waits for it the control
+ * channel is unref'd, so only the handler's timers, sockets and promises keep the loop alive.
+ * ESM handlers load: index.mjs, or index.js under a package.json with "type": "module".
+ * Log lines written after an answer (a timer the handler left running) carry that request's id
+ * until the next request starts; the engine attributes them to it.
  * The context is Lambda-compatible (awsRequestId, getRemainingTimeInMillis(), ...) and carries the
  * SCF snake_case fields (request_id, function_name, ...).
  *
@@ -36,6 +50,8 @@ const { pathToFileURL } = require('url');
 const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 const MAX_LOG_LINE = 16 * 1024;
 const BOOTSTRAP_FILE = __filename;
+// AWS_REGION / AWS_DEFAULT_REGION / TENCENTCLOUD_REGION when the engine names none (STRATUS_REGION).
+const DEFAULT_REGION = 'us-east-1';
 
 // --- configuration ------------------------------------------------------------------------------
 
@@ -52,22 +68,78 @@ function readConfig(env) {
     return values[key] && Number.isFinite(n) ? n : dflt;
   };
   const kind = values.STRATUS_KIND || 'event';
+  const name = values.STRATUS_FUNCTION_NAME || 'function';
+  const version = values.STRATUS_FUNCTION_VERSION || '$LATEST';
+  const instanceId = crypto.randomUUID().replace(/-/g, '');
+  const day = new Date().toISOString().slice(0, 10).replace(/-/g, '/');
   const fn = {
-    name: values.STRATUS_FUNCTION_NAME || 'function',
-    version: values.STRATUS_FUNCTION_VERSION || '$LATEST',
+    name,
+    version,
     memoryMb: Math.trunc(number('STRATUS_MEMORY_MB', 128)),
     timeoutS: number('STRATUS_TIMEOUT_S', 3),
-    instanceId: crypto.randomUUID().replace(/-/g, ''),
+    instanceId,
+    namespace: values.STRATUS_PROJECT || 'default',
+    logGroupName: `/stratus/functions/${name}`,
+    // One stream per instance, as on Lambda: the day it started, the version, the instance.
+    logStreamName: `${day}/[${version}]${instanceId}`,
   };
-  env.AWS_LAMBDA_FUNCTION_NAME = fn.name;
-  env.AWS_LAMBDA_FUNCTION_VERSION = fn.version;
-  env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE = String(fn.memoryMb);
+  const handler = values.STRATUS_HANDLER || 'index.handler';
+  const taskRoot = values.STRATUS_TASK_ROOT || '/var/task';
+  Object.assign(
+    env,
+    platformEnvironment(fn, {
+      handler,
+      taskRoot,
+      runtime: values.STRATUS_RUNTIME || `node${process.versions.node.split('.')[0]}`,
+      runtimeDir: path.dirname(__dirname),
+    }),
+  );
+  // What a function may set for itself (Lambda lets TZ be changed; a region of its own): the
+  // platform's value only where the function's variables have none.
+  const region = env.AWS_REGION || values.STRATUS_REGION || DEFAULT_REGION;
+  const defaults = {
+    AWS_REGION: region,
+    AWS_DEFAULT_REGION: region,
+    TENCENTCLOUD_REGION: values.STRATUS_REGION || DEFAULT_REGION,
+    TZ: ':UTC', // Lambda's value; Node reads a changed TZ at once
+    LANG: 'C.UTF-8', // Lambda says en_US.UTF-8: the same encoding, without locale data to install
+  };
+  for (const [key, value] of Object.entries(defaults)) {
+    if (!env[key]) env[key] = value;
+  }
   return {
     controlFd: values.STRATUS_CONTROL_FD || '',
-    handler: values.STRATUS_HANDLER || 'index.handler',
+    handler,
     kind,
-    taskRoot: values.STRATUS_TASK_ROOT || '/var/task',
+    taskRoot,
     fn,
+  };
+}
+
+// The variables Lambda's and SCF's runtimes define for every function, with Stratus's values;
+// the same names and values as runtime/stratus_bootstrap/loop.py platform_environment. They win
+// over a function's own variables of the same name (both platforms reserve them).
+function platformEnvironment(fn, { handler, taskRoot, runtime, runtimeDir }) {
+  const node = runtime.startsWith('node');
+  const lambdaRuntime = node ? `${runtime.replace('node', 'nodejs')}.x` : runtime;
+  const scfRuntime = node ? runtime.replace('node', 'Nodejs') : runtime.charAt(0).toUpperCase() + runtime.slice(1);
+  return {
+    LAMBDA_TASK_ROOT: taskRoot,
+    LAMBDA_RUNTIME_DIR: runtimeDir,
+    _HANDLER: handler,
+    AWS_EXECUTION_ENV: `AWS_Lambda_${lambdaRuntime}`,
+    AWS_LAMBDA_FUNCTION_NAME: fn.name,
+    AWS_LAMBDA_FUNCTION_VERSION: fn.version,
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(fn.memoryMb),
+    AWS_LAMBDA_LOG_GROUP_NAME: fn.logGroupName,
+    AWS_LAMBDA_LOG_STREAM_NAME: fn.logStreamName,
+    AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+    SCF_FUNCTIONNAME: fn.name,
+    SCF_FUNCTIONVERSION: fn.version,
+    SCF_NAMESPACE: fn.namespace,
+    SCF_RUNTIME: scfRuntime,
+    USER_CODE_ROOT: taskRoot,
+    TENCENTCLOUD_RUNENV: 'SCF',
   };
 }
 
@@ -94,8 +166,15 @@ class Channel {
       this.reader = sock;
       this.writer = sock;
     } else {
-      this.reader = fs.createReadStream(null, { fd: fds[0], autoClose: false, highWaterMark: 65536 });
-      this.writer = fs.createWriteStream(null, { fd: fds[1], autoClose: false });
+      // Pipes as sockets where they can be (so the reader can be unref'd while a handler waits
+      // for its event loop to drain); anything else as plain fd streams.
+      try {
+        this.reader = new net.Socket({ fd: fds[0], readable: true, writable: false });
+        this.writer = new net.Socket({ fd: fds[1], readable: false, writable: true });
+      } catch (_) {
+        this.reader = fs.createReadStream(null, { fd: fds[0], autoClose: false, highWaterMark: 65536 });
+        this.writer = fs.createWriteStream(null, { fd: fds[1], autoClose: false });
+      }
     }
     this.buffer = Buffer.alloc(0);
     this.closed = false;
@@ -140,6 +219,20 @@ class Channel {
       onEnd();
     });
     this.reader.on('error', () => onEnd());
+  }
+
+  // Whether the channel may keep the event loop alive: while a handler waits for its event loop
+  // to be empty it must not, or 'beforeExit' never comes.
+  canUnref() {
+    return typeof this.reader.unref === 'function';
+  }
+
+  unref() {
+    if (this.canUnref()) this.reader.unref();
+  }
+
+  ref() {
+    if (typeof this.reader.ref === 'function') this.reader.ref();
   }
 
   writeRaw(frame, callback) {
@@ -334,15 +427,14 @@ function makeContext(requestId, deadlineMs, fn) {
   const environ = Object.entries(process.env)
     .map(([k, v]) => `${k}=${v}`)
     .join(';');
-  const day = new Date().toISOString().slice(0, 10).replace(/-/g, '/');
   const context = {
     awsRequestId: requestId,
     functionName: fn.name,
     functionVersion: fn.version,
     memoryLimitInMB: String(fn.memoryMb),
     invokedFunctionArn: `stratus:fn:${fn.name}:${fn.version}`,
-    logGroupName: `/stratus/functions/${fn.name}`,
-    logStreamName: `${day}/[${fn.version}]${fn.instanceId}`,
+    logGroupName: fn.logGroupName,
+    logStreamName: fn.logStreamName,
     callbackWaitsForEmptyEventLoop: false,
     identity: undefined,
     clientContext: undefined,
@@ -355,11 +447,21 @@ function makeContext(requestId, deadlineMs, fn) {
     function_version: fn.version,
     memory_limit_in_mb: fn.memoryMb,
     time_limit_in_ms: Math.trunc(fn.timeoutS * 1000),
-    namespace: 'default',
+    namespace: fn.namespace,
     environment: envJson,
     environ,
   };
   return context;
+}
+
+// A value a sync handler returned that is an answer: JSON-like data, not a Timeout, a stream
+// or another object an arrow function happens to return.
+function isPlainValue(value) {
+  if (value === undefined || typeof value === 'function') return false;
+  if (value === null || typeof value !== 'object') return true;
+  if (Array.isArray(value)) return true;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
 }
 
 // --- main loop ----------------------------------------------------------------------------------
@@ -372,7 +474,8 @@ class Bootstrap {
     this.handler = null;
     this.queue = [];
     this.busy = false;
-    this.inflight = null; // {reject} of the running invocation
+    this.inflight = null; // {fail} of the running invocation
+    this.onEmptyLoop = null; // what to do once the event loop is empty (see invoke)
     this.exiting = false;
   }
 
@@ -463,7 +566,8 @@ class Bootstrap {
     }
     reply.duration_ms = performance.now() - start;
     this.logs.sync();
-    this.logs.requestId = null;
+    // Lines written after the answer (a timer the handler left behind) keep this request's id
+    // until the next request starts: they belong to it, as on Lambda.
     let json;
     try {
       json = JSON.stringify(reply);
@@ -487,39 +591,75 @@ class Bootstrap {
     const context = makeContext(String(message.id), deadline, this.config.fn);
     return new Promise((resolve, reject) => {
       let settled = false;
-      const finish = (err, value, failed) => {
+      const settle = (err, value, failed) => {
         if (settled) return;
         settled = true;
         this.inflight = null;
+        this.stopWaitingForEmptyLoop();
         if (failed) reject(err);
         else resolve(value);
       };
+      // The callback, context.done/succeed/fail: Lambda answers once the event loop is empty
+      // (callbackWaitsForEmptyEventLoop, read when they are called), or at once with false.
+      let called = false;
+      const complete = (err, value, failed) => {
+        if (settled || called) return;
+        called = true;
+        if (context.callbackWaitsForEmptyEventLoop && this.channel.canUnref()) {
+          this.waitForEmptyLoop(() => settle(err, value, failed));
+        } else {
+          settle(err, value, failed);
+        }
+      };
       const callback = (err, value) => {
-        if (err !== null && err !== undefined) finish(err, undefined, true);
-        else finish(null, value, false);
+        if (err !== null && err !== undefined) complete(err, undefined, true);
+        else complete(null, value, false);
       };
       context.done = callback;
-      context.succeed = (value) => finish(null, value, false);
-      context.fail = (err) => finish(err, undefined, true);
-      this.inflight = { fail: (err) => finish(err, undefined, true) };
+      context.succeed = (value) => complete(null, value, false);
+      context.fail = (err) => complete(err === undefined || err === null ? new Error('context.fail') : err, undefined, true);
+      this.inflight = { fail: (err) => settle(err, undefined, true) };
       let returned;
       try {
         returned = this.handler(message.event === undefined ? null : message.event, context, callback);
       } catch (err) {
-        finish(err, undefined, true);
+        settle(err, undefined, true);
         return;
       }
       if (returned && typeof returned.then === 'function') {
+        // An async handler: its promise is the answer, whatever the event loop still holds.
         returned.then(
-          (value) => finish(null, value, false),
-          (err) => finish(err, undefined, true),
+          (value) => settle(null, value, false),
+          (err) => settle(err, undefined, true),
         );
-      } else if (this.handler.length < 3 || returned !== undefined) {
-        // Sync handler (or one that returned a value even though it takes a callback).
-        finish(null, returned, false);
+      } else if (this.handler.length < 3 && isPlainValue(returned)) {
+        settle(null, returned, false);
+      } else if (!called) {
+        // Nothing returned and nothing called yet: the answer is whatever the callback is
+        // given, or null once the event loop is empty.
+        if (this.channel.canUnref()) this.waitForEmptyLoop(() => settle(null, null, false));
+        else if (this.handler.length < 3) settle(null, null, false);
       }
-      // Otherwise: a callback-style handler; wait for callback/context.done/succeed/fail.
     });
+  }
+
+  waitForEmptyLoop(then) {
+    this.onEmptyLoop = then;
+    this.channel.unref();
+  }
+
+  stopWaitingForEmptyLoop() {
+    if (this.onEmptyLoop === null) return;
+    this.onEmptyLoop = null;
+    this.channel.ref();
+  }
+
+  // process 'beforeExit': nothing but the (unref'd) channel is left in the event loop.
+  emptyLoop() {
+    const then = this.onEmptyLoop;
+    if (then === null) return;
+    this.stopWaitingForEmptyLoop();
+    then();
   }
 
   // An uncaught exception or unhandled rejection: it fails the invocation in flight, if any.
@@ -549,6 +689,7 @@ async function main() {
   const bootstrap = new Bootstrap(config, channel, logs);
   process.on('uncaughtException', (err) => bootstrap.onAsyncError(err));
   process.on('unhandledRejection', (err) => bootstrap.onAsyncError(err));
+  process.on('beforeExit', () => bootstrap.emptyLoop());
   if (!(await bootstrap.init())) return;
   channel.start(
     (message) => bootstrap.enqueue(message),

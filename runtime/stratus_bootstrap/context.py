@@ -17,6 +17,9 @@ class FunctionInfo:
     memory_mb: int
     timeout_s: float
     instance_id: str
+    namespace: str = "default"  # SCF's namespace: the function's project
+    log_group_name: str = ""
+    log_stream_name: str = ""  # one per instance, as on Lambda (date of start, version, instance)
 
 
 class Context(Mapping[str, Any]):
@@ -37,9 +40,11 @@ class Context(Mapping[str, Any]):
         self.memory_limit_in_mb = function.memory_mb
         self.time_limit_in_ms = int(function.timeout_s * 1000)
         self.invoked_function_arn = f"stratus:fn:{function.name}:{function.version}"
-        self.log_group_name = f"/stratus/functions/{function.name}"
-        self.log_stream_name = f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{function.version}]{function.instance_id}"
-        self.namespace = "default"
+        self.log_group_name = function.log_group_name or f"/stratus/functions/{function.name}"
+        self.log_stream_name = function.log_stream_name or (
+            f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{function.version}]{function.instance_id}"
+        )
+        self.namespace = function.namespace
         self.environment = json.dumps(env)
         self.environ = ";".join(f"{k}={v}" for k, v in env.items())
         self.identity: Any = None

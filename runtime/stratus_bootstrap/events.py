@@ -461,6 +461,10 @@ def http_frame(
         "body_b64": base64.b64encode(body).decode("ascii"),
         "scheme": scheme,
         "root_path": root_path,
+        # The request target as received, mount prefix included (the ASGI scope's raw_path):
+        # ``path`` is still percent-encoded and the prefix's segments are plain slugs. Older
+        # bootstraps ignore it; newer ones rebuild it from root_path + path when it is missing.
+        "raw_path": root_path + path,
     }
 
 

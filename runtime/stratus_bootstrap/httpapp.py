@@ -10,11 +10,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 
 @dataclass
 class HttpRequest:
+    """One request as the http frame carries it.
+
+    ``path`` is what follows the function's mount prefix, percent-encoded as received;
+    ``root_path`` is the mount prefix (decoded, "" on a function's own host); ``raw_path`` is the
+    whole request target's path as received (prefix included, no query), when the sender gave
+    it (frames from before it existed: rebuilt from the other two).
+    """
+
     method: str
     path: str
     query_string: str
@@ -22,6 +30,11 @@ class HttpRequest:
     body: bytes
     scheme: str = "http"
     root_path: str = ""
+    raw_path: str = ""
+
+    def target_path(self) -> str:
+        """The request target's path as received (percent-encoded, mount prefix included)."""
+        return self.raw_path or quote(self.root_path, safe="/:@!$&'()*+,;=~") + self.path
 
 
 @dataclass
@@ -52,11 +65,17 @@ def _host_port(request: HttpRequest) -> tuple[str, str]:
 
 def serve_wsgi(app: Callable[..., Any], request: HttpRequest) -> HttpResponse:
     server_name, server_port = _host_port(request)
+    target = request.target_path() + (f"?{request.query_string}" if request.query_string else "")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method.upper(),
-        "SCRIPT_NAME": request.root_path,
+        # As WSGI servers split a mounted app's URL (PEP 3333: native strings holding the
+        # bytes as latin-1): SCRIPT_NAME the mount prefix, PATH_INFO the decoded rest.
+        "SCRIPT_NAME": request.root_path.encode("utf-8").decode("latin-1"),
         "PATH_INFO": unquote_to_bytes(request.path).decode("latin-1"),
         "QUERY_STRING": request.query_string,
+        # The undecoded request target, as gunicorn (RAW_URI) and uWSGI (REQUEST_URI) give it.
+        "RAW_URI": target,
+        "REQUEST_URI": target,
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -176,15 +195,19 @@ class Lifespan:
 
 
 async def serve_asgi(app: Any, request: HttpRequest, state: dict[str, Any]) -> HttpResponse:
-    raw_path = request.path.encode("latin-1", errors="replace")
+    # The asgiref spec (as uvicorn and Hypercorn give it): ``path`` is the whole decoded path,
+    # mount prefix included, and ``root_path`` the prefix; apps route on path minus root_path
+    # and build URLs (url_for, reverse, slash redirects) that keep the prefix. ``raw_path`` is
+    # the request target's path as received.
+    rest = unquote_to_bytes(request.path).decode("utf-8", errors="replace")
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": _ASGI,
         "http_version": "1.1",
         "method": request.method.upper(),
         "scheme": request.scheme,
-        "path": unquote_to_bytes(request.path).decode("utf-8", errors="replace"),
-        "raw_path": raw_path,
+        "path": request.root_path + rest,
+        "raw_path": request.target_path().encode("latin-1", errors="replace"),
         "query_string": request.query_string.encode("latin-1", errors="replace"),
         "root_path": request.root_path,
         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers],

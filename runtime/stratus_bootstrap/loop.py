@@ -20,6 +20,9 @@ from stratus_bootstrap.logs import LogCapture
 from stratus_bootstrap.protocol import Channel, encode_frame
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# AWS_REGION / AWS_DEFAULT_REGION / TENCENTCLOUD_REGION when the engine names none
+# (STRATUS_REGION, from the console's STRATUS_FUNCTION_REGION setting): SAM local's default.
+DEFAULT_REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -43,24 +46,86 @@ def read_config(environ: os._Environ[str] | dict[str, str]) -> Config:
         except ValueError:
             return default
 
+    name = values.get("STRATUS_FUNCTION_NAME", "") or "function"
+    version = values.get("STRATUS_FUNCTION_VERSION", "") or "$LATEST"
+    instance_id = uuid.uuid4().hex
     function = FunctionInfo(
-        name=values.get("STRATUS_FUNCTION_NAME", "") or "function",
-        version=values.get("STRATUS_FUNCTION_VERSION", "") or "$LATEST",
+        name=name,
+        version=version,
         memory_mb=int(number("STRATUS_MEMORY_MB", 128)),
         timeout_s=number("STRATUS_TIMEOUT_S", 3),
-        instance_id=uuid.uuid4().hex,
+        instance_id=instance_id,
+        namespace=values.get("STRATUS_PROJECT", "") or "default",
+        log_group_name=f"/stratus/functions/{name}",
+        log_stream_name=f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{version}]{instance_id}",
     )
     kind = values.get("STRATUS_KIND", "") or "event"
-    environ["AWS_LAMBDA_FUNCTION_NAME"] = function.name
-    environ["AWS_LAMBDA_FUNCTION_VERSION"] = function.version
-    environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(function.memory_mb)
+    handler = values.get("STRATUS_HANDLER", "") or ("app.app" if kind == "http" else "index.handler")
+    task_root = values.get("STRATUS_TASK_ROOT", "") or "/var/task"
+    environ.update(
+        platform_environment(
+            function,
+            handler=handler,
+            task_root=task_root,
+            runtime=values.get("STRATUS_RUNTIME", "") or f"python{sys.version_info[0]}.{sys.version_info[1]}",
+            runtime_dir=os.path.dirname(_PACKAGE_DIR),
+        )
+    )
+    # What a function may set for itself (Lambda lets TZ be changed; a region of its own):
+    # the platform's value only where the function's variables have none.
+    region = environ.get("AWS_REGION", "") or values.get("STRATUS_REGION", "") or DEFAULT_REGION
+    for key, value in (
+        ("AWS_REGION", region),
+        ("AWS_DEFAULT_REGION", region),
+        ("TENCENTCLOUD_REGION", values.get("STRATUS_REGION", "") or DEFAULT_REGION),
+        ("TZ", ":UTC"),  # Lambda's value
+        ("LANG", "C.UTF-8"),  # Lambda says en_US.UTF-8: the same encoding, without locale data to install
+    ):
+        environ.setdefault(key, value)
+    time.tzset()  # the zygote imported time before TZ was known
     return Config(
         control_fd=values.get("STRATUS_CONTROL_FD", ""),
-        handler=values.get("STRATUS_HANDLER", "") or ("app.app" if kind == "http" else "index.handler"),
+        handler=handler,
         kind=kind,
-        task_root=values.get("STRATUS_TASK_ROOT", "") or "/var/task",
+        task_root=task_root,
         function=function,
     )
+
+
+def platform_environment(
+    function: FunctionInfo, *, handler: str, task_root: str, runtime: str, runtime_dir: str
+) -> dict[str, str]:
+    """The variables Lambda's and SCF's runtimes define for every function, with Stratus's values.
+
+    Lambda: LAMBDA_TASK_ROOT, LAMBDA_RUNTIME_DIR, _HANDLER, AWS_EXECUTION_ENV,
+    AWS_LAMBDA_FUNCTION_NAME/VERSION/MEMORY_SIZE, AWS_LAMBDA_LOG_GROUP_NAME/LOG_STREAM_NAME,
+    AWS_LAMBDA_INITIALIZATION_TYPE. SCF: SCF_FUNCTIONNAME, SCF_FUNCTIONVERSION, SCF_NAMESPACE,
+    SCF_RUNTIME, USER_CODE_ROOT, TENCENTCLOUD_RUNENV. These always win over a function's own
+    variables of the same name (both platforms reserve them). No credentials: Stratus has none
+    to hand out. runtime/node/bootstrap.js sets the same names the same way.
+    """
+    node = runtime.startswith("node")
+    # Each platform's own spelling of the runtime: nodejs20.x / python3.11, Nodejs20 / Python3.11.
+    lambda_runtime = runtime.replace("node", "nodejs", 1) + ".x" if node else runtime
+    scf_runtime = runtime.replace("node", "Nodejs", 1) if node else runtime[:1].upper() + runtime[1:]
+    return {
+        "LAMBDA_TASK_ROOT": task_root,
+        "LAMBDA_RUNTIME_DIR": runtime_dir,
+        "_HANDLER": handler,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{lambda_runtime}",
+        "AWS_LAMBDA_FUNCTION_NAME": function.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": function.version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": function.log_group_name,
+        "AWS_LAMBDA_LOG_STREAM_NAME": function.log_stream_name,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "SCF_FUNCTIONNAME": function.name,
+        "SCF_FUNCTIONVERSION": function.version,
+        "SCF_NAMESPACE": function.namespace,
+        "SCF_RUNTIME": scf_runtime,
+        "USER_CODE_ROOT": task_root,
+        "TENCENTCLOUD_RUNENV": "SCF",
+    }
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
@@ -192,6 +257,7 @@ class Bootstrap:
             body=base64.b64decode(message.get("body_b64", "") or ""),
             scheme=str(message.get("scheme", "http")),
             root_path=str(message.get("root_path", "")),
+            raw_path=str(message.get("raw_path", "") or ""),
         )
         if self.asgi:
             state = self.lifespan.state if self.lifespan else {}

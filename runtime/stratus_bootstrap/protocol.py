@@ -42,8 +42,13 @@ Messages, supervisor -> bootstrap
   for ``STRATUS_KIND=event``.
 * ``{"type": "http", "id": "<request id>", "deadline_ms": <epoch ms>, "method": "GET",
   "path": "/a/b", "query_string": "x=1", "headers": [[name, value], ...], "body_b64": "..."}``
-  for ``STRATUS_KIND=http``. ``path`` is the request path as sent by the client (percent-encoded
-  form); optional keys: ``"scheme"`` (default ``"http"``) and ``"root_path"`` (default ``""``).
+  for ``STRATUS_KIND=http``. ``path`` is the request path after the function's mount prefix as
+  sent by the client (percent-encoded form); optional keys: ``"scheme"`` (default ``"http"``),
+  ``"root_path"`` (the mount prefix, decoded; default ``""``) and ``"raw_path"`` (the whole
+  request target's path as received, prefix included, no query; default: rebuilt from
+  ``root_path`` and ``path``). The ASGI scope's ``path`` is ``root_path`` + decoded ``path`` and
+  its ``raw_path`` is ``raw_path`` (the asgiref spec); WSGI gets ``SCRIPT_NAME`` = ``root_path``
+  and ``PATH_INFO`` = decoded ``path``.
 * ``{"type": "shutdown"}``: run shutdown hooks (ASGI lifespan) and exit 0.
 
 Requests are served one at a time, in order; the supervisor sends the next one after it has

@@ -189,8 +189,11 @@ def test_asgi_and_flask_apps_get_requests_as_is(world, engine, served):
 
     response = served.request("PUT", url(asgi, path="items/x?y=2"), content=b"data")
     assert response.status_code == 200, response.text
-    assert response.text == "PUT /items/x root=/fn/alpha/web/dev/asgi q=y=2 body=data"
-    assert [line.text for line in flushed_logs(response.headers["x-request-id"])] == ["asgi got PUT /items/x"]
+    # The asgiref spec: path includes root_path (the function's mount prefix).
+    assert response.text == "PUT /fn/alpha/web/dev/asgi/items/x root=/fn/alpha/web/dev/asgi q=y=2 body=data"
+    assert [line.text for line in flushed_logs(response.headers["x-request-id"])] == [
+        "asgi got PUT /fn/alpha/web/dev/asgi/items/x"
+    ]
 
     response = served.post(url(flask_fn, path="hello/ada"), json={"k": "v"})
     assert response.status_code == 200, response.text

@@ -125,6 +125,7 @@ def test_apply_90_10_posts_a_valid_service_with_exact_traffic_and_env_behind_sec
         {"name": "STRATUS_ORG", "value": "acme"},
         {"name": "STRATUS_PROJECT", "value": "shop"},
         {"name": "STRATUS_ENVIRONMENT", "value": "prod"},
+        {"name": "STRATUS_REGION", "value": "us-east-1"},  # settings.STRATUS_FUNCTION_REGION
     ]
     assert container["ports"] == [{"name": "http1", "containerPort": 8080}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/_stratus/healthz"}

@@ -28,6 +28,7 @@ class BootstrapInstance:
         kind: str = "event",
         env: dict[str, str] | None = None,
         runtime_env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.sock, child = socket.socketpair()
         self.sock.settimeout(TIMEOUT)
@@ -46,7 +47,7 @@ class BootstrapInstance:
         }
         self.proc = subprocess.Popen(
             command,
-            cwd=task_root,
+            cwd=cwd or task_root,
             env=proc_env,
             pass_fds=[child.fileno()],
             stdout=subprocess.PIPE,

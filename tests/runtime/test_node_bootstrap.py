@@ -326,3 +326,136 @@ class _AnyNumber:
 
 
 ANY_NUM = _AnyNumber()
+
+
+# --- handler semantics as Lambda's Node runtime (issue 17) -------------------------------------
+
+
+def test_two_parameter_handler_answers_at_context_succeed(start):
+    inst = start(
+        """
+        exports.handler = function (event, context) {
+            setTimeout(() => context.succeed({ ok: event.n }), 30);
+        };
+        """
+    )
+    inst.ready()
+    reply = inst.invoke({"n": 7}, "s-1")
+    assert reply["type"] == "result" and reply["result"] == {"ok": 7}
+    assert reply["duration_ms"] >= 25
+
+
+def test_arrow_handler_returning_a_timer_waits_for_its_callback(start):
+    # `(e, c, cb) => setTimeout(...)` returns a Timeout: that is not the answer.
+    inst = start("exports.handler = (event, context, cb) => setTimeout(() => cb(null, 'later'), 30);\n")
+    inst.ready()
+    assert inst.invoke({}, "t-1")["result"] == "later"
+    two = start(
+        "exports.handler = (event, context) => setTimeout(() => context.done(null, 'done'), 30);\n",
+        filename="two.js",
+        handler="two.handler",
+    )
+    two.ready()
+    assert two.invoke({}, "t-2")["result"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("call", "error_type", "message"),
+    [
+        ("context.fail(new RangeError('bad range'))", "RangeError", "bad range"),
+        ("context.fail('plain string')", "Error", "plain string"),
+        ("context.done(new Error('done with error'))", "Error", "done with error"),
+        ("callback('callback string')", "Error", "callback string"),
+        ("callback({ message: 'object error', name: 'Custom' })", "Custom", "object error"),
+    ],
+)
+def test_errors_given_to_fail_done_or_the_callback_are_errors(start, call, error_type, message):
+    inst = start(f"exports.handler = (event, context, callback) => {{ {call}; }};\n")
+    inst.ready()
+    reply = inst.invoke({}, "e-1")
+    assert reply["type"] == "error", reply
+    assert (reply["error"]["type"], reply["error"]["message"]) == (error_type, message)
+
+
+def test_handler_returning_nothing_answers_null_once_its_event_loop_is_empty(start):
+    inst = start(
+        """
+        let saved = 0;
+        exports.handler = (event, context) => {
+            setTimeout(() => { saved += 1; console.log('saved', saved); }, 40);
+        };
+        exports.count = async () => saved;
+        """
+    )
+    inst.ready()
+    reply = inst.invoke({}, "n-1")
+    assert reply["type"] == "result" and reply["result"] is None
+    assert reply["duration_ms"] >= 35  # the timer ran before the answer
+    assert [(m["id"], m["text"]) for m in inst.logs] == [("n-1", "saved 1")]
+
+
+def test_callback_waits_for_the_event_loop_by_default(start):
+    inst = start(
+        """
+        exports.handler = (event, context, callback) => {
+            context.callbackWaitsForEmptyEventLoop = event.wait;
+            setTimeout(() => console.log('flushed after the callback'), 60);
+            callback(null, { waited: event.wait });
+        };
+        """
+    )
+    inst.ready()
+    waited = inst.invoke({"wait": True}, "w-1")
+    assert waited["result"] == {"waited": True}
+    assert waited["duration_ms"] >= 55
+    assert [(m["id"], m["text"]) for m in inst.logs] == [("w-1", "flushed after the callback")]
+
+    inst.logs.clear()
+    at_once = inst.invoke({"wait": False}, "w-2")
+    assert at_once["result"] == {"waited": False}
+    assert at_once["duration_ms"] < 50
+    assert inst.logs == []
+    # The line written after the answer is not dropped: it carries the request it belongs to.
+    late = inst.read()
+    assert (late["type"], late["id"], late["text"]) == ("log", "w-2", "flushed after the callback")
+
+
+def test_async_handler_answers_without_waiting_for_the_event_loop(start):
+    inst = start(
+        """
+        exports.handler = async () => {
+            setTimeout(() => console.log('after the answer'), 80);
+            return 'fast';
+        };
+        """
+    )
+    inst.ready()
+    reply = inst.invoke({}, "a-1")
+    assert reply["result"] == "fast" and reply["duration_ms"] < 70
+    late = inst.read()
+    assert (late["id"], late["text"]) == ("a-1", "after the answer")
+    # The next request's lines are its own again.
+    assert inst.invoke({}, "a-2")["result"] == "fast"
+    assert [m["id"] for m in inst.logs] == []
+
+
+def test_esm_handlers_load(start, tmp_path):
+    mjs = start(
+        "export const handler = async (event, context) => ({ esm: 'mjs', rid: context.awsRequestId });\n",
+        filename="index.mjs",
+    )
+    mjs.ready()
+    assert mjs.invoke({}, "m-1")["result"] == {"esm": "mjs", "rid": "m-1"}
+
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "lib.js").write_text("export const helper = (x) => ({ esm: 'type-module', x });\n")
+    module = start(
+        """
+        import { helper } from './lib.js';
+        export async function handler(event) { return helper(event.x); }
+        """,
+        filename="app.js",
+        handler="app.handler",
+    )
+    module.ready()
+    assert module.invoke({"x": 3}, "m-2")["result"] == {"esm": "type-module", "x": 3}

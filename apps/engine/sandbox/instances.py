@@ -57,6 +57,10 @@ class InstanceSpec:
     egress_allow: tuple[str, ...] = ()  # the environment's allowed private addresses (egress.py)
     org_id: int | None = None  # whose quota the instance counts against (apps/tenancy/quotas.py)
     org_quota: tuple[int, int] | None = None  # (instances, memory_mb) when the route was loaded
+    # Where the function runs, for the runtime's Lambda/SCF variables (SCF_NAMESPACE, AWS_REGION).
+    project: str = ""
+    environment: str = ""
+    region: str = ""
 
 
 @dataclass

@@ -281,6 +281,12 @@ class Spawner:
             STRATUS_FUNCTION_VERSION=str(spec.function_version),
             STRATUS_MEMORY_MB=str(int(spec.memory_mb)),
             STRATUS_TIMEOUT_S=f"{float(spec.timeout_s):g}",
+            # The bootstrap turns these into Lambda's and SCF's documented variables
+            # (runtime/stratus_bootstrap/loop.py read_config, runtime/node/bootstrap.js readConfig).
+            STRATUS_RUNTIME=spec.runtime,
+            STRATUS_PROJECT=spec.project,
+            STRATUS_ENVIRONMENT=spec.environment,
+            STRATUS_REGION=spec.region,
         )
         return env
 

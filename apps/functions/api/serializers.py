@@ -63,6 +63,12 @@ class FunctionCreateSerializer(FunctionConfigSerializer):
     handler = serializers.CharField(max_length=200)
 
 
+class TemplateImportSerializer(serializers.Serializer):
+    # An AWS SAM template.yaml or a Serverless Framework serverless.yml, as text.
+    template = serializers.CharField(max_length=512 * 1024, trim_whitespace=False)
+    dry_run = serializers.BooleanField(default=False)
+
+
 class BindingSerializer(serializers.ModelSerializer):
     environment = serializers.CharField(source="environment.name", read_only=True)
     url = serializers.SerializerMethodField()

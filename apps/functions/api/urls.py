@@ -7,6 +7,7 @@ F = "functions/<int:function_id>"
 
 urlpatterns = [
     path("projects/<int:project_id>/functions/", v.FunctionListView.as_view(), name="function-list"),
+    path("projects/<int:project_id>/functions/import", v.FunctionImportView.as_view(), name="function-import"),
     path(f"{F}/", v.FunctionDetailView.as_view(), name="function-detail"),
     # versions
     path(f"{F}/versions/", version_views.VersionListView.as_view(), name="version-list"),

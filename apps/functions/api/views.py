@@ -6,7 +6,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import ApiView
-from apps.functions import binding_services, deploy_services, rollback_services, selectors, services, version_selectors
+from apps.functions import (
+    binding_services,
+    deploy_services,
+    import_services,
+    rollback_services,
+    selectors,
+    services,
+    version_selectors,
+)
 from apps.functions.api import serializers as s
 from apps.tenancy import selectors as tenancy_selectors
 from apps.tenancy.models import ApiToken
@@ -25,6 +33,22 @@ class FunctionListView(ApiView):
         data = self.parse(s.FunctionCreateSerializer, request)
         function = services.function_create(actor=request.user, project=project, **data)
         return self.render(s.FunctionSerializer, function, status.HTTP_201_CREATED)
+
+
+class FunctionImportView(ApiView):
+    """POST an AWS SAM template.yaml or a serverless.yml: its functions are created (or updated
+    by name); what could not be carried over is listed by name in the answer."""
+
+    serializer_class = s.TemplateImportSerializer
+
+    @extend_schema(request=s.TemplateImportSerializer, responses={200: dict})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = tenancy_selectors.project_get(user=request.user, project_id=project_id)
+        data = self.parse(s.TemplateImportSerializer, request)
+        answer = import_services.project_import_template(
+            actor=request.user, project=project, template=data["template"], dry_run=data["dry_run"]
+        )
+        return Response(answer, status=status.HTTP_200_OK if data["dry_run"] else status.HTTP_201_CREATED)
 
 
 class FunctionDetailView(ApiView):

@@ -254,6 +254,7 @@ class KnativeBackend(ExecutionBackend):
             image=self.image,
             namespace=self.namespace,
             max_body_bytes=int(settings.STRATUS_GATEWAY_MAX_BODY_BYTES),
+            region=str(settings.STRATUS_FUNCTION_REGION),
         )
         latest = max(versions, key=lambda v: v.number)
         env_secret = self.env_secret_name(target, latest.number)

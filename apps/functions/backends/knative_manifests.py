@@ -235,6 +235,7 @@ def render_service(
     image: str,
     namespace: str,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    region: str = "",
 ) -> dict[str, Any]:
     """The `serving.knative.dev/v1` Service for a binding.
 
@@ -276,11 +277,14 @@ def render_service(
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": _labels(latest.spec)},
-        "spec": {"template": _template(latest, image=image, max_body_bytes=max_body_bytes), "traffic": targets},
+        "spec": {
+            "template": _template(latest, image=image, max_body_bytes=max_body_bytes, region=region),
+            "traffic": targets,
+        },
     }
 
 
-def _template(version: KnativeVersion, *, image: str, max_body_bytes: int) -> dict[str, Any]:
+def _template(version: KnativeVersion, *, image: str, max_body_bytes: int, region: str = "") -> dict[str, Any]:
     spec = version.spec
     _check_knobs(spec)
     memory = f"{spec.memory_mb}Mi"
@@ -304,7 +308,7 @@ def _template(version: KnativeVersion, *, image: str, max_body_bytes: int) -> di
                     "name": CONTAINER_NAME,
                     "image": image,
                     "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
-                    "env": _env(version, max_body_bytes=max_body_bytes),
+                    "env": _env(version, max_body_bytes=max_body_bytes, region=region),
                     "readinessProbe": {"httpGet": {"path": HEALTH_PATH}, "periodSeconds": 1},
                     # Requests equal to limits: the memory a function is promised is the memory it gets,
                     # as on the local engine, rather than whatever the node has spare.
@@ -315,7 +319,9 @@ def _template(version: KnativeVersion, *, image: str, max_body_bytes: int) -> di
     }
 
 
-def _env(version: KnativeVersion, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> list[dict[str, str]]:
+def _env(
+    version: KnativeVersion, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, region: str = ""
+) -> list[dict[str, str]]:
     spec = version.spec
     for key in spec.env:
         if key in KNATIVE_RESERVED_ENV:
@@ -340,6 +346,8 @@ def _env(version: KnativeVersion, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         {"name": "STRATUS_PROJECT", "value": spec.project},
         {"name": "STRATUS_ENVIRONMENT", "value": spec.environment},
     ]
+    if region:  # the bootstrap's AWS_REGION / TENCENTCLOUD_REGION (console setting STRATUS_FUNCTION_REGION)
+        env.append({"name": "STRATUS_REGION", "value": region})
     # The event shape (runtime/stratus_bootstrap/events.py), set only when not the default: the
     # manifests of functions that never changed it stay as they were, so a console upgrade rolls
     # out no new revisions.
