@@ -373,6 +373,13 @@ def log_lines_publish(
         if layer is None:
             return 0
 
+        threadsafe = getattr(layer, "group_send_threadsafe", None)  # the embedded default's layer
+        if threadsafe is not None:
+            for group, message in messages:
+                threadsafe(group, message)
+                sent += 1
+            return sent
+
         async def send_all() -> None:
             # One trip into an event loop for every group (async_to_sync costs milliseconds).
             nonlocal sent

@@ -46,6 +46,25 @@ def test_a_send_from_another_thread_wakes_the_receiver(via_group: bool) -> None:
     assert received.result(timeout=5) == {"type": "run.lines", "n": 1}
 
 
+def test_a_group_send_from_a_thread_without_a_loop_wakes_the_receiver_in_order() -> None:
+    """group_send_threadsafe (the records flusher's live-tail publish): no event loop of the
+    sender's, the receiver's idle loop woken by the hand-off, a hundred messages in order."""
+    layer = InMemoryChannelLayer()
+    _, received = _receiver_on_an_idle_loop(layer, group="logs.f1")
+    sender = threading.Thread(
+        target=lambda: [layer.group_send_threadsafe("logs.f1", {"type": "log.lines", "n": n}) for n in range(100)]
+    )
+    sender.start()
+    sender.join(5)
+    assert received.result(timeout=5) == {"type": "log.lines", "n": 0}
+    (channel,) = list(layer.channels)  # the queue holds the others, in order
+
+    async def drain() -> list[int]:
+        return [(await layer.receive(channel))["n"] for _ in range(99)]
+
+    assert asyncio.run(drain()) == list(range(1, 100))
+
+
 def test_sends_on_the_receivers_own_loop_and_before_it_waits_still_arrive_in_order() -> None:
     layer = InMemoryChannelLayer()
 
