@@ -18,6 +18,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.engine.api.urls")),
     path("", include("apps.pipelines.api.urls")),
     path("", include("apps.alerts.api.urls")),
+    path("", include("apps.triggers.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
