@@ -116,7 +116,7 @@ def triggers_claim_due(*, now: datetime | None = None, runner: str | None = None
                 elif trigger.overlap_policy == OverlapPolicy.QUEUE:
                     status = FireStatus.QUEUED
             if late and status != FireStatus.MISSED:
-                error = f"Ran once for {missed} missed occurrence(s) from {scheduled.isoformat()} (misfire policy)."
+                error = f"Ran once for {missed} occurrence(s) missed from {scheduled.isoformat()} (misfire policy)."
             try:
                 with transaction.atomic():  # a savepoint: the unique constraint is the last guard
                     fire = TriggerFire.objects.create(
