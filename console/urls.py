@@ -33,6 +33,7 @@ urlpatterns = [
     path("", include("apps.releases.page_urls")),
     path("", include("apps.alerts.page_urls")),
     path("", include("apps.monitoring.page_urls")),
+    path("", include("apps.triggers.page_urls")),
     path("readyz", health.readyz, name="readyz"),
     # Pipeline pages (apps/pipelines/pages.py): runs, deliveries, one run's live log.
     path("projects/<int:project_id>/pipeline/", pipeline_pages.pipeline_page, name="pipeline"),
