@@ -45,15 +45,17 @@ def measure(console: Console, args: argparse.Namespace) -> dict[str, Any]:
     fid = int(fn["id"])
     console.deploy(fid, console.publish(fid, {"main.py": HANDLER}))
     deadline = time.monotonic() + 30
+    last_error = ""
     while True:  # deployed and warm
         try:
             body = console.call("POST", f"/functions/{fid}/invoke", json={"environment": "dev", "event": {}})
             if body.get("status") == "ok":
                 break
-        except Exception:  # noqa: BLE001 - not deployed yet
-            pass
+            last_error = str(body)
+        except RuntimeError as exc:  # 409 not deployed yet: the deploy is being applied
+            last_error = str(exc)
         if time.monotonic() > deadline:
-            raise RuntimeError("the function did not become invocable")
+            raise RuntimeError(f"the function did not become invocable: {last_error}")
         time.sleep(0.2)
 
     direct: list[float] = []
