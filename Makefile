@@ -32,12 +32,14 @@ pytest:
 # bench.metrics: rollup write rate vs the plain insert, metrics API reads over 1M records
 # (bench-results/metrics.json).
 # bench.logs: a printed line to 10 live-tail websockets at 200 lines/s (bench-results/logs.json).
+# bench.triggers: schedule fire latency after the scheduled second vs a direct invoke (bench-results/triggers.json).
 bench: install-dev frontend
 	$(PY) -m bench.run
 	$(PY) -m bench.pages
 	$(PY) -m bench.ide
 	$(PY) -m bench.metrics
 	$(PY) -m bench.logs
+	$(PY) -m bench.triggers
 
 # The console's main pages as PNGs in docs/screenshots/ (a served demo console, Chromium).
 screenshots: install-dev frontend

@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "apps.engine",
     "apps.releases",
     "apps.alerts",
+    "apps.triggers",
 ]
 
 MIDDLEWARE = [
@@ -231,6 +232,13 @@ else:
         CELERY_BROKER_TRANSPORT = "apps.core.memory_transport:Transport"
 # Run the in-process worker (embedded default). Production runs `celery -A console worker`.
 STRATUS_EMBEDDED_WORKER = env_bool("STRATUS_EMBEDDED_WORKER", EMBEDDED)
+# Schedules (apps/triggers): run the scheduler's 1 s loop inside the worker (the embedded
+# default does); production runs `manage.py run_scheduler` beside the workers instead.
+STRATUS_SCHEDULER_IN_WORKER = env_bool("STRATUS_SCHEDULER_IN_WORKER", STRATUS_EMBEDDED_WORKER)
+STRATUS_TRIGGER_WORKERS = env_int("STRATUS_TRIGGER_WORKERS", 8)  # fires run at once per scheduler
+STRATUS_TRIGGER_FIRES_KEPT = env_int("STRATUS_TRIGGER_FIRES_KEPT", 100)  # fire records kept per trigger
+# An occurrence found later than this (no scheduler ran) follows its misfire policy.
+STRATUS_TRIGGER_MISFIRE_GRACE_S = env_int("STRATUS_TRIGGER_MISFIRE_GRACE_S", 60)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is redelivered; tasks are idempotent
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

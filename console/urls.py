@@ -19,6 +19,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("apps.engine.api.urls")),
     path("", include("apps.pipelines.api.urls")),
     path("", include("apps.alerts.api.urls")),
+    path("", include("apps.triggers.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
@@ -33,6 +34,7 @@ urlpatterns = [
     path("", include("apps.releases.page_urls")),
     path("", include("apps.alerts.page_urls")),
     path("", include("apps.monitoring.page_urls")),
+    path("", include("apps.triggers.page_urls")),
     path("readyz", health.readyz, name="readyz"),
     # Prometheus scrapes (a token with the `metrics` scope): apps/monitoring/prometheus.py.
     path("metrics", PrometheusMetricsView.as_view(), name="prometheus-metrics"),

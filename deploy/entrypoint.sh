@@ -3,6 +3,7 @@
 #   web [--workers N]   the ASGI web process (STRATUS_ENGINE=remote: calls go to the supervisor)
 #   worker              a Celery worker (pipelines, releases, deploy follow-ups)
 #   beat                Celery beat, exactly one per installation (release sweep, refreshes)
+#   scheduler           the schedules' 1 s loop (apps/triggers): one or more, claims make extras safe
 #   supervisor          the local engine, one per host, sharing the data directory with web
 #   migrate             migrations and collectstatic: once per upgrade, before the new web/worker
 #   create-admin ARGS   manage.py create_admin (the first operator, org and token)
@@ -25,6 +26,9 @@ worker)
 beat)
     # The schedule file lives in the data directory (CELERY_BEAT_SCHEDULE_FILENAME), not in /app.
     exec celery -A console beat -l "${STRATUS_CELERY_LOG_LEVEL:-info}" "$@"
+    ;;
+scheduler)
+    exec "$PYTHON" manage.py run_scheduler "$@"
     ;;
 supervisor)
     exec "$PYTHON" manage.py run_supervisor "$@"
@@ -52,7 +56,7 @@ manage)
     exec "$PYTHON" manage.py "$@"
     ;;
 *)
-    echo "stratus: unknown command '$cmd' (web, worker, beat, supervisor, migrate, create-admin, healthcheck, manage)" >&2
+    echo "stratus: unknown command '$cmd' (web, worker, beat, scheduler, supervisor, migrate, create-admin, healthcheck, manage)" >&2
     exit 64
     ;;
 esac

@@ -83,8 +83,8 @@ def _check_event_size(event: Any) -> None:
         raise DomainError("The event exceeds the 6 MB limit.", code="request_too_large", status_code=413)
 
 
-def _run(rv: RouteVersion, event: Any, site: CallSite) -> Outcome:
-    frame = _event_frame(rv, new_request_id(), event)
+def _run(rv: RouteVersion, event: Any, site: CallSite, request_id: str | None = None) -> Outcome:
+    frame = _event_frame(rv, request_id or new_request_id(), event)
     from apps.engine.host import get_host
 
     host = get_host()
@@ -106,6 +106,37 @@ def function_invoke(
         )
     rv, binding = invocation_target(function=function, environment=environment, version_number=version_number)
     return _run(rv, event, CallSite(function.pk, environment.pk, binding.pk if binding else None, "invoke"))
+
+
+def invoke_permission_check(*, actor: Any, environment: Environment) -> None:
+    """The right to invoke in ``environment`` (a trigger's creator needs it: a schedule
+    invokes on their behalf)."""
+    _require_invoke(actor, environment)
+
+
+def schedule_invoke(*, function: Function, environment: Environment, event: Any, request_id: str) -> Outcome:
+    """Run one scheduled fire (apps.triggers) on the local engine and wait for its outcome:
+    the version the binding's traffic picks, as the invoke API without a version. The right
+    was checked when the trigger was written (``invoke_permission_check``); the record's
+    trigger is "schedule". An http function receives the event as a POST with a JSON body."""
+    _check_event_size(event)
+    backend = backend_name_for(environment)
+    if backend != "local":
+        raise Conflict(
+            f"Environment '{environment.name}' runs on the '{backend}' backend; "
+            "schedules fire functions on the local engine.",
+            code="unsupported_backend",
+        )
+    rv, binding = invocation_target(function=function, environment=environment, version_number=None)
+    if rv.spec.kind != "event":
+        event = {
+            "method": "POST",
+            "path": "/",
+            "headers": {"content-type": "application/json", "x-stratus-trigger": "schedule"},
+            "body": json.dumps(event),
+        }
+    site = CallSite(function.pk, environment.pk, binding.pk if binding else None, "schedule")
+    return _run(rv, event, site, request_id=request_id)
 
 
 def draft_invoke(*, actor: Any, function: Function, environment: Environment, event: Any) -> Outcome:

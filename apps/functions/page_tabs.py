@@ -18,6 +18,7 @@ FUNCTION_TABS = (
     ("timeline", "Timeline", "function-timeline"),
     ("logs", "Logs", "function-log-tail"),
     ("metrics", "Metrics", "function-metrics"),
+    ("triggers", "Triggers", "function-triggers"),
     ("settings", "Settings", "function-settings"),
 )
 

@@ -66,6 +66,7 @@ class Invocation(models.Model):
         HTTP = "http", "http: through the gateway"
         INVOKE = "invoke", "invoke: the invoke API"
         DRAFT = "draft", "draft: a draft run (version 0: the draft's saved files)"
+        SCHEDULE = "schedule", "schedule: a trigger's schedule (apps.triggers)"
 
     class Status(models.TextChoices):
         OK = "ok"

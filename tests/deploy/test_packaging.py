@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DATA_DIR = "/var/lib/stratus"
-ENTRYPOINT_COMMANDS = {"web", "worker", "beat", "supervisor", "migrate", "create-admin", "healthcheck", "manage"}
+ENTRYPOINT_COMMANDS = {"web", "worker", "beat", "scheduler", "supervisor", "migrate", "create-admin", "healthcheck", "manage"}
 
 
 # --- compose ---------------------------------------------------------------------------------
@@ -59,6 +59,7 @@ def test_compose_runs_every_process_kind_from_one_image_on_postgres_and_redis(co
         "web-2": "web",
         "worker": "worker",
         "beat": "beat",
+        "scheduler": "scheduler",
     }
     images = {services[name]["image"] for name in commands}
     assert len(images) == 1
@@ -74,7 +75,7 @@ def test_compose_runs_every_process_kind_from_one_image_on_postgres_and_redis(co
         assert services[name]["environment"]["STRATUS_DATA_DIR"] == DATA_DIR
         assert f"stratus-data:{DATA_DIR}" in services[name]["volumes"]
         assert services[name]["environment"]["STRATUS_ENGINE"] == "remote"
-    for name in ("web-1", "web-2", "worker", "beat", "supervisor"):
+    for name in ("web-1", "web-2", "worker", "beat", "scheduler", "supervisor"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert compose["secrets"]["stratus_secret_key"]["file"] == "./secrets/secret_key"
 
@@ -260,6 +261,7 @@ def test_entrypoint_dispatches_every_process_kind(tmp_path):
     assert run("worker").stdout.startswith("celery -A console worker -l info")
     assert run("beat").stdout.startswith("celery -A console beat -l info")
     assert run("supervisor").stdout.strip() == "python manage.py run_supervisor"
+    assert run("scheduler").stdout.strip() == "python manage.py run_scheduler"
     assert run("migrate").stdout.splitlines() == [
         "python manage.py migrate --noinput",
         "python manage.py collectstatic --noinput -v 0",

@@ -43,7 +43,7 @@ NOT_PAGES = ("api/", "admin/", "hooks/", "static/", "artifacts/")
 PAGE_VALUES: dict[str, tuple[Any, Any]] = {
     # run actions (cancel, retry, approve, reject) and release actions (promote, pause, ...)
     "action": (
-        lambda a: ["cancel", "retry", "approve", "reject", "promote", "promote-all", "pause", "resume", "abort"],
+        lambda a: ["cancel", "retry", "approve", "reject", "promote", "promote-all", "pause", "resume", "abort", "run", "delete"],
         "ghost-action",
     ),
     "sha256": (lambda a: ["0" * 64], "f" * 64),

@@ -47,6 +47,7 @@ from apps.releases.services import release_start
 from apps.tenancy import environment_services, invitation_services, team_services, token_services
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
 from apps.tenancy.roles import Role
+from apps.triggers import services as trigger_services
 
 API_PREFIX = "api/v1/"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -69,6 +70,7 @@ SECRET_NAME, SECRET_VALUE = "PAYMENT_KEY", "sk_live_zq81x"
 FUNCTION_NAME = "checkout-hook"
 REPO_URL = "https://git.example/alpha/storefront-q7.git"
 ALERT_RULE_NAME = "checkout-latency-z4"
+TRIGGER_NAME = "nightly-report-k3"
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Alpha:
     test_event_id: int
     alert_rule_id: int
     silence_id: int
+    trigger_id: int
 
 
 # Path parameter name → (real values pointing at alpha's objects, a value that exists nowhere).
@@ -113,6 +116,7 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "test_event_id": (lambda a: [a.test_event_id], 987654),  # a shared test event of the alpha function
     "alert_rule_id": (lambda a: [a.alert_rule_id], 987654),  # an alert rule of the alpha function in prod
     "silence_id": (lambda a: [a.silence_id], 987654),  # a silence of that rule
+    "trigger_id": (lambda a: [a.trigger_id], 987654),  # a schedule of the alpha function in dev
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -136,6 +140,7 @@ ALPHA_IDENTIFIERS = (
     REPO_URL,
     "storefront-q7",
     ALERT_RULE_NAME,
+    TRIGGER_NAME,
 )
 
 
@@ -289,6 +294,12 @@ def alpha(world: Any) -> Alpha:
     silence = alert_services.silence_create(
         actor=w.alice, function=function, rule=rule, ends_at=now + timedelta(hours=1), comment=ALERT_RULE_NAME
     )
+    trigger = trigger_services.trigger_create(
+        actor=w.alice,
+        function=function,
+        environment=Environment.objects.get(project=w.web, name="dev"),
+        fields={"name": TRIGGER_NAME, "expression": "0 2 * * 1-5", "timezone": "Europe/Berlin"},
+    )
     return Alpha(
         world=w,
         team=team,
@@ -303,6 +314,7 @@ def alpha(world: Any) -> Alpha:
         test_event_id=test_event.pk,
         alert_rule_id=rule.pk,
         silence_id=silence.pk,
+        trigger_id=trigger.pk,
     )
 
 
@@ -324,6 +336,7 @@ SNAPSHOT_APPS = (
     "releases",
     "pipelines",
     "alerts",
+    "triggers",
 )
 
 
@@ -517,6 +530,11 @@ UNPARAMETERISED_EXPECTATIONS: dict[str, list[tuple[str, str, Any, int]]] = {
     ],
     # Static starting points for new test events: the same for everyone, no tenant data.
     "api/v1/test-event-templates/": [("GET", "", None, 200)],
+    # A schedule's preview computes from the body alone: no tenant data in or out.
+    "api/v1/triggers/preview": [
+        ("POST", "", GENERIC_BODY, 400),  # no expression
+        ("POST", "", {"expression": "0 2 * * 1-5", "timezone": "Europe/Berlin"}, 200),
+    ],
 }
 
 
@@ -533,6 +551,8 @@ def expected_listing(route: str, alpha: Alpha, query: str) -> Any:
         return ["other"]
     if route == "api/v1/test-event-templates/":
         return [t["id"] for t in template_list()]
+    if route == "api/v1/triggers/preview":
+        return "at 02:00, Monday through Friday, Europe/Berlin"
     if route == "api/v1/projects/":
         return [("other", "secret-project")]
     if route == "api/v1/tokens/":
@@ -553,6 +573,8 @@ def actual_listing(route: str, body: Any) -> Any:
         return {"username": body["username"], "orgs": [o["slug"] for o in body["orgs"]]}
     if route == "api/v1/test-event-templates/":
         return [t["id"] for t in body]
+    if route == "api/v1/triggers/preview":
+        return body["description"]
     rows = body["results"]
     assert body["count"] == len(rows), body
     if route == "api/v1/orgs/":
