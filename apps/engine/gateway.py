@@ -34,10 +34,14 @@ cookie or set one for the console.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -293,6 +297,32 @@ class Gateway:
         path = "/" + _encoded_rest(scope, rest, prefix_segments)
         str_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
         query = scope.get("query_string", b"").decode("latin-1")
+        invocation_type = _header(headers, b"x-stratus-invocation-type")
+        if invocation_type is not None and invocation_type.lower() == "event":
+            await self.accept_event(
+                send,
+                route,
+                rv,
+                request={
+                    "method": scope["method"],
+                    "path": path,
+                    "query": query,
+                    # The caller's credentials are not stored (http functions never see them).
+                    "headers": [[k, v] for k, v in str_headers if k.lower() not in _NOT_STORED],
+                    "body_b64": base64.b64encode(body).decode("ascii"),
+                    "trace_id": request_id,
+                    "scheme": scope.get("scheme", "http"),
+                    "root_path": root_path,
+                    "source_ip": (scope.get("client") or ("", 0))[0],
+                    "port": _public_port(headers, scope.get("scheme", "http")),
+                    "http_version": scope.get("http_version", "1.1"),
+                    "received_at": received_at,
+                },
+                body_size=len(body),
+                idempotency_key=_header(headers, b"idempotency-key"),
+                request_id=request_id,
+            )
+            return
         if rv.spec.kind == "http":
             frame = event_shapes.http_frame(
                 method=scope["method"],
@@ -346,6 +376,64 @@ class Gateway:
             )
         await self._respond(send, outcome, rv, request_id)
 
+    async def accept_event(
+        self,
+        send: Send,
+        route: Route,
+        rv: RouteVersion,
+        *,
+        request: dict[str, Any],
+        body_size: int,
+        idempotency_key: str | None,
+        request_id: str,
+    ) -> None:
+        """``X-Stratus-Invocation-Type: Event``: store the request as an asynchronous event and
+        answer 202 with its request id and status URL. The write runs on a small thread pool
+        of the gateway's (the loop never waits on the database) and the 202 is sent only after
+        its commit: an accepted event survives a restart."""
+        from apps.core.errors import DomainError
+        from apps.triggers import async_services
+
+        if body_size > async_services.MAX_EVENT_BYTES:
+            message = (
+                f"An asynchronous event's body is at most 256 KB ({async_services.MAX_EVENT_BYTES} bytes); "
+                f"this one is {body_size} bytes."
+            )
+            await _send_error(send, 413, "payload_too_large", message, request_id)
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            event, created = await loop.run_in_executor(
+                _accept_executor(),
+                _accept_in_thread,
+                route.function_id,
+                route.environment_id,
+                rv.number,
+                request,
+                idempotency_key,
+            )
+        except DomainError as exc:
+            await _send_error(send, exc.status_code, exc.code, exc.message, request_id)
+            return
+        except Exception:
+            log.exception("storing an asynchronous event failed", extra={"trace_id": request_id})
+            await _send_error(send, 503, "unavailable", "The event could not be stored; retry.", request_id)
+            return
+        answer = async_services.accepted_body(event)
+        body = json.dumps(answer).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"location", answer["status_url"].encode("latin-1")),
+            (b"x-request-id", request_id.encode()),
+            (b"x-stratus-invocation-id", event.request_id.encode()),
+            (b"x-stratus-version", str(event.version).encode()),
+        ]
+        if not created:
+            headers.append((b"idempotent-replayed", b"true"))
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def _respond(self, send: Send, outcome: Outcome, rv: RouteVersion, request_id: str) -> None:
         """The answer to one invocation; ``request_id`` is the trace id (X-Request-Id)."""
         extra = [
@@ -382,6 +470,47 @@ class Gateway:
         response_headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
+
+
+# --- asynchronous events ----------------------------------------------------------------------
+
+# Request headers an accepted event does not keep: the caller's credentials.
+_NOT_STORED = {"authorization", "cookie", "proxy-authorization"}
+_accept_pool: ThreadPoolExecutor | None = None
+_accept_pool_lock = threading.Lock()
+
+
+def _accept_executor() -> ThreadPoolExecutor:
+    """The threads that store accepted events: a few of their own, so a burst of events does
+    not take the default executor's threads (the engine's start, token checks) from the loop."""
+    global _accept_pool
+    with _accept_pool_lock:
+        if _accept_pool is None:
+            _accept_pool = ThreadPoolExecutor(
+                max_workers=int(getattr(settings, "STRATUS_GATEWAY_ACCEPT_THREADS", 4)),
+                thread_name_prefix="stratus-gateway-accept",
+            )
+        return _accept_pool
+
+
+def _accept_in_thread(
+    function_id: int, environment_id: int, version: int, request: dict[str, Any], key: str | None
+) -> Any:
+    from django.db import close_old_connections
+
+    from apps.triggers import async_services
+
+    close_old_connections()
+    try:
+        return async_services.async_request_accept(
+            function_id=function_id,
+            environment_id=environment_id,
+            version=version,
+            request=request,
+            idempotency_key=key,
+        )
+    finally:
+        close_old_connections()
 
 
 # --- origins ----------------------------------------------------------------------------------

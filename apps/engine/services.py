@@ -139,6 +139,82 @@ def schedule_invoke(*, function: Function, environment: Environment, event: Any,
     return _run(rv, event, site, request_id=request_id)
 
 
+def async_invoke(
+    *,
+    function: Function,
+    environment: Environment,
+    version_number: int,
+    kind: str,
+    payload: Any,
+    request_id: str,
+) -> Outcome:
+    """Run one attempt of an asynchronous event (apps.triggers) on the local engine and wait
+    for its outcome; the record's trigger is "event". The right was checked when the event was
+    accepted. ``kind`` "event" is the invoke API's event (an http function gets it as a request
+    object, as the invoke API); "request" is an HTTP request the gateway accepted, shaped for
+    the version as the gateway shapes it (``_request_frame``). ``request_id`` is the event's,
+    the same on every attempt, as Lambda keeps it across retries: the handler's request id,
+    to dedupe on; an attempt's records and log lines are told apart by their time."""
+    backend = backend_name_for(environment)
+    if backend != "local":
+        raise Conflict(
+            f"Environment '{environment.name}' runs on the '{backend}' backend; "
+            "asynchronous events run on the local engine.",
+            code="unsupported_backend",
+        )
+    rv, binding = invocation_target(function=function, environment=environment, version_number=version_number)
+    site = CallSite(function.pk, environment.pk, binding.pk if binding else None, "event")
+    if kind == "request":
+        frame = _request_frame(rv, payload, function=function, environment=environment, request_id=request_id)
+        from apps.engine.host import get_host
+
+        host = get_host()
+        return host.call_sync(host.engine.invoke(rv, frame, site=site), timeout=rv.spec.timeout_s + 60)
+    return _run(rv, payload, site, request_id=request_id)
+
+
+def _request_frame(
+    rv: RouteVersion, request: dict[str, Any], *, function: Function, environment: Environment, request_id: str
+) -> dict[str, Any]:
+    """The frame of a stored gateway request, as the gateway would have built it for ``rv``."""
+    from apps.core import event_shapes
+
+    key = (function.project.org.slug, function.project.slug, environment.name, function.name)
+    headers = [(str(k), str(v)) for k, v in request.get("headers", [])]
+    body = base64.b64decode(request.get("body_b64", "") or "")
+    path = str(request.get("path") or "/")
+    if rv.spec.kind == "http":
+        return event_shapes.http_frame(
+            method=str(request.get("method", "POST")),
+            path=path,
+            query=str(request.get("query", "")),
+            headers=headers,
+            body=body,
+            request_id=request_id,
+            trace_id=str(request.get("trace_id") or request_id),
+            scheme=str(request.get("scheme", "http")),
+            root_path=str(request.get("root_path", "")),
+        )
+    match = event_shapes.match_route(rv.paths, path)
+    if match is None:
+        raise NotFound(event_shapes.no_route_message(path), code="no_route")
+    shaped = event_shapes.Request(
+        method=str(request.get("method", "POST")),
+        path=path,
+        query=str(request.get("query", "")),
+        headers=headers,
+        body=body,
+        source_ip=str(request.get("source_ip", "")),
+        scheme=str(request.get("scheme", "http")),
+        port=str(request.get("port", "80")),
+        http_version=str(request.get("http_version", "1.1")),
+        request_id=request_id,
+        key=key,
+        received_at=float(request.get("received_at", 0.0)),
+    )
+    return {"type": "invoke", "id": request_id, "event": event_shapes.build_event(rv.event_format, shaped, match)}
+
+
 def draft_invoke(*, actor: Any, function: Function, environment: Environment, event: Any) -> Outcome:
     """Run the draft's saved files once, as they would run in ``environment`` if published
     and deployed now (its variables and secrets, the function's execution identity there,

@@ -67,6 +67,7 @@ class Invocation(models.Model):
         INVOKE = "invoke", "invoke: the invoke API"
         DRAFT = "draft", "draft: a draft run (version 0: the draft's saved files)"
         SCHEDULE = "schedule", "schedule: a trigger's schedule (apps.triggers)"
+        EVENT = "event", "event: an asynchronous invocation's attempt (apps.triggers)"
 
     class Status(models.TextChoices):
         OK = "ok"

@@ -108,3 +108,115 @@ class TriggerFire(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trigger_id} @ {self.scheduled_at.isoformat()} {self.status}"
+
+
+# --- asynchronous invocation ---------------------------------------------------------------------
+
+
+class AsyncState(models.TextChoices):
+    QUEUED = "queued", "queued: waits for its (next) attempt"
+    RUNNING = "running", "running: an attempt holds its lease"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed", "failed: retries exhausted, no dead-letter queue kept it (purged)"
+    DEAD = "dead", "dead: in the dead-letter queue"
+
+
+class AsyncEvent(models.Model):
+    """One event accepted for asynchronous invocation (202 before it runs).
+
+    Stored before the 202 is sent, so a restart loses none. A dispatcher claims it when
+    ``next_attempt_at`` is due (state queued), or when the lease of a running attempt has
+    expired (the worker died mid-attempt): delivery is at least once. ``request_id`` is the
+    event's id, the same for every attempt (the handler's ``context.aws_request_id``: what a
+    handler dedupes on); each attempt's invocation record and log lines carry the attempt's
+    own request id (AsyncAttempt.request_id)."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="async_events")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="async_events")
+    request_id = models.CharField(max_length=64, unique=True)
+    # "event": the invoke API's JSON event; "request": an HTTP request the gateway accepted
+    # (method, path, headers, body_b64 …), shaped for the version when it runs.
+    kind = models.CharField(max_length=8, default="event")
+    source = models.CharField(max_length=8, default="api")  # api | gateway
+    payload = models.JSONField(null=True, blank=True)
+    version = models.PositiveIntegerField()  # the version it runs (picked at enqueue, or redriven to)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=10, choices=AsyncState.choices, default=AsyncState.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)  # attempts started (throttles and lost ones too)
+    failures = models.PositiveIntegerField(default=0)  # attempts that count against max_retries
+    next_attempt_at = models.DateTimeField()
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    runner = models.CharField(max_length=100, blank=True)
+    error_type = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    redrives = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+    # Where the maximum event age counts from: the acceptance, or the last redrive.
+    enqueued_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["function", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="async_event_idempotency",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="async_event_due"),
+            models.Index(fields=["state", "lease_expires_at"], name="async_event_lease"),
+            models.Index(fields=["function", "state", "-created_at"], name="async_event_function_state"),
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.state}"
+
+
+class AttemptStatus(models.TextChoices):
+    RUNNING = "running"
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    THROTTLED = "throttled"
+    CRASHED = "crashed"
+    FAILED = "failed", "failed: could not start (not deployed, version gone)"
+    LOST = "lost", "lost: the worker running it stopped (lease expired)"
+
+
+class AsyncAttempt(models.Model):
+    event = models.ForeignKey(AsyncEvent, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    request_id = models.CharField(max_length=64)  # the invocation record's and log lines' id
+    status = models.CharField(max_length=10, choices=AttemptStatus.choices, default=AttemptStatus.RUNNING)
+    version = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    error_type = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    runner = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "number"], name="async_attempt_number")]
+        ordering = ["event", "number"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id}#{self.number} {self.status}"
+
+
+class AsyncConfig(models.Model):
+    """Retries per function and environment; absent means the defaults."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="async_configs")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="async_configs")
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    max_event_age_s = models.PositiveIntegerField(default=6 * 3600)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["function", "environment"], name="async_config_key")]
+
+    def __str__(self) -> str:
+        return f"{self.function_id}/{self.environment_id}: retries {self.max_retries}"

@@ -233,16 +233,24 @@ _loop: SchedulerLoop | None = None
 
 
 def start_in_process() -> SchedulerLoop:
+    """The schedules' loop and, beside it, the asynchronous events' dispatcher
+    (apps.triggers.dispatcher): wherever schedules fire, queued events run too."""
     global _loop
+    from apps.triggers import dispatcher
+
     if _loop is None:
         _loop = SchedulerLoop()
         _loop.start()
+    dispatcher.start_in_process()
     return _loop
 
 
 def stop_in_process() -> None:
     global _loop
+    from apps.triggers import dispatcher
+
     if _loop is not None:
         _loop.stop()
         _loop = None
     executor_shutdown(wait=False)
+    dispatcher.stop_in_process(wait=False)

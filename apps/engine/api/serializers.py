@@ -5,6 +5,12 @@ class InvokeSerializer(serializers.Serializer):
     environment = serializers.CharField(max_length=63)
     event = serializers.JSONField(required=False, allow_null=True, default=dict)
     version = serializers.IntegerField(min_value=1, required=False)
+    invocation_type = serializers.ChoiceField(
+        choices=["request_response", "event"],
+        default="request_response",
+        help_text="event: accept the event (up to 256 KB) and answer 202 with its request id and status "
+        "URL at once; it runs soon, with retries (an Idempotency-Key header dedupes for 24 h).",
+    )
 
 
 class DraftInvokeSerializer(serializers.Serializer):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -22,22 +22,45 @@ INVOKE_RESPONSES = {
 }
 
 
+class AcceptedSerializer(serializers.Serializer):
+    request_id = serializers.CharField()
+    status_url = serializers.CharField()
+
+
 class InvokeView(ApiView):
     """Run a function once with an event and answer its result, error, logs and timings:
     {"environment": "dev", "event": {...}, "version": 3 (optional)}. A throttled call answers
-    429 with the same body."""
+    429 with the same body. With "invocation_type": "event" the event is stored and 202
+    answers its request id and status URL at once (apps.triggers.async_services); an
+    Idempotency-Key header makes a repeat within 24 h answer the first's 202."""
 
     serializer_class = s.InvocationResultSerializer
     scope_map = {"POST": ApiToken.Scope.INVOKE}
 
     @extend_schema(
         request=s.InvokeSerializer,
-        responses=INVOKE_RESPONSES,
+        responses={**INVOKE_RESPONSES, 202: AcceptedSerializer},
     )
     def post(self, request: Request, function_id: int) -> Response:
         function = selectors.function_get(user=request.user, function_id=function_id)
         data = self.parse(s.InvokeSerializer, request)
         environment = tenancy_selectors.environment_get(project=function.project, name=data["environment"])
+        if data["invocation_type"] == "event":
+            from apps.triggers import async_services
+
+            event, created = async_services.async_event_enqueue(
+                actor=request.user,
+                function=function,
+                environment=environment,
+                payload=data.get("event"),
+                version_number=data.get("version"),
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
+            body = async_services.accepted_body(event)
+            headers = {"Location": body["status_url"]}
+            if not created:
+                headers["Idempotent-Replayed"] = "true"
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
         outcome = services.function_invoke(
             actor=request.user,
             function=function,

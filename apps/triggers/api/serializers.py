@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.triggers.models import FireStatus, MisfirePolicy, OverlapPolicy, Trigger, TriggerFire
+from apps.triggers.models import (
+    AsyncAttempt,
+    AsyncConfig,
+    AsyncEvent,
+    AsyncState,
+    AttemptStatus,
+    FireStatus,
+    MisfirePolicy,
+    OverlapPolicy,
+    Trigger,
+    TriggerFire,
+)
 
 
 class TriggerWriteSerializer(serializers.Serializer):
@@ -103,3 +114,109 @@ class PreviewSerializer(serializers.Serializer):
     timezone = serializers.CharField()
     description = serializers.CharField()
     fire_times = FireTimeSerializer(many=True)
+
+
+# --- asynchronous events ------------------------------------------------------------------------
+
+
+class AsyncAcceptedSerializer(serializers.Serializer):
+    request_id = serializers.CharField(help_text="The event's id: the handler's request id on every attempt.")
+    status_url = serializers.CharField(help_text="GET it for the event's state and attempts.")
+
+
+class AsyncAttemptSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=AttemptStatus.choices)
+
+    class Meta:
+        model = AsyncAttempt
+        fields = [
+            "number",
+            "status",
+            "request_id",
+            "version",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "error_type",
+            "error",
+        ]
+
+
+class AsyncEventSerializer(serializers.ModelSerializer):
+    """An event in lists: no payload (it may be 256 KB), no attempts."""
+
+    function = serializers.IntegerField(source="function_id", read_only=True)
+    environment = serializers.CharField(source="environment.name", read_only=True)
+    state = serializers.ChoiceField(choices=AsyncState.choices)
+    status_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AsyncEvent
+        fields = [
+            "request_id",
+            "function",
+            "environment",
+            "source",
+            "kind",
+            "version",
+            "state",
+            "attempts",
+            "failures",
+            "redrives",
+            "next_attempt_at",
+            "error_type",
+            "error",
+            "idempotency_key",
+            "created_at",
+            "enqueued_at",
+            "finished_at",
+            "status_url",
+        ]
+
+    def get_status_url(self, event: AsyncEvent) -> str:
+        from apps.triggers.async_services import status_url
+
+        return status_url(event.request_id)
+
+
+class AsyncEventDetailSerializer(AsyncEventSerializer):
+    payload = serializers.JSONField()
+    attempt_history = AsyncAttemptSerializer(many=True, source="attempt_list")
+    logs_url = serializers.SerializerMethodField()
+
+    class Meta(AsyncEventSerializer.Meta):
+        fields = [*AsyncEventSerializer.Meta.fields, "payload", "attempt_history", "logs_url"]
+
+    def get_logs_url(self, event: AsyncEvent) -> str:
+        """Every attempt's log lines (they share the request id; each attempt's times tell
+        them apart)."""
+        return f"/api/v1/functions/{event.function_id}/logs?request_id={event.request_id}"
+
+
+class AsyncConfigSerializer(serializers.ModelSerializer):
+    environment = serializers.CharField(source="environment.name", read_only=True)
+    max_retries = serializers.IntegerField(min_value=0, max_value=10, help_text="0 to 10; default 2.")
+    max_event_age_s = serializers.IntegerField(
+        min_value=60, max_value=86400, help_text="60 s to 24 h; default 6 h. Older events go to the DLQ unrun."
+    )
+
+    class Meta:
+        model = AsyncConfig
+        fields = ["environment", "max_retries", "max_event_age_s"]
+
+
+class RedriveSerializer(serializers.Serializer):
+    payload = serializers.JSONField(required=False, help_text="An edited payload (an invoke API event's).")
+    version = serializers.IntegerField(required=False, min_value=1, help_text="Run another version.")
+
+
+class RedriveManySerializer(serializers.Serializer):
+    request_ids = serializers.ListField(child=serializers.CharField(), required=False)
+    filters = serializers.DictField(
+        required=False, help_text="The DLQ list's filters (environment, error_type, version, since, until)."
+    )
+    rate_per_s = serializers.FloatField(required=False, help_text="Events started per second (default 10).")
+
+
+class CountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()

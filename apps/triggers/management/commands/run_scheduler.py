@@ -25,4 +25,7 @@ class Command(BaseCommand):
         loop.stop()
         # Let fires in progress finish (their records would otherwise stay "running").
         scheduler.executor_shutdown(wait=True)
+        from apps.triggers import dispatcher
+
+        dispatcher.stop_in_process(wait=True)  # attempts in progress finish (else: lease expiry)
         self.stdout.write("scheduler: stopped")
