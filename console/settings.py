@@ -239,6 +239,13 @@ STRATUS_TRIGGER_WORKERS = env_int("STRATUS_TRIGGER_WORKERS", 8)  # fires run at 
 STRATUS_TRIGGER_FIRES_KEPT = env_int("STRATUS_TRIGGER_FIRES_KEPT", 100)  # fire records kept per trigger
 # An occurrence found later than this (no scheduler ran) follows its misfire policy.
 STRATUS_TRIGGER_MISFIRE_GRACE_S = env_int("STRATUS_TRIGGER_MISFIRE_GRACE_S", 60)
+# Asynchronous events (apps/triggers/dispatcher.py runs beside the scheduler): attempts at once
+# per dispatcher, the retry backoff (base × 2^(n-1), capped, half jittered), and the gateway's
+# threads that store accepted events before its 202.
+STRATUS_ASYNC_WORKERS = env_int("STRATUS_ASYNC_WORKERS", 16)
+STRATUS_ASYNC_BACKOFF_BASE_S = env_int("STRATUS_ASYNC_BACKOFF_BASE_S", 5)
+STRATUS_ASYNC_BACKOFF_MAX_S = env_int("STRATUS_ASYNC_BACKOFF_MAX_S", 300)
+STRATUS_GATEWAY_ACCEPT_THREADS = env_int("STRATUS_GATEWAY_ACCEPT_THREADS", 4)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is redelivered; tasks are idempotent
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -48,6 +48,7 @@ from apps.tenancy import environment_services, invitation_services, team_service
 from apps.tenancy.models import ApiToken, Environment, Invitation, Team
 from apps.tenancy.roles import Role
 from apps.triggers import services as trigger_services
+from apps.triggers.models import AsyncEvent, AsyncState
 
 API_PREFIX = "api/v1/"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -91,6 +92,7 @@ class Alpha:
     alert_rule_id: int
     silence_id: int
     trigger_id: int
+    async_request_id: str
 
 
 # Path parameter name → (real values pointing at alpha's objects, a value that exists nowhere).
@@ -117,6 +119,8 @@ PATH_VALUES: dict[str, tuple[Any, Any]] = {
     "alert_rule_id": (lambda a: [a.alert_rule_id], 987654),  # an alert rule of the alpha function in prod
     "silence_id": (lambda a: [a.silence_id], 987654),  # a silence of that rule
     "trigger_id": (lambda a: [a.trigger_id], 987654),  # a schedule of the alpha function in dev
+    # a dead-lettered asynchronous event of the alpha function in dev (its request id)
+    "request_id": (lambda a: [a.async_request_id], "00000000-0000-4000-8000-000000000000"),
 }
 
 # Strings that identify alpha's objects. None may appear in a response to charlie unless
@@ -300,6 +304,22 @@ def alpha(world: Any) -> Alpha:
         environment=Environment.objects.get(project=w.web, name="dev"),
         fields={"name": TRIGGER_NAME, "expression": "0 2 * * 1-5", "timezone": "Europe/Berlin"},
     )
+    # A dead asynchronous event of the function in dev (stored as a failed event leaves it).
+    async_event = AsyncEvent.objects.create(
+        function=function,
+        environment=Environment.objects.get(project=w.web, name="dev"),
+        request_id="a1a1a1a1-0000-4000-8000-00000000a1a1",
+        payload={"order": TRIGGER_NAME},
+        version=1,
+        state=AsyncState.DEAD,
+        attempts=3,
+        failures=3,
+        error_type="ValueError",
+        error="ValueError: boom",
+        next_attempt_at=now,
+        created_at=now,
+        enqueued_at=now,
+    )
     return Alpha(
         world=w,
         team=team,
@@ -315,6 +335,7 @@ def alpha(world: Any) -> Alpha:
         alert_rule_id=rule.pk,
         silence_id=silence.pk,
         trigger_id=trigger.pk,
+        async_request_id=async_event.request_id,
     )
 
 
