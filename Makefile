@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 export STRATUS_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test bench screenshots install install-dev frontend lint typecheck pytest serve-ci clean
+.PHONY: run test bench screenshots install install-dev frontend lint typecheck pytest serve-ci clean extension-test vsix
 
 run: install frontend
 	$(PY) manage.py migrate --noinput -v 0
@@ -14,7 +14,7 @@ run: install frontend
 	@echo "== Serving http://127.0.0.1:$(PORT)/  (API docs: /api/v1/docs/) =="
 	$(PY) manage.py serve --host 127.0.0.1 --port $(PORT)
 
-test: install-dev frontend lint typecheck pytest
+test: install-dev frontend lint typecheck extension-test pytest
 
 lint:
 	$(VENV)/bin/ruff check .
@@ -69,6 +69,23 @@ frontend/build/vendor/htmx.min.js: frontend/node_modules/.package-lock.json fron
 
 frontend: frontend/build/vendor/htmx.min.js
 
+# --- the VS Code extension (vscode-extension/): dev tools from its lock file, no download at
+# test time. Unit tests: node's test runner with a stub of `vscode` (a few seconds).
+EXT := vscode-extension
+EXT_VERSION = $(shell node -p "require('./$(EXT)/package.json').version")
+
+$(EXT)/node_modules/.package-lock.json: $(EXT)/package-lock.json
+	cd $(EXT) && npm ci --no-audit --no-fund
+	touch $@
+
+extension-test: $(EXT)/node_modules/.package-lock.json
+	cd $(EXT) && npm test --silent
+
+# stratus-<version>.vsix: both bundles (desktop and web) packaged with @vscode/vsce, offline.
+vsix: $(EXT)/node_modules/.package-lock.json
+	cd $(EXT) && npm run -s package
+	@echo "== $(EXT)/stratus-$(EXT_VERSION).vsix =="
+
 # Regenerate the lock files after changing pyproject.toml.
 lock: $(PY)
 	$(PY) -m pip install -q pip-tools
@@ -76,4 +93,4 @@ lock: $(PY)
 	$(VENV)/bin/pip-compile -q --strip-extras --extra dev --no-emit-index-url --no-emit-find-links -o requirements-dev.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) frontend/node_modules frontend/build
+	rm -rf $(VENV) frontend/node_modules frontend/build $(EXT)/node_modules $(EXT)/out $(EXT)/dist $(EXT)/*.vsix

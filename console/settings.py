@@ -315,6 +315,8 @@ SPECTACULAR_SETTINGS = {
         "RepositoryCredentialsKindEnum": "apps.pipelines.api.serializers.CREDENTIAL_KINDS",
         "RunStateEnum": "apps.pipelines.models.Run.State",
         "RunTriggerEnum": "apps.pipelines.models.Run.Trigger",
+        "AlertSeverityEnum": "apps.alerts.models.Severity",
+        "AlertStateEnum": "apps.alerts.models.AlertState",
     },
 }
 # Largest request body the API accepts (bytes); larger answers 413 with the error envelope.
