@@ -65,6 +65,13 @@ class Channel(memory.Channel):
 class Transport(memory.Transport):
     Channel = Channel
 
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # A broker inside this process has no host: without this kombu's virtual transport
+        # defaults to 'localhost' and warns "No hostname was supplied" each time the worker or
+        # the producer pool opens a connection, a warning in every embedded console's log.
+        return {"port": self.default_port}
+
     def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> Any:
         # kombu.transport.virtual.Transport.drain_events, with the sleep replaced by a wait
         # for the next put/ack/reject.

@@ -6,8 +6,10 @@ type it documents and a body that validates against the documented schema; and n
 The caller is alice (owner of org alpha) with a token of every scope, in a world with data:
 a team, invitations, variables, secrets, deployers, tokens, a function with two versions and
 a draft, bindings with a timeline, releases running / awaiting approval / paused, log lines
-and an invocation, a repository (a git repository on this machine), a delivery, and runs that
-failed / are queued / wait for approval.
+and an invocation, a repository (a git repository on this machine), a delivery, runs that
+failed / are queued / wait for approval, an alert rule with a silence, and schedules (one
+running, one paused). A schedule's run-now is exercised too: it answers 202 and hands the
+fire to the scheduler after commit, which a rolled-back request never reaches.
 
 Each operation is sent, in order:
 1. hand-made requests (VALID below: what a client would send, with path parameters chosen
@@ -56,6 +58,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from apps.alerts import services as alert_services
 from apps.functions import deploy_services, draft_services, test_event_services, version_services
 from apps.functions import services as function_services
 from apps.functions.archives import build_canonical_zip
@@ -74,6 +77,7 @@ from apps.tenancy import (
 )
 from apps.tenancy.models import ApiToken, Environment, Invitation
 from apps.tenancy.roles import Role
+from apps.triggers import services as trigger_services
 from tests.engine.conftest import engine, sandbox_dir  # noqa: F401  (the engine fixture for invoke)
 from tests.pipelines.conftest import HELLO, PIPELINE, GitRepo
 
@@ -103,6 +107,24 @@ EXCLUDED = {
 EXAMPLES_PER_OPERATION = 10
 
 TEAM = "platform"
+# An AWS SAM template of two functions (functions/import).
+SAM_TEMPLATE = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  HelloFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.lambda_handler
+      Runtime: python3.11
+      Timeout: 10
+  OrdersFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: index.handler
+      Runtime: nodejs20.x
+      MemorySize: 256
+"""
 VAR_NAME, SECRET_NAME = "API_BASE_URL", "PAYMENT_KEY"
 
 
@@ -198,6 +220,24 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         actor=w.alice, release=release_start(actor=w.alice, function=function, environment=qa, version=v1, plan=plan)
     )
 
+    # An alert rule, a silence of it, and two schedules: one running, one paused (resume).
+    rule, _ = alert_services.alert_rule_create(
+        actor=w.alice,
+        function=function,
+        environment=dev,
+        fields={"name": "errors", "metric": "error_rate", "comparison": ">", "threshold": 0.05, "window_s": 300},
+    )
+    silence = alert_services.silence_create(
+        actor=w.alice, function=function, rule=rule, ends_at=timezone.now() + timedelta(hours=1), comment="deploying"
+    )
+    trigger, stopped = (
+        trigger_services.trigger_create(
+            actor=w.alice, function=function, environment=dev, fields={"name": name, "expression": "rate(5 minutes)"}
+        )
+        for name in ("every-5-min", "stopped")
+    )
+    stopped = trigger_services.trigger_pause(actor=w.alice, trigger=stopped)
+
     sink = RecordSink(flush_interval_s=0)
     now = timezone.now()
     ids = {"function_id": function.pk, "environment_id": dev.pk, "binding_id": None, "version": 2, "request_id": "r1"}
@@ -286,6 +326,9 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         "delivery_id": [delivery.pk],
         "run_id": [failed.pk, queued.pk, waiting.pk],
         "test_event_id": [shared_event.pk, private_event.pk],
+        "alert_rule_id": [rule.pk],
+        "silence_id": [silence.pk],
+        "trigger_id": [trigger.pk, stopped.pk],
     }
     fn = f"{API}/functions/{{function_id}}"
     project = f"{API}/projects/{{project_id}}"
@@ -368,6 +411,48 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         f"GET {fn}/logs": [{"query": {"environment": "dev", "request_id": "r1"}}],
         f"GET {fn}/invocations": [{"query": {"environment": "dev", "cold_start": True}}],
         f"GET {fn}/invocations/summary": [{"query": {"window_s": 600}}],
+        f"GET {fn}/metrics": [{"query": {"environment": "dev", "group_by": "version"}}, {}],
+        f"GET {project}/metrics/summary": [{"query": {"environment": "dev"}}, {}],
+        f"POST {project}/functions/import": [
+            {"body": {"template": SAM_TEMPLATE, "dry_run": True}},
+            {"body": {"template": SAM_TEMPLATE}},
+        ],
+        # alerts
+        f"POST {fn}/alert-rules/": [
+            {
+                "body": {
+                    "environment": "prod",
+                    "name": "slow",
+                    "metric": "duration_p99",
+                    "comparison": ">",
+                    "threshold": 500,
+                    "window_s": 600,
+                    "for_s": 120,
+                    "severity": "critical",
+                }
+            }
+        ],
+        f"PATCH {API}/alert-rules/{{alert_rule_id}}": [{"body": {"threshold": 0.2, "enabled": False}}],
+        f"POST {fn}/silences/": [
+            {"body": {"duration_s": 3600, "comment": "maintenance"}},
+            {"body": {"duration_s": 600, "environment": "prod"}},
+            {"body": {"duration_s": 600, "rule": rule.pk}},
+        ],
+        # schedules (run queues the fire after commit, which a rolled-back request never reaches:
+        # no engine is needed for its answer)
+        f"POST {fn}/triggers/": [
+            {
+                "body": {
+                    "environment": "dev",
+                    "name": "nightly",
+                    "expression": "cron(0 3 * * ? *)",
+                    "timezone": "Europe/Paris",
+                }
+            }
+        ],
+        f"PATCH {API}/triggers/{{trigger_id}}": [{"body": {"payload": {"report": "daily"}, "overlap_policy": "skip"}}],
+        f"POST {API}/triggers/{{trigger_id}}/resume": [{"path": {"trigger_id": stopped.pk}}],
+        f"POST {API}/triggers/preview": [{"body": {"expression": "rate(5 minutes)"}}],
         # releases
         f"POST {fn}/releases/": [
             {"body": {"environment": "prod", "version": 1, "plan": {"steps": [50, 100], "advance": "manual"}}}

@@ -29,6 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from console.test_settings import uid_block_for
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 RUN_MARK = "<!-- readme-test: run -->"
@@ -84,6 +86,10 @@ def clean_env(data_dir: Path, port: int) -> dict[str, str]:
         PORT=str(port),
         # The pipeline example's repository is a local one here (the README's is on GitHub).
         STRATUS_REPOSITORY_ALLOW_LOCAL="1",
+        # Uid ranges of its own, as the README asks of a second installation on one host: with
+        # the defaults, any other installation running on the machine (a developer's console,
+        # another run's) makes the server refuse to start (overlapping uid ranges).
+        **uid_block_for(str(data_dir)),
     )
     return env
 

@@ -57,7 +57,8 @@ Promise.all([grab("same", "/api/v1/projects/"), grab("console", "__CONSOLE__/api
 
 
 def handler(event, context):
-    cookie = event["headers"].get("cookie") or "none"
+    # header names are as API Gateway gives them ("Cookie"): a portable handler reads them in any case
+    cookie = next((v for k, v in (event["headers"] or {}).items() if k.lower() == "cookie"), None) or "none"
     return {
         "statusCode": 200,
         "headers": {"content-type": "text/html; charset=utf-8"},

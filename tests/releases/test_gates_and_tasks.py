@@ -3,6 +3,7 @@ Time passing is simulated by moving the step's start into the past (age_step).""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,14 +16,23 @@ from apps.releases.services import release_start, release_tick
 from tests.releases.conftest import age_step, binding, env, invocations, split, timeline, without_warm
 
 
+class Queued(list[tuple[str, Any, Any]]):
+    """The calls, and (``due``) when each one asked the broker to run it: the send's time plus
+    its countdown, which a loaded machine cannot shift the way it shifts the countdown itself."""
+
+    due: list[datetime | None]
+
+
 @pytest.fixture
-def queued(monkeypatch: Any) -> list[tuple[str, Any, Any]]:
+def queued(monkeypatch: Any) -> Queued:
     """Tasks queued through apply_async (not run): (task name, args/kwargs, countdown)."""
-    calls: list[tuple[str, Any, Any]] = []
+    calls = Queued()
+    calls.due = []
 
     def fake(task_name: str) -> Any:
         def apply_async(args: Any = None, kwargs: Any = None, countdown: Any = None, **_: Any) -> None:
             calls.append((task_name, args if args is not None else kwargs, countdown))
+            calls.due.append(None if countdown is None else timezone.now() + timedelta(seconds=countdown))
 
         return apply_async
 
@@ -43,11 +53,19 @@ AUTO = {"steps": [10, 50, 100], "advance": "auto", "dwell_s": 60}
 def test_auto_step_queues_its_advance_after_commit(world, fn, queued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         release = begin(world, fn, AUTO)
+    done = timezone.now()
 
-    # (the countdown counts from the enqueue, in the transaction: a little less at the send)
-    [(name, args, countdown)] = [call for call in queued if call[0] == "release_advance"]
-    assert (name, args) == ("release_advance", (release.pk, 0)) and 59 <= countdown <= 60
+    # The countdown counts from the enqueue, in the transaction: it is sent after commit, less by
+    # however long the commit's other work took (seconds on a loaded CI machine), so the task is
+    # due at the dwell's end whatever the countdown reads: never before the step's next check,
+    # and no later than a dwell after the transaction (0.1 s: the countdown is rounded).
+    [index] = [i for i, call in enumerate(queued) if call[0] == "release_advance"]
+    name, args, countdown = queued[index]
+    assert (name, args) == ("release_advance", (release.pk, 0)) and 0 < countdown <= 60
     assert release.next_step_at is not None
+    due = queued.due[index]
+    assert due is not None
+    assert release.next_step_at - timedelta(seconds=0.1) <= due <= done + timedelta(seconds=60.1)
     assert abs((release.next_step_at - release.step_started_at).total_seconds() - 60) < 0.01
 
 
@@ -88,16 +106,23 @@ def test_a_task_arriving_early_requeues_for_the_rest_of_the_dwell(
 ):
     release = begin(world, fn, AUTO)
     age_step(release, 70)  # the scheduled check time has come …
-    Release.objects.filter(pk=release.pk).update(step_started_at=timezone.now() - timezone.timedelta(seconds=20))
+    started = timezone.now() - timedelta(seconds=20)
+    Release.objects.filter(pk=release.pk).update(step_started_at=started)
 
     # … but the dwell is not over (resumed, say): one follow-up for the remaining ~40 s,
-    # through the outbox (sent once the task's work commits; here the test's transaction)
+    # through the outbox (sent once the task's work commits; here the test's transaction):
+    # due at the dwell's end, give or take the task's own run (and the countdown's rounding)
+    before = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):
         tasks.release_advance(release.pk, 0)
+    took = timezone.now() - before
 
     [(name, args, countdown)] = queued
     assert (name, args) == ("release_advance", (release.pk, 0))
-    assert 39 <= countdown <= 41
+    assert 0 < countdown <= 40
+    due, end = queued.due[0], started + timedelta(seconds=60)
+    assert due is not None
+    assert end - timedelta(seconds=0.1) <= due <= end + took + timedelta(seconds=0.1)
     # A duplicate now finds that follow-up scheduled and queues nothing more
     with django_capture_on_commit_callbacks(execute=True):
         tasks.release_advance(release.pk, 0)

@@ -104,6 +104,7 @@ class AlertRuleHistoryView(ApiView):
 
     serializer_class = s.AlertEventSerializer
 
+    @extend_schema(responses=s.AlertEventSerializer(many=True))  # a page of them (render_page)
     def get(self, request: Request, alert_rule_id: int) -> Response:
         rule = selectors.alert_rule_get(user=request.user, alert_rule_id=alert_rule_id)
         return self.render_page(s.AlertEventSerializer, selectors.alert_event_list(rule=rule))
@@ -114,6 +115,7 @@ class AlertRuleNotificationsView(ApiView):
 
     serializer_class = s.NotificationSerializer
 
+    @extend_schema(responses=s.NotificationSerializer(many=True))  # a page of them (render_page)
     def get(self, request: Request, alert_rule_id: int) -> Response:
         rule = selectors.alert_rule_get(user=request.user, alert_rule_id=alert_rule_id)
         return self.render_page(s.NotificationSerializer, selectors.notification_list(rule=rule))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,7 +41,13 @@ class FunctionImportView(ApiView):
 
     serializer_class = s.TemplateImportSerializer
 
-    @extend_schema(request=s.TemplateImportSerializer, responses={200: dict})
+    @extend_schema(
+        request=s.TemplateImportSerializer,
+        responses={
+            200: OpenApiResponse(dict, description="dry_run: what the import would create and update; nothing changed"),
+            201: OpenApiResponse(dict, description="The functions created and updated, and what was not carried over"),
+        },
+    )
     def post(self, request: Request, project_id: int) -> Response:
         project = tenancy_selectors.project_get(user=request.user, project_id=project_id)
         data = self.parse(s.TemplateImportSerializer, request)

@@ -106,6 +106,7 @@ class TriggerFiresView(ApiView):
 
     serializer_class = s.TriggerFireSerializer
 
+    @extend_schema(responses=s.TriggerFireSerializer(many=True))  # a page of fires (render_page)
     def get(self, request: Request, trigger_id: int) -> Response:
         trigger = selectors.trigger_get(user=request.user, trigger_id=trigger_id)
         return self.render_page(s.TriggerFireSerializer, selectors.fire_list(trigger=trigger))
