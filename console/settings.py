@@ -317,6 +317,7 @@ SPECTACULAR_SETTINGS = {
         "RunTriggerEnum": "apps.pipelines.models.Run.Trigger",
         "AlertSeverityEnum": "apps.alerts.models.Severity",
         "AlertStateEnum": "apps.alerts.models.AlertState",
+        "AsyncEventStateEnum": "apps.triggers.models.AsyncState",
     },
 }
 # Largest request body the API accepts (bytes); larger answers 413 with the error envelope.

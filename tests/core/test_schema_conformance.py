@@ -78,6 +78,7 @@ from apps.tenancy import (
 from apps.tenancy.models import ApiToken, Environment, Invitation
 from apps.tenancy.roles import Role
 from apps.triggers import services as trigger_services
+from apps.triggers.models import AsyncEvent, AsyncState
 from tests.engine.conftest import engine, sandbox_dir  # noqa: F401  (the engine fixture for invoke)
 from tests.pipelines.conftest import HELLO, PIPELINE, GitRepo
 
@@ -237,6 +238,22 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         for name in ("every-5-min", "stopped")
     )
     stopped = trigger_services.trigger_pause(actor=w.alice, trigger=stopped)
+    # A dead asynchronous event (as a function failing for good leaves one) for the DLQ's routes.
+    dead = AsyncEvent.objects.create(
+        function=function,
+        environment=dev,
+        request_id="d0d0d0d0-0000-4000-8000-00000000d0d0",
+        payload={"order": 7},
+        version=1,
+        state=AsyncState.DEAD,
+        attempts=3,
+        failures=3,
+        error_type="ValueError",
+        error="ValueError: boom",
+        next_attempt_at=timezone.now(),
+        created_at=timezone.now(),
+        enqueued_at=timezone.now(),
+    )
 
     sink = RecordSink(flush_interval_s=0)
     now = timezone.now()
@@ -329,6 +346,7 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         "alert_rule_id": [rule.pk],
         "silence_id": [silence.pk],
         "trigger_id": [trigger.pk, stopped.pk],
+        "request_id": [dead.request_id],
     }
     fn = f"{API}/functions/{{function_id}}"
     project = f"{API}/projects/{{project_id}}"
@@ -453,6 +471,12 @@ def build_world(world: Any, git_repo: GitRepo) -> tuple[Values, Requests]:
         f"PATCH {API}/triggers/{{trigger_id}}": [{"body": {"payload": {"report": "daily"}, "overlap_policy": "skip"}}],
         f"POST {API}/triggers/{{trigger_id}}/resume": [{"path": {"trigger_id": stopped.pk}}],
         f"POST {API}/triggers/preview": [{"body": {"expression": "rate(5 minutes)"}}],
+        # asynchronous invocation (a redrive queues the event again; nothing runs in a rolled-back request)
+        f"GET {fn}/async-config": [{"query": {"environment": "dev"}}],
+        f"PUT {fn}/async-config": [{"query": {"environment": "dev"}, "body": {"max_retries": 3, "max_event_age_s": 3600}}],
+        f"POST {API}/async-events/{{request_id}}/redrive": [{"body": {"payload": {"order": 8}}}],
+        f"POST {fn}/dead-letters/redrive": [{"body": {"request_ids": [dead.request_id], "rate_per_s": 5}}],
+        f"POST {fn}/dead-letters/purge": [{"body": {"request_ids": [dead.request_id]}}],
         # releases
         f"POST {fn}/releases/": [
             {"body": {"environment": "prod", "version": 1, "plan": {"steps": [50, 100], "advance": "manual"}}}

@@ -207,6 +207,8 @@ class AsyncStatsView(ApiView):
     """Queue depth per environment (queued, running), the oldest waiting event's age, and the
     dead-letter count."""
 
+    serializer_class = s.AsyncQueueStatsSerializer
+
     def get(self, request: Request, function_id: int) -> Response:
         function = function_selectors.function_get(user=request.user, function_id=function_id)
-        return Response(selectors.async_queue_stats(function=function))
+        return self.render(s.AsyncQueueStatsSerializer, selectors.async_queue_stats(function=function))

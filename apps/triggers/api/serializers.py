@@ -4,6 +4,8 @@ console; the write serializers here document them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from apps.triggers.models import (
@@ -220,3 +222,19 @@ class RedriveManySerializer(serializers.Serializer):
 
 class CountSerializer(serializers.Serializer):
     count = serializers.IntegerField()
+
+
+class AsyncEnvironmentStatsSerializer(serializers.Serializer):
+    queued = serializers.IntegerField(help_text="events waiting (the queue depth)")
+    running = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    dead = serializers.IntegerField(help_text="in the dead-letter queue")
+    oldest_age_s = serializers.FloatField(allow_null=True, help_text="age of the oldest waiting event")
+
+
+class AsyncQueueStatsSerializer(serializers.Serializer):
+    environments = serializers.DictField(child=AsyncEnvironmentStatsSerializer(), help_text="per environment name")
+
+    def to_representation(self, instance: Any) -> Any:
+        return instance  # built by selectors.async_queue_stats; the fields above document it
+
