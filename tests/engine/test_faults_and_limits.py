@@ -301,8 +301,25 @@ def test_an_instance_sees_only_its_own_environment_and_files(world, engine, serv
         "LC_ALL",
         "PYTHONUNBUFFERED",
         "PYTHONDONTWRITEBYTECODE",
+        # The runtime variables Lambda and SCF document (README "Coming from Lambda / SCF"),
+        # none of them the console's: names, paths, the region, the time zone.
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+        "_HANDLER",
+        "AWS_EXECUTION_ENV",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "TZ",
+        "SCF_FUNCTIONNAME",
+        "SCF_FUNCTIONVERSION",
+        "SCF_NAMESPACE",
+        "SCF_RUNTIME",
+        "USER_CODE_ROOT",
+        "TENCENTCLOUD_RUNENV",
+        "TENCENTCLOUD_REGION",
     }
     assert {k for k in env if not k.startswith("AWS_LAMBDA_")} <= allowed
+    assert env["LAMBDA_TASK_ROOT"] == env["USER_CODE_ROOT"] != data_dir
     if running_as_root():
         # Denied by permissions, or not there at all (the test data directory lies in /tmp,
         # which an instance sees as its own empty tmpfs).

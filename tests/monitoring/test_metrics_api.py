@@ -154,9 +154,12 @@ def families(text: str) -> dict[str, object]:
 
 
 def test_prometheus_exposition_parses_and_counts_per_series(world, fn, dev, prod, client_for):
-    write(fn, dev, NOW - timedelta(minutes=1), [0.5, 3.0, 3.0, 1500.0], concurrency=3)
-    write(fn, dev, NOW - timedelta(minutes=1), [0.0], status="throttled", prefix="th")
-    write(fn, prod, NOW - timedelta(minutes=1), [7.0], version=2, status="timeout", prefix="to")
+    # The peak gauge covers the last 5 minutes of the wall clock: records of a minute ago now,
+    # not of the module's NOW (taken at collection, maybe half an hour before this test runs).
+    a_minute_ago = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    write(fn, dev, a_minute_ago, [0.5, 3.0, 3.0, 1500.0], concurrency=3)
+    write(fn, dev, a_minute_ago, [0.0], status="throttled", prefix="th")
+    write(fn, prod, a_minute_ago, [7.0], version=2, status="timeout", prefix="to")
 
     response = client_for(world.alice, scopes=["metrics"]).get("/metrics")
 
