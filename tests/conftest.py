@@ -66,6 +66,21 @@ def build_world() -> World:
     return World(alpha, other, web, outsider_project, alice, adam, bob, carol, dora, charlie)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_channel_layer() -> Iterator[None]:
+    """Each test module gets channel-layer instances of its own. A Redis layer remembers the
+    event loop that receives on it; a module whose threads published from many loops at once
+    (tests/pipelines/test_run_claim_races.py) left the shared instance counting a receive
+    nobody finishes, and every later receive on another loop (a later module's served console
+    or communicator) was refused: "Two event loops are trying to receive() on one channel
+    layer at once!". In a process of the product one loop receives for its whole life."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     # PBKDF2 at full strength costs ~0.3 s per user; tests make many users.
